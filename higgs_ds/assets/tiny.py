@@ -1,0 +1,118 @@
+"""Build (once, deterministically, offline) and locate the embedded tiny default.
+
+Layout, the same as the real release so one loading path serves both:
+    <cache>/tiny-v1/model/            config.json, model.safetensors, tokenizer files   (--model_path)
+    <cache>/tiny-v1/audio_tokenizer/  config.json, model.pth, semantic_teacher/         (--audio_tokenizer_path)
+The cache dir is $HIGGS_DS_CACHE or ~/.cache/higgs_ds. Concurrent ranks wait on a file lock.
+"""
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+
+TINY_VERSION = "tiny-v1"
+TINY_SEED = 1234
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=320, max_position_embeddings=4096, rms_norm_eps=1e-5)
+TINY_AUDIO_TOKENIZER = dict(D=64, ratios=[8, 5, 4, 2, 3], sample_rate=24000, bins=1024, n_q=8, codebook_dim=16,
+                            semantic_techer="hubert_base_general", semantic_sample_rate=16000,
+                            downsample_mode="step_down", vq_scale=1, last_layer_semantic=True)
+
+
+@dataclasses.dataclass
+class TinyAssets:
+    root: str
+
+    @property
+    def model_path(self):
+        return os.path.join(self.root, "model")
+
+    @property
+    def audio_tokenizer_path(self):
+        return os.path.join(self.root, "audio_tokenizer")
+
+
+def default_cache_dir():
+    return os.environ.get("HIGGS_DS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "higgs_ds")
+
+
+def tiny_higgs_config(tokenizer):
+    """A `HiggsAudioConfig` shaped like the release (dual-FFN on every layer, delay pattern, 8x1024 codebooks)."""
+    from boson_multimodal.model.higgs_audio import HiggsAudioConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
+           ("<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|AUDIO_OUT|>", "<|audio_out_bos|>", "<|audio_eos|>")}
+    text_config = dict(model_type="llama", **TINY_TEXT, bos_token_id=ids["<|begin_of_text|>"],
+                       eos_token_id=ids["<|end_of_text|>"], pad_token_id=ids["<|end_of_text|>"])
+    return HiggsAudioConfig(
+        text_config=text_config, audio_adapter_type="dual_ffn_fast_forward",
+        audio_dual_ffn_layers=list(range(TINY_TEXT["num_hidden_layers"])),
+        use_delay_pattern=True, skip_audio_tower=True, encode_whisper_embed=False, encode_audio_in_tokens=True,
+        audio_decoder_proj_num_layers=0, audio_num_codebooks=8, audio_codebook_size=1024,
+        audio_stream_bos_id=1024, audio_stream_eos_id=1025,
+        audio_in_token_idx=ids["<|AUDIO|>"], audio_out_token_idx=ids["<|AUDIO_OUT|>"],
+        pad_token_id=ids["<|end_of_text|>"], audio_out_bos_token_id=ids["<|audio_out_bos|>"],
+        audio_eos_token_id=ids["<|audio_eos|>"],
+    )
+
+
+def _build_model_dir(path):
+    from boson_multimodal.model.higgs_audio import HiggsAudioModel
+
+    from .tiny_text_tokenizer import build_tiny_text_tokenizer
+
+    tok = build_tiny_text_tokenizer()
+    torch.manual_seed(TINY_SEED)
+    model = HiggsAudioModel(tiny_higgs_config(tok))
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+
+
+def _build_audio_tokenizer_dir(path):
+    from transformers import HubertConfig, HubertModel
+
+    import boson_multimodal.audio_processing.higgs_audio_tokenizer as hat
+    from ..models.audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, semantic_teacher_from
+    from ..data.synthetic import speech_like
+
+    teacher = os.path.join(path, SEMANTIC_TEACHER_SUBDIR)
+    torch.manual_seed(TINY_SEED)
+    # semantic_dim is hard-coded to 768 for the hubert teachers; everything else is tiny.
+    HubertModel(HubertConfig(hidden_size=768, num_hidden_layers=1, num_attention_heads=12, intermediate_size=256,
+                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                             num_conv_pos_embedding_groups=16)).save_pretrained(teacher)
+    with semantic_teacher_from(teacher):
+        tk = hat.HiggsAudioTokenizer(**TINY_AUDIO_TOKENIZER, device="cpu").eval()
+    # A fresh quantizer k-means-initialises its codebooks on the first encode; do it here, on fixed audio,
+    # so every process that loads this dir encodes identically (training, serve engine, other ranks).
+    rng = np.random.default_rng(TINY_SEED)
+    warm = np.concatenate([speech_like(rng, 2.0, f0=f0) for f0 in (110.0, 160.0, 220.0)])
+    with torch.no_grad():
+        tk.encode(warm, 24000)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(TINY_AUDIO_TOKENIZER, f, indent=2)
+    torch.save(tk.state_dict(), os.path.join(path, "model.pth"))
+
+
+def ensure_tiny_assets(cache_dir=None):
+    """Return the tiny assets, building them on first use (~20 s on 2 CPU cores). Safe under concurrent ranks."""
+    root = os.path.join(cache_dir or default_cache_dir(), TINY_VERSION)
+    done = os.path.join(root, ".complete")
+    if os.path.exists(done):
+        return TinyAssets(root)
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    with open(root + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(done):
+            tmp = root + ".tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            _build_model_dir(os.path.join(tmp, "model"))
+            _build_audio_tokenizer_dir(os.path.join(tmp, "audio_tokenizer"))
+            shutil.rmtree(root, ignore_errors=True)
+            os.rename(tmp, root)
+            open(done, "w").close()
+    return TinyAssets(root)

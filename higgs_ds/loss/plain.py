@@ -1,0 +1,53 @@
+"""The plain reference loss: full logits from `HiggsAudioModel.forward`, then `F.cross_entropy`.
+
+Normalisation: the text loss is the mean over labeled text tokens, the audio loss the mean over labeled
+(codebook, column) pairs; total = text_loss_weight * text + audio_loss_weight * audio.
+"""
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from .alignment import IGNORE, audio_targets, text_targets
+
+
+@dataclasses.dataclass
+class LossOutput:
+    loss: torch.Tensor
+    metrics: dict  # floats-as-tensors: loss/text, loss/audio, loss/audio_cb{k}, acc/audio_cb{k}, tokens/*
+
+
+def _mean_ce(logits, targets):
+    """Mean CE over non-ignored targets; an all-ignored input gives a 0 that still carries a graph."""
+    n = (targets != IGNORE).sum()
+    total = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
+    return total / n.clamp(min=1), n
+
+
+def plain_loss(outputs, batch, text_loss_weight=1.0, audio_loss_weight=1.0):
+    """Loss and metrics from a `HiggsAudioModelOutputWithPast` and the collated batch."""
+    logits = outputs.logits.float()
+    t_tgt = text_targets(outputs.expanded_labels)
+    text_loss, n_text = _mean_ce(logits.reshape(-1, logits.shape[-1]), t_tgt.reshape(-1))
+    metrics = {"loss/text": text_loss.detach(), "tokens/text": n_text}
+
+    audio_logits = outputs.audio_logits  # (N, K, C)
+    label_audio = batch.get("label_audio_ids")
+    if audio_logits is None or label_audio is None or audio_logits.shape[0] == 0:
+        audio_loss = logits.sum() * 0.0
+        n_audio = torch.zeros((), dtype=torch.long)
+    else:
+        a_tgt = audio_targets(label_audio, batch["audio_out_ids_start"]).T  # (N, K)
+        audio_loss, n_audio = _mean_ce(audio_logits.float().reshape(-1, audio_logits.shape[-1]), a_tgt.reshape(-1))
+        with torch.no_grad():
+            pred = audio_logits.argmax(-1)
+            for k in range(a_tgt.shape[1]):
+                valid = a_tgt[:, k] != IGNORE
+                cb_loss, _ = _mean_ce(audio_logits[:, k].float(), a_tgt[:, k])
+                metrics[f"loss/audio_cb{k}"] = cb_loss
+                metrics[f"acc/audio_cb{k}"] = (pred[:, k] == a_tgt[:, k])[valid].float().mean() if valid.any() \
+                    else torch.zeros(())
+    metrics.update({"loss/audio": audio_loss.detach(), "tokens/audio": n_audio})
+    loss = text_loss_weight * text_loss + audio_loss_weight * audio_loss
+    metrics["loss/total"] = loss.detach()
+    return LossOutput(loss, metrics)

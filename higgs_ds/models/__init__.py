@@ -1,0 +1,1 @@
+"""Model-side builders: loading the model and tokenizers, LoRA."""
