@@ -16,6 +16,8 @@ import torch
 
 TINY_VERSION = "tiny-v1"
 TINY_SEED = 1234
+TINY_HEAD_STD = 0.125
+TINY_DATA_SAMPLES = 16
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=320, max_position_embeddings=4096, rms_norm_eps=1e-5)
 TINY_AUDIO_TOKENIZER = dict(D=64, ratios=[8, 5, 4, 2, 3], sample_rate=24000, bins=1024, n_q=8, codebook_dim=16,
@@ -68,6 +70,9 @@ def _build_model_dir(path):
     tok = build_tiny_text_tokenizer()
     torch.manual_seed(TINY_SEED)
     model = HiggsAudioModel(tiny_higgs_config(tok))
+    with torch.no_grad():  # a head with room to move: |row| ~ 1 so that LoRA alone can shape the logits
+        for head in (model.audio_decoder_proj.audio_lm_head, model.audio_decoder_proj.text_lm_head):
+            head.weight.normal_(0.0, TINY_HEAD_STD)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
 
@@ -98,21 +103,39 @@ def _build_audio_tokenizer_dir(path):
     torch.save(tk.state_dict(), os.path.join(path, "model.pth"))
 
 
-def ensure_tiny_assets(cache_dir=None):
-    """Return the tiny assets, building them on first use (~20 s on 2 CPU cores). Safe under concurrent ranks."""
-    root = os.path.join(cache_dir or default_cache_dir(), TINY_VERSION)
+def build_once(root, builder):
+    """Run `builder(tmp_dir)` once, atomically (tmp dir + rename), under a file lock shared by all ranks."""
     done = os.path.join(root, ".complete")
     if os.path.exists(done):
-        return TinyAssets(root)
+        return root
     os.makedirs(os.path.dirname(root), exist_ok=True)
     with open(root + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(done):
             tmp = root + ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            _build_model_dir(os.path.join(tmp, "model"))
-            _build_audio_tokenizer_dir(os.path.join(tmp, "audio_tokenizer"))
+            os.makedirs(tmp)
+            builder(tmp)
             shutil.rmtree(root, ignore_errors=True)
             os.rename(tmp, root)
             open(done, "w").close()
-    return TinyAssets(root)
+    return root
+
+
+def _build_tiny(tmp):
+    _build_model_dir(os.path.join(tmp, "model"))
+    _build_audio_tokenizer_dir(os.path.join(tmp, "audio_tokenizer"))
+
+
+def ensure_tiny_assets(cache_dir=None):
+    """Return the tiny assets, building them on first use (~20 s on 2 CPU cores). Safe under concurrent ranks."""
+    return TinyAssets(build_once(os.path.join(cache_dir or default_cache_dir(), TINY_VERSION), _build_tiny))
+
+
+def ensure_tiny_data(cache_dir=None):
+    """(train.jsonl, val.jsonl) of the embedded synthetic voice-cloning set, built on first use."""
+    from ..data.synthetic import create_sample_data
+
+    root = build_once(os.path.join(cache_dir or default_cache_dir(), TINY_VERSION + "-data"),
+                      lambda tmp: create_sample_data(tmp, num_samples=TINY_DATA_SAMPLES))
+    return os.path.join(root, "train.jsonl"), os.path.join(root, "val.jsonl")

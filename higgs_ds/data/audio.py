@@ -1,4 +1,6 @@
 """Audio loading and encoding exactly as `HiggsAudioServeEngine._prepare_inputs` does it."""
+import os
+
 import librosa
 import torch
 
@@ -8,10 +10,10 @@ from .chatml import DataError
 def load_waveform(path, sample_rate, where=""):
     """`librosa.load(path, sr=sample_rate)` (mono, resampled) with clear errors for missing/corrupt/empty audio."""
     prefix = f"{where}: " if where else ""
+    if not os.path.isfile(path):
+        raise DataError(f"{prefix}audio file not found: {path}")
     try:
         wav, _ = librosa.load(path, sr=sample_rate)
-    except FileNotFoundError:
-        raise DataError(f"{prefix}audio file not found: {path}") from None
     except Exception as e:  # soundfile/audioread raise many types for undecodable files
         raise DataError(f"{prefix}cannot decode audio {path}: {type(e).__name__}: {e}") from None
     if wav.size == 0:

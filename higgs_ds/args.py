@@ -1,0 +1,65 @@
+"""Command-line flags of `higgs_ds/train.py` (`higgs-ds train`). Every flag is documented in docs/FLAGS.md."""
+import argparse
+import os
+
+from .models.lora import LORA_PRESETS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="higgs-ds train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--model_path", help="HiggsAudioModel dir (config.json, weights, tokenizer); default: embedded tiny model")
+    g.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: embedded tiny one")
+    g.add_argument("--tokenizer_path", help="text tokenizer dir; default: --model_path")
+    g = p.add_argument_group("data")
+    g.add_argument("--train_data", help="ChatML JSONL / JSON list; default: the embedded synthetic set")
+    g.add_argument("--val_data", help="validation ChatML; default: the embedded set's val split when --train_data is unset")
+    g.add_argument("--create_sample_data", metavar="DIR", help="write a synthetic voice-cloning dataset to DIR and exit")
+    g.add_argument("--num_sample_data", type=int, default=32, help="samples written by --create_sample_data")
+    g.add_argument("--validate_data_only", action="store_true", help="check every sample (text, audio decodes) and exit")
+    g = p.add_argument_group("training")
+    g.add_argument("--batch_size", type=int, default=2, help="micro batch per rank (fills train_micro_batch_size_per_gpu)")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--learning_rate", type=float, default=1e-4, help="peak LR (fills optimizer.params.lr)")
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--warmup_ratio", type=float, default=0.05, help="fraction of steps for linear warmup")
+    g.add_argument("--num_epochs", type=int, default=1)
+    g.add_argument("--max_steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs decide)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--quick_test", action="store_true", help="smoke run: at most 8 samples and 4 steps")
+    g.add_argument("--log_every", type=int, default=1, help="log a line every N optimizer steps")
+    g.add_argument("--output_dir", default=os.path.join("outputs", "run"), help="adapter, metrics.json and logs go here")
+    g = p.add_argument_group("LoRA")
+    g.add_argument("--lora_r", type=int, default=16)
+    g.add_argument("--lora_alpha", type=int, default=32)
+    g.add_argument("--lora_dropout", type=float, default=0.0)
+    g.add_argument("--lora_preset", choices=sorted(LORA_PRESETS), default="attn_mlp_audio",
+                   help="which linear layers get adapters")
+    g.add_argument("--lora_target_modules", nargs="+", help="explicit module-name suffixes (overrides --lora_preset)")
+    g = p.add_argument_group("DeepSpeed")
+    g.add_argument("--deepspeed", help="DeepSpeed JSON config; default ds_configs/zero2.json on GPU, cpu_zero2.json on CPU")
+    g.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    args.explicit = {a for a in (argv if argv is not None else __import__("sys").argv[1:]) if a.startswith("--")}
+    args.explicit = {a.split("=")[0] for a in args.explicit}
+    for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "log_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if args.learning_rate <= 0:
+        p.error("--learning_rate must be > 0")
+    if args.quick_test:
+        args.max_steps = 4 if args.max_steps < 0 else min(args.max_steps, 4)
+    return args
+
+
+def default_ds_config(accelerator):
+    name = "cpu_zero2.json" if accelerator == "cpu" else "zero2.json"
+    return os.path.join(ROOT, "ds_configs", name)

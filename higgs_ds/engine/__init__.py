@@ -1,0 +1,1 @@
+"""Engine parts: distributed setup, DeepSpeed config resolution, optimizer."""

@@ -1,0 +1,154 @@
+"""Train a LoRA adapter for Higgs Audio v2 voice cloning with DeepSpeed.
+
+    deepspeed --num_gpus 8 higgs_ds/train.py --deepspeed ds_configs/zero2.json --model_path ... --train_data ...
+    DS_ACCELERATOR=cpu deepspeed --num_accelerators 2 higgs_ds/train.py --deepspeed ds_configs/cpu_zero2.json
+    python higgs_ds/train.py --quick_test            # one process, embedded tiny default
+
+Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> loop -> adapter.
+"""
+import os
+import sys
+
+if __name__ == "__main__":  # run as a script: do not let higgs_ds/ itself shadow top-level modules
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import json
+import logging
+import math
+import time
+
+import torch
+
+from higgs_ds.args import default_ds_config, parse_args
+from higgs_ds.engine.distributed import init_distributed, select_accelerator, setup_logging
+
+log = logging.getLogger("higgs_ds.train")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.create_sample_data:
+        from higgs_ds.data.synthetic import create_sample_data
+
+        train, val = create_sample_data(args.create_sample_data, num_samples=args.num_sample_data, seed=args.seed)
+        print(f"wrote {args.num_sample_data} samples: {train} and {val}")
+        return 0
+
+    accelerator = select_accelerator()
+    import deepspeed
+
+    from higgs_ds.assets import ensure_tiny_data
+    from higgs_ds.data.loaders import build_loader, load_dataset, to_device
+    from higgs_ds.engine.ds_config import load_ds_config
+    from higgs_ds.loss import plain_loss
+    from higgs_ds.models.loading import ModelPaths, load_all
+    from higgs_ds.models.lora import apply_lora
+
+    rank, world = init_distributed()
+    setup_logging(rank)
+    ds_path = args.deepspeed or default_ds_config(accelerator)
+    ds_kwargs = dict(micro_batch_size=args.batch_size, grad_accum_steps=args.gradient_accumulation_steps,
+                     world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                     explicit=args.explicit)
+    load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # fail on a bad config before loading
+    torch.manual_seed(args.seed)
+
+    # --- data
+    train_path, val_path = args.train_data, args.val_data
+    if train_path is None:
+        train_path, default_val = ensure_tiny_data()
+        val_path = val_path or default_val
+    paths = ModelPaths.resolve(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
+    model, tokenizer, audio_tokenizer = load_all(paths)
+    limit = 8 if args.quick_test else None
+    train_set = load_dataset(train_path, tokenizer, audio_tokenizer, limit, show_progress=rank == 0)
+    val_set = load_dataset(val_path, tokenizer, audio_tokenizer, limit, show_progress=rank == 0) if val_path else None
+    del audio_tokenizer
+    log.info("data: %d train samples (%s), %d val samples", len(train_set), train_path, len(val_set or []))
+    if args.validate_data_only:
+        log.info("all samples valid")
+        return 0
+
+    # --- model, engine
+    model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
+                       args.lora_target_modules)
+    loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed)
+    steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * args.num_epochs
+    if args.max_steps > 0:
+        total_steps = min(total_steps, args.max_steps)
+    ds_config, opt_kwargs = load_ds_config(ds_path, total_steps=total_steps,
+                                           warmup_steps=int(args.warmup_ratio * total_steps), **ds_kwargs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, **opt_kwargs)
+    engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    log.info("DeepSpeed: ZeRO stage %d, %s, world %d, micro batch %d x accum %d; %d steps",
+             engine.zero_optimization_stage(), "bf16" if engine.bfloat16_enabled() else "fp32", world,
+             args.batch_size, args.gradient_accumulation_steps, total_steps)
+
+    def loss_fn(batch):
+        return plain_loss(engine(**batch), batch)
+
+    # --- loop
+    history, step, t0 = [], 0, time.time()
+    for epoch in range(args.num_epochs):
+        loader.sampler.set_epoch(epoch)
+        engine.train()
+        for micro, batch in enumerate(loader):
+            out = loss_fn(to_device(batch, engine.device))
+            engine.backward(out.loss)
+            engine.step()
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            step += 1
+            record = {"step": step, "epoch": epoch, **{k: float(v) for k, v in out.metrics.items()
+                                                       if k.startswith("loss/")}}
+            record["lr"] = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
+            history.append(record)
+            if step % args.log_every == 0 or step == total_steps:
+                log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.1fs", step, total_steps,
+                         record["loss/total"], record["loss/text"], record["loss/audio"], record["lr"],
+                         time.time() - t0)
+            if step >= total_steps:
+                break
+        if step >= total_steps:
+            break
+
+    val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
+    if val_loss is not None:
+        log.info("validation: loss %.4f | text %.4f | audio %.4f", val_loss["loss/total"], val_loss["loss/text"],
+                 val_loss["loss/audio"])
+
+    # --- adapter
+    if rank == 0:
+        os.makedirs(args.output_dir, exist_ok=True)
+        engine.module.save_pretrained(os.path.join(args.output_dir, "adapter"))
+        with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+            json.dump({"history": history, "val": val_loss, "world_size": world, "model_path": paths.model_path,
+                       "audio_tokenizer_path": paths.audio_tokenizer_path, "train_data": train_path,
+                       "val_data": val_path}, f, indent=1)
+        log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
+    torch.distributed.barrier()
+    return 0
+
+
+@torch.no_grad()
+def evaluate(engine, dataset, config, args, rank, world, loss_fn):
+    """Mean of per-batch losses over the validation set, averaged over ranks."""
+    from higgs_ds.data.loaders import build_loader, to_device
+
+    engine.eval()
+    loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False)
+    sums = torch.zeros(3, dtype=torch.float64)
+    for batch in loader:
+        m = loss_fn(to_device(batch, engine.device)).metrics
+        sums += torch.tensor([float(m["loss/total"]), float(m["loss/text"]), float(m["loss/audio"]), ]).double()
+    sums = torch.cat([sums, torch.tensor([float(len(loader))], dtype=torch.float64)])
+    torch.distributed.all_reduce(sums)
+    n = max(sums[3].item(), 1.0)
+    engine.train()
+    return {"loss/total": sums[0].item() / n, "loss/text": sums[1].item() / n, "loss/audio": sums[2].item() / n}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Shared fixtures: the embedded tiny assets (built once per test session) and a small fixed dataset."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("HIGGS_DS_CACHE", os.path.join(ROOT, ".test_cache"))
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_assets():
+    from higgs_ds.assets import ensure_tiny_assets
+
+    return ensure_tiny_assets()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_assets):
+    """(model, text tokenizer, audio tokenizer) loaded from the tiny dirs through the real loading path."""
+    from higgs_ds.models.loading import ModelPaths, load_all
+
+    return load_all(ModelPaths.resolve(tiny_assets.model_path, tiny_assets.audio_tokenizer_path))
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """Nine synthetic samples: train.jsonl (8) and val.jsonl (1)."""
+    from higgs_ds.data.synthetic import create_sample_data
+
+    return create_sample_data(str(tmp_path_factory.mktemp("data")), num_samples=9, seed=7)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tiny_bundle, small_data):
+    from higgs_ds.data.loaders import load_dataset
+
+    _, tok, audio_tok = tiny_bundle
+    return load_dataset(small_data[0], tok, audio_tok, show_progress=False)
+
+
+@pytest.fixture
+def fresh_model(tiny_assets):
+    from higgs_ds.models.loading import load_model
+
+    torch.manual_seed(0)
+    return load_model(tiny_assets.model_path)
+
+
+def run_cmd(cmd, timeout=900, env=None):
+    """Run a command from the repo root; return CompletedProcess (stdout+stderr merged), failing loudly."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}")
+    return proc
+
+
+PYTHON = sys.executable
+DEEPSPEED = os.path.join(os.path.dirname(sys.executable), "deepspeed")

@@ -1,0 +1,69 @@
+"""ChatML reading: clear file:line errors, path resolution, labels as prepare_chatml_sample gives them."""
+import json
+
+import pytest
+import torch
+
+from higgs_ds.data.chatml import DataError, read_chatml
+from higgs_ds.data.synthetic import voice_cloning_sample
+
+
+def _write(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_reads_samples_and_resolves_audio_relative_to_file(small_data):
+    samples = list(read_chatml(small_data[0]))
+    assert len(samples) == 8 and samples[0].line == 1 and samples[0].sample.start_index == 4
+    url = samples[0].sample.messages[4].content.audio_url
+    assert url.startswith("/") and url.endswith(".wav")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"messages": [', "malformed JSON"),
+    ({"messages": [{"role": "narrator", "content": "x"}]}, "role 'narrator'"),
+    ({**voice_cloning_sample("a.wav", "r", "b.wav", "t"), "start_index": 9}, "start_index 9 is out of range"),
+    ({"messages": voice_cloning_sample("a.wav", "r", "b.wav", "t")["messages"][:4], "start_index": 3},
+     "nothing to learn"),
+    ({"messages": [{"role": "assistant", "content": {"type": "video"}}]}, "unknown content type"),
+    ({"no_messages": 1}, "non-empty 'messages' list"),
+])
+def test_bad_samples_name_file_and_line(tmp_path, bad, message):
+    good = voice_cloning_sample("a.wav", "ref", "b.wav", "target")
+    path = _write(tmp_path / "d.jsonl", [good, bad])
+    with pytest.raises(DataError, match=message) as err:
+        list(read_chatml(path))
+    assert f"{path}:2" in str(err.value)
+
+
+def test_non_utf8_names_line(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(json.dumps(voice_cloning_sample("a.wav", "r", "b.wav", "t")).encode() + b"\n{\"x\": \"\xff\"}\n")
+    with pytest.raises(DataError, match=f"{p}:2: not valid UTF-8"):
+        list(read_chatml(str(p)))
+
+
+def test_missing_audio_names_sample(tmp_path, tiny_bundle):
+    from higgs_ds.data.loaders import load_dataset
+
+    _, tok, audio_tok = tiny_bundle
+    path = _write(tmp_path / "d.jsonl", [voice_cloning_sample("missing_ref.wav", "r", "b.wav", "t")])
+    with pytest.raises(DataError, match=r"d\.jsonl:1 .*audio file not found: .*missing_ref\.wav"):
+        load_dataset(path, tok, audio_tok, show_progress=False)
+
+
+def test_json_list_files(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps([voice_cloning_sample("a.wav", "r", "b.wav", "t")] * 2))
+    assert [s.line for s in read_chatml(str(p))] == [1, 2]
+
+
+def test_dataset_labels_only_the_target_turn(small_dataset, tiny_bundle):
+    """Exactly <|audio_out_bos|>, <|AUDIO_OUT|>, <|audio_eos|>, <|eot_id|> of the target turn carry text labels."""
+    _, tok, _ = tiny_bundle
+    sample = small_dataset[0]
+    labeled = sample.label_ids[sample.label_ids != -100].tolist()
+    assert tok.convert_ids_to_tokens(labeled) == ["<|audio_out_bos|>", "<|AUDIO_OUT|>", "<|audio_eos|>", "<|eot_id|>"]
+    assert sample.audio_ids_start.tolist()[0] == 0 and len(sample.audio_ids_start) == 2
+    assert sample.audio_ids_concat.shape[0] == 8 and sample.audio_ids_concat.dtype == torch.long

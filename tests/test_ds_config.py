@@ -1,0 +1,41 @@
+"""DeepSpeed config resolution: "auto" fields from the CLI, contradictions caught before the model loads."""
+import json
+
+import pytest
+
+from higgs_ds.engine.ds_config import ConfigError, load_ds_config
+
+KW = dict(micro_batch_size=4, grad_accum_steps=2, world_size=8, learning_rate=2e-4, total_steps=100, warmup_steps=5)
+
+
+def test_shipped_configs_resolve():
+    for name, bf16 in (("ds_configs/zero2.json", True), ("ds_configs/cpu_zero2.json", False)):
+        cfg, opt = load_ds_config(name, **KW)
+        assert cfg["train_batch_size"] == 4 * 2 * 8 and cfg["train_micro_batch_size_per_gpu"] == 4
+        assert cfg["zero_optimization"]["stage"] == 2 and cfg["bf16"]["enabled"] is bf16
+        assert opt["lr"] == 2e-4 and "optimizer" not in cfg
+        assert cfg["scheduler"]["params"]["total_num_steps"] == 100
+        assert cfg["scheduler"]["params"]["warmup_num_steps"] == 5
+
+
+def test_contradiction_is_an_error(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8, "train_batch_size": 64}))
+    with pytest.raises(ConfigError, match="contradicts --batch_size"):
+        load_ds_config(str(p), **KW, explicit={"--batch_size"})
+    cfg, _ = load_ds_config(str(p), **{**KW, "grad_accum_steps": 1})  # flag not given: the JSON wins
+    assert cfg["train_micro_batch_size_per_gpu"] == 8
+    with pytest.raises(ConfigError, match="train_batch_size = 64 contradicts"):
+        load_ds_config(str(p), **KW)  # 8 x 2 x 8 = 128 != 64
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_ds_config(str(tmp_path / "none.json"), **KW)
+    p = tmp_path / "bad.json"
+    p.write_text('{\n "a": 1,\n}')
+    with pytest.raises(ConfigError, match=r"bad\.json:3: malformed JSON"):
+        load_ds_config(str(p), **KW)
+    p.write_text(json.dumps({"optimizer": {"type": "Lamb"}}))
+    with pytest.raises(ConfigError, match="not supported"):
+        load_ds_config(str(p), **KW)
