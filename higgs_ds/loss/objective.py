@@ -33,7 +33,7 @@ class LossConfig:
     codebook_weights: Optional[Sequence[float]] = None  # per codebook, rescaled to mean 1; None = plain mean
     label_smoothing: float = 0.0
     z_loss: float = 0.0  # coefficient of logsumexp(logits)^2 per labeled target
-    chunk_size: Optional[int] = None  # rows of logits per chunk; None = about 16M logits per chunk
+    chunk_size: Optional[int] = None  # rows of logits per chunk; None = about 4M logits (16 MiB fp32) per chunk
     normalization: str = "local"  # "local" | "global" (needs Denominators)
 
 
