@@ -67,52 +67,53 @@ def _denominator(config, denominators, name, local_count):
     return torch.as_tensor(getattr(denominators, name), dtype=torch.float32, device=local_count.device)
 
 
-def text_part(hidden, expanded_labels, head_w, config, denominators=None):
-    """(text loss term, CE sum, labeled count) over the positions whose next label is not -100."""
+def text_rows(expanded_labels, shape, device):
+    """(flat positions, targets) of the text positions whose next label is not -100."""
     if expanded_labels is None:
-        expanded_labels = torch.full(hidden.shape[:2], IGNORE, dtype=torch.long, device=hidden.device)
+        expanded_labels = torch.full(shape, IGNORE, dtype=torch.long, device=device)
     tgt = text_targets(expanded_labels).reshape(-1)
     pos = (tgt != IGNORE).nonzero().squeeze(1)
-    tgt = tgt.index_select(0, pos)
-    n = torch.tensor(pos.numel(), device=hidden.device)
-    scale = torch.ones_like(tgt, dtype=torch.float32) / _denominator(config, denominators, "text", n)
-    loss, ce_sum, _ = fused_linear_ce(_rows(hidden, pos), head_w, tgt, scale, 1, config.label_smoothing,
-                                      config.z_loss, config.chunk_size)
-    return loss, ce_sum[0], n
+    return pos, tgt.index_select(0, pos)
 
 
-def audio_part(hidden, audio_out_mask, label_audio_ids, audio_out_ids_start, head_w, n_codebooks, config,
-               denominators=None):
-    """(audio loss term, per-codebook CE sums, per-codebook correct, per-codebook counts, codebook weights)."""
+def audio_rows(audio_out_mask, label_audio_ids, audio_out_ids_start, n_codebooks, device):
+    """(flat positions, (N, K) targets) of the audio-out columns with at least one labeled codebook."""
     positions = audio_out_mask.reshape(-1).nonzero().squeeze(1) if audio_out_mask is not None \
-        else torch.zeros(0, dtype=torch.long, device=hidden.device)
+        else torch.zeros(0, dtype=torch.long, device=device)
     if label_audio_ids is None:
-        tgt = torch.full((positions.numel(), n_codebooks), IGNORE, dtype=torch.long, device=hidden.device)
+        tgt = torch.full((positions.numel(), n_codebooks), IGNORE, dtype=torch.long, device=device)
     else:
         if label_audio_ids.shape != (n_codebooks, positions.numel()):
             raise ValueError(f"label_audio_ids {tuple(label_audio_ids.shape)} does not match {n_codebooks} "
                              f"codebooks x {positions.numel()} audio-out positions")
-        tgt = audio_targets(label_audio_ids.to(hidden.device), audio_out_ids_start.to(hidden.device)).t()
+        tgt = audio_targets(label_audio_ids.to(device), audio_out_ids_start.to(device)).t()
     keep = (tgt != IGNORE).any(1).nonzero().squeeze(1)
-    tgt = tgt.index_select(0, keep)
-    valid = tgt != IGNORE
-    counts = valid.sum(0)
-    cb_w = _codebook_weights(config, n_codebooks, hidden.device)
-    scale = valid * cb_w / _denominator(config, denominators, "audio", counts.sum())
-    loss, ce_sum, correct = fused_linear_ce(_rows(hidden, positions.index_select(0, keep)), head_w, tgt, scale,
-                                            n_codebooks, config.label_smoothing, config.z_loss, config.chunk_size)
-    return loss, ce_sum, correct, counts, cb_w
+    return positions.index_select(0, keep), tgt.index_select(0, keep)
 
 
 def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config, denominators=None):
     """`LossOutput` from the hidden states (B, T, H), the forward's outputs and the collated batch."""
-    text_loss, text_ce, n_text = text_part(hidden, outputs.expanded_labels, text_w, config, denominators)
-    audio_loss, ce_k, correct_k, n_k, cb_w = audio_part(
-        hidden, outputs.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"), audio_w,
-        n_codebooks, config, denominators)
-    loss = config.text_loss_weight * text_loss + config.audio_loss_weight * audio_loss
+    dev, eps, zl, chunk = hidden.device, config.label_smoothing, config.z_loss, config.chunk_size
+    t_pos, t_tgt = text_rows(outputs.expanded_labels, hidden.shape[:2], dev)
+    a_pos, a_tgt = audio_rows(outputs.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),
+                              n_codebooks, dev)
+    # one gather (and so one B x T x H gradient buffer) for both heads
+    h_text, h_audio = _rows(hidden, torch.cat([t_pos, a_pos])).split([t_pos.numel(), a_pos.numel()])
+
+    n_text = torch.tensor(t_pos.numel(), device=dev)
+    t_scale = torch.ones_like(t_tgt, dtype=torch.float32) / _denominator(config, denominators, "text", n_text)
+    text_loss, text_ce, _ = fused_linear_ce(h_text, text_w, t_tgt, t_scale, 1, eps, zl, chunk)
+
+    valid = a_tgt != IGNORE
+    n_k = valid.sum(0)
     n_audio = n_k.sum()
-    metrics = {"loss/text": text_ce / n_text.clamp(min=1), "loss/audio": (cb_w * ce_k).sum() / n_audio.clamp(min=1)}
+    cb_w = _codebook_weights(config, n_codebooks, dev)
+    a_scale = valid * cb_w / _denominator(config, denominators, "audio", n_audio)
+    audio_loss, ce_k, correct_k = fused_linear_ce(h_audio, audio_w, a_tgt, a_scale, n_codebooks, eps, zl, chunk)
+
+    loss = config.text_loss_weight * text_loss + config.audio_loss_weight * audio_loss
+    metrics = {"loss/text": text_ce[0] / n_text.clamp(min=1),
+               "loss/audio": (cb_w * ce_k).sum() / n_audio.clamp(min=1)}
     for k in range(n_codebooks):
         metrics[f"loss/audio_cb{k}"] = ce_k[k] / n_k[k].clamp(min=1)
         metrics[f"acc/audio_cb{k}"] = correct_k[k].float() / n_k[k].clamp(min=1)
