@@ -1,3 +1,30 @@
-"""Losses for Higgs Audio training: text CE with a causal shift, per-codebook audio CE shifted within each clip."""
+"""Losses for Higgs Audio training: text CE with a causal shift, per-codebook audio CE shifted within each clip.
+
+`compute_loss(model, batch, config)` is the training entry point: one forward that stops at the final hidden
+states (`hidden.py`), then the chunked fused head + cross-entropy (`objective.py`, `fused.py`); full-vocab
+logits never exist. `plain_loss` (full logits + `F.cross_entropy`) stays as the reference.
+"""
 from .alignment import audio_targets, text_targets  # noqa: F401
+from .hidden import base_higgs_model, head_weights, hidden_states_only, model_codebooks
+from .normalize import count_labeled, global_denominators  # noqa: F401
+from .objective import Denominators, LossConfig, fused_head_loss
 from .plain import LossOutput, plain_loss  # noqa: F401
+
+
+def compute_loss(model, batch, config=None, denominators=None):
+    """`LossOutput` for a collated batch (keyword args of `HiggsAudioModel.forward`, already on device).
+
+    `model` is the bare model, a peft `PeftModel` or a DeepSpeed engine; it is called as `model(**batch)` so
+    engine hooks run. `denominators` is required when `config.normalization == "global"`.
+    """
+    config = config or LossConfig()
+    text_w, audio_w = head_weights(model)
+    n_codebooks, _ = model_codebooks(model)
+    with hidden_states_only(model):
+        outputs = model(**batch)
+    return fused_head_loss(outputs.logits, outputs, batch, text_w, audio_w, n_codebooks, config, denominators)
+
+
+__all__ = ["compute_loss", "LossConfig", "Denominators", "LossOutput", "plain_loss", "fused_head_loss",
+           "hidden_states_only", "head_weights", "base_higgs_model", "count_labeled", "global_denominators",
+           "audio_targets", "text_targets"]

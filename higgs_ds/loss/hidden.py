@@ -1,0 +1,83 @@
+"""Run `HiggsAudioModel.forward` so that it returns the final normed hidden states instead of any logits.
+
+`hidden_states_only(model)` temporarily replaces `audio_decoder_proj.forward` with one that returns the
+hidden states untouched: inside the block `outputs.logits` is (B, T, H), `outputs.audio_logits` is None, and
+`expanded_labels` / `audio_out_mask` are as usual. The loss then applies the head weights itself
+(`head_weights`). `model` may be the bare model, a peft `PeftModel`, or a DeepSpeed engine (`.module`).
+ZeRO-3 is not supported: its partitioned head weights are empty outside their module's forward.
+"""
+import contextlib
+
+
+def base_higgs_model(model):
+    """The `HiggsAudioModel` under DeepSpeed (`.module`) and peft (`get_base_model()`) wrappers."""
+    seen = 0
+    while "audio_decoder_proj" not in getattr(model, "_modules", {}):
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module"):
+            model = model.module
+        else:
+            raise TypeError(f"no HiggsAudioModel (with audio_decoder_proj) found inside {type(model).__name__}")
+        seen += 1
+        if seen > 8:
+            raise TypeError("wrapper nesting too deep while looking for HiggsAudioModel")
+    return model
+
+
+def _active(module):
+    """The module that actually runs: a peft `modules_to_save` wrapper's active copy, else the module itself."""
+    if hasattr(module, "modules_to_save") and hasattr(module, "original_module"):
+        if getattr(module, "disable_adapters", False) or not module.active_adapters:
+            return module.original_module
+        return module.modules_to_save[module.active_adapters[0]]
+    return module
+
+
+def _check_supported(base):
+    n = getattr(base.config, "audio_decoder_proj_num_layers", 0)
+    if n:
+        raise NotImplementedError(
+            f"the fused loss needs audio_decoder_proj_num_layers == 0 (the released config); this model has {n} "
+            "projector decoder layers between the hidden states and the heads")
+
+
+def head_weights(model):
+    """(text_lm_head.weight (V, H), audio_lm_head.weight (K*C, H)) of the heads that run, trainable or not."""
+    base = base_higgs_model(model)
+    _check_supported(base)
+    proj = _active(base.audio_decoder_proj)
+    text_w, audio_w = _active(proj.text_lm_head).weight, _active(proj.audio_lm_head).weight
+    for name, w in (("text_lm_head", text_w), ("audio_lm_head", audio_w)):
+        if w.dim() != 2 or w.numel() == 0:
+            raise RuntimeError(f"{name}.weight has shape {tuple(w.shape)}: partitioned (ZeRO-3?) weights are "
+                               "not supported by the fused loss")
+    return text_w, audio_w
+
+
+def _hidden_passthrough(hidden_states, audio_out_mask, *args, **kwargs):
+    return hidden_states, None, None, None, None, None
+
+
+@contextlib.contextmanager
+def hidden_states_only(model):
+    """Inside the block, `model(**batch).logits` holds the final normed hidden states (B, T, H)."""
+    base = base_higgs_model(model)
+    _check_supported(base)
+    proj = base.audio_decoder_proj
+    had_own = "forward" in proj.__dict__
+    previous = proj.__dict__.get("forward")
+    proj.forward = _hidden_passthrough
+    try:
+        yield base
+    finally:
+        if had_own:
+            proj.forward = previous
+        else:
+            del proj.forward
+
+
+def model_codebooks(model):
+    """(K codebooks, C classes per codebook incl. stream BOS/EOS) of the base model."""
+    base = base_higgs_model(model)
+    return int(base.config.audio_num_codebooks), int(base.config.audio_codebook_size) + 2

@@ -1,0 +1,121 @@
+"""The training objective from hidden states: text CE at labeled positions + per-codebook audio CE.
+
+Alignment (reused from `alignment.py`): text logits at t are scored against `expanded_labels[t + 1]`;
+audio column t against column t + 1 of the same clip. Only rows with at least one labeled target reach
+the heads, through `fused.fused_linear_ce`, so full-vocab logits never exist.
+
+Normalisation (`LossConfig.normalization`):
+- "local" (default, the convention of `plain.py`): text = sum of CE / labeled text tokens of this micro-batch;
+  audio = sum over labeled (codebook, column) pairs of w_k * CE / number of such pairs. With the default
+  all-ones `codebook_weights` this is the plain mean; with others (rescaled to mean 1) it is the w-weighted
+  mean of per-codebook means, since every codebook of a clip has the same number of labels (T codes + EOS).
+  A micro-batch's mean is not the mean of the step when micro-batches or ranks hold different token counts.
+- "global": the same sums divided by `Denominators` passed in (see `normalize.global_denominators`: labeled
+  counts summed over the step's micro-batches and all-reduced across data-parallel ranks, pre-divided by what
+  DeepSpeed averages over), so the applied gradient is exactly that of the mean over every labeled token of
+  the optimizer step, whatever the split.
+Metrics are always this micro-batch's means (keys as in `plain_loss`).
+"""
+import dataclasses
+from typing import Optional, Sequence
+
+import torch
+
+from .alignment import IGNORE, audio_targets, text_targets
+from .fused import fused_linear_ce
+from .plain import LossOutput
+
+
+@dataclasses.dataclass
+class LossConfig:
+    text_loss_weight: float = 1.0
+    audio_loss_weight: float = 1.0
+    codebook_weights: Optional[Sequence[float]] = None  # per codebook, rescaled to mean 1; None = plain mean
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0  # coefficient of logsumexp(logits)^2 per labeled target
+    chunk_size: Optional[int] = None  # rows of logits per chunk; None = about 4M logits (16 MiB fp32) per chunk
+    normalization: str = "local"  # "local" | "global" (needs Denominators)
+
+
+@dataclasses.dataclass
+class Denominators:
+    """What the text and audio CE sums are divided by in "global" mode (floats or 0-d tensors)."""
+    text: float
+    audio: float
+
+
+def _codebook_weights(config, k, device):
+    if config.codebook_weights is None:
+        return torch.ones(k, device=device)
+    w = torch.as_tensor(list(config.codebook_weights), dtype=torch.float32, device=device)
+    if w.numel() != k or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"codebook_weights must be {k} non-negative numbers with a positive sum, got {w.tolist()}")
+    return w * (k / w.sum())
+
+
+def _rows(hidden, flat_positions):
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat_positions)
+
+
+def _denominator(config, denominators, name, local_count):
+    if config.normalization == "local":
+        return local_count.clamp(min=1).float()
+    if config.normalization != "global":
+        raise ValueError(f"normalization must be 'local' or 'global', got {config.normalization!r}")
+    if denominators is None:
+        raise ValueError("normalization='global' needs Denominators (see higgs_ds.loss.normalize)")
+    return torch.as_tensor(getattr(denominators, name), dtype=torch.float32, device=local_count.device)
+
+
+def text_rows(expanded_labels, shape, device):
+    """(flat positions, targets) of the text positions whose next label is not -100."""
+    if expanded_labels is None:
+        expanded_labels = torch.full(shape, IGNORE, dtype=torch.long, device=device)
+    tgt = text_targets(expanded_labels).reshape(-1)
+    pos = (tgt != IGNORE).nonzero().squeeze(1)
+    return pos, tgt.index_select(0, pos)
+
+
+def audio_rows(audio_out_mask, label_audio_ids, audio_out_ids_start, n_codebooks, device):
+    """(flat positions, (N, K) targets) of the audio-out columns with at least one labeled codebook."""
+    positions = audio_out_mask.reshape(-1).nonzero().squeeze(1) if audio_out_mask is not None \
+        else torch.zeros(0, dtype=torch.long, device=device)
+    if label_audio_ids is None:
+        tgt = torch.full((positions.numel(), n_codebooks), IGNORE, dtype=torch.long, device=device)
+    else:
+        if label_audio_ids.shape != (n_codebooks, positions.numel()):
+            raise ValueError(f"label_audio_ids {tuple(label_audio_ids.shape)} does not match {n_codebooks} "
+                             f"codebooks x {positions.numel()} audio-out positions")
+        tgt = audio_targets(label_audio_ids.to(device), audio_out_ids_start.to(device)).t()
+    keep = (tgt != IGNORE).any(1).nonzero().squeeze(1)
+    return positions.index_select(0, keep), tgt.index_select(0, keep)
+
+
+def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config, denominators=None):
+    """`LossOutput` from the hidden states (B, T, H), the forward's outputs and the collated batch."""
+    dev, eps, zl, chunk = hidden.device, config.label_smoothing, config.z_loss, config.chunk_size
+    t_pos, t_tgt = text_rows(outputs.expanded_labels, hidden.shape[:2], dev)
+    a_pos, a_tgt = audio_rows(outputs.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),
+                              n_codebooks, dev)
+    # one gather (and so one B x T x H gradient buffer) for both heads
+    h_text, h_audio = _rows(hidden, torch.cat([t_pos, a_pos])).split([t_pos.numel(), a_pos.numel()])
+
+    n_text = torch.tensor(t_pos.numel(), device=dev)
+    t_scale = torch.ones_like(t_tgt, dtype=torch.float32) / _denominator(config, denominators, "text", n_text)
+    text_loss, text_ce, _ = fused_linear_ce(h_text, text_w, t_tgt, t_scale, 1, eps, zl, chunk)
+
+    valid = a_tgt != IGNORE
+    n_k = valid.sum(0)
+    n_audio = n_k.sum()
+    cb_w = _codebook_weights(config, n_codebooks, dev)
+    a_scale = valid * cb_w / _denominator(config, denominators, "audio", n_audio)
+    audio_loss, ce_k, correct_k = fused_linear_ce(h_audio, audio_w, a_tgt, a_scale, n_codebooks, eps, zl, chunk)
+
+    loss = config.text_loss_weight * text_loss + config.audio_loss_weight * audio_loss
+    metrics = {"loss/text": text_ce[0] / n_text.clamp(min=1),
+               "loss/audio": (cb_w * ce_k).sum() / n_audio.clamp(min=1)}
+    for k in range(n_codebooks):
+        metrics[f"loss/audio_cb{k}"] = ce_k[k] / n_k[k].clamp(min=1)
+        metrics[f"acc/audio_cb{k}"] = correct_k[k].float() / n_k[k].clamp(min=1)
+    metrics.update({"tokens/text": n_text, "tokens/audio": n_audio, "loss/total": loss.detach()})
+    return LossOutput(loss, metrics)
