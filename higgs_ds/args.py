@@ -32,6 +32,15 @@ def build_parser():
     g.add_argument("--quick_test", action="store_true", help="smoke run: at most 8 samples and 4 steps")
     g.add_argument("--log_every", type=int, default=1, help="log a line every N optimizer steps")
     g.add_argument("--output_dir", default=os.path.join("outputs", "run"), help="adapter, metrics.json and logs go here")
+    g = p.add_argument_group("loss (docs/LOSS.md)")
+    g.add_argument("--text_loss_weight", type=float, default=1.0)
+    g.add_argument("--audio_loss_weight", type=float, default=1.0)
+    g.add_argument("--codebook_weights", type=float, nargs="+", help="one weight per codebook (rescaled to mean 1)")
+    g.add_argument("--label_smoothing", type=float, default=0.0)
+    g.add_argument("--z_loss", type=float, default=0.0, help="coefficient of logsumexp^2 per labeled target")
+    g.add_argument("--loss_normalization", choices=("global", "local"), default="global",
+                   help="global: divide by the labeled-token count of the whole optimizer step over all ranks "
+                        "(exact under accumulation and data parallelism); local: per micro-batch mean")
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora_r", type=int, default=16)
     g.add_argument("--lora_alpha", type=int, default=32)

@@ -12,6 +12,8 @@ import sys
 if __name__ == "__main__":  # run as a script: do not let higgs_ds/ itself shadow top-level modules
     sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
+import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -40,7 +42,7 @@ def main(argv=None):
     from higgs_ds.assets import ensure_tiny_data
     from higgs_ds.data.loaders import build_loader, load_dataset, to_device
     from higgs_ds.engine.ds_config import load_ds_config
-    from higgs_ds.loss import plain_loss
+    from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
     from higgs_ds.models.loading import ModelPaths, load_all
     from higgs_ds.models.lora import apply_lora
 
@@ -86,20 +88,30 @@ def main(argv=None):
              engine.zero_optimization_stage(), "bf16" if engine.bfloat16_enabled() else "fp32", world,
              args.batch_size, args.gradient_accumulation_steps, total_steps)
 
-    def loss_fn(batch):
-        return plain_loss(engine(**batch), batch)
+    loss_cfg = LossConfig(text_loss_weight=args.text_loss_weight, audio_loss_weight=args.audio_loss_weight,
+                          codebook_weights=args.codebook_weights, label_smoothing=args.label_smoothing,
+                          z_loss=args.z_loss, normalization=args.loss_normalization)
+    audio_out_id = model.config.audio_out_token_idx
 
-    # --- loop
+    eval_cfg = dataclasses.replace(loss_cfg, normalization="local")  # validation reports per-batch means
+
+    def loss_fn(batch, denominators=None):
+        return compute_loss(engine, batch, loss_cfg if denominators else eval_cfg, denominators)
+
+    # --- loop: one optimizer step = `gradient_accumulation_steps` micro-batches
     history, step, t0 = [], 0, time.time()
     for epoch in range(args.num_epochs):
         loader.sampler.set_epoch(epoch)
         engine.train()
-        for micro, batch in enumerate(loader):
-            out = loss_fn(to_device(batch, engine.device))
-            engine.backward(out.loss)
-            engine.step()
-            if not engine.is_gradient_accumulation_boundary():
-                continue
+        for window in accumulation_windows(loader, args.gradient_accumulation_steps):
+            denominators = None
+            if args.loss_normalization == "global":
+                denominators = global_denominators([count_labeled(b, audio_out_id) for b in window],
+                                                   args.gradient_accumulation_steps, device=engine.device)
+            for batch in window:
+                out = loss_fn(to_device(batch, engine.device), denominators)
+                engine.backward(out.loss)
+                engine.step()
             step += 1
             record = {"step": step, "epoch": epoch, **{k: float(v) for k, v in out.metrics.items()
                                                        if k.startswith("loss/")}}
@@ -130,6 +142,13 @@ def main(argv=None):
         log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
     torch.distributed.barrier()
     return 0
+
+
+def accumulation_windows(loader, size):
+    """Group micro-batches into optimizer steps (a trailing partial window is dropped, as DeepSpeed would)."""
+    it = iter(loader)
+    while len(window := list(itertools.islice(it, size))) == size:
+        yield window
 
 
 @torch.no_grad()

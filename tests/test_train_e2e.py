@@ -43,7 +43,7 @@ def test_adapter_reloads_with_peft_and_reproduces_the_trained_model(two_rank_run
     from peft import PeftModel
 
     from higgs_ds.data.loaders import build_loader, load_dataset
-    from higgs_ds.loss import plain_loss
+    from reference_loss import plain_loss
     from higgs_ds.models.loading import load_model
 
     out, _ = two_rank_run

@@ -2,13 +2,12 @@
 
 `compute_loss(model, batch, config)` is the training entry point: one forward that stops at the final hidden
 states (`hidden.py`), then the chunked fused head + cross-entropy (`objective.py`, `fused.py`); full-vocab
-logits never exist. `plain_loss` (full logits + `F.cross_entropy`) stays as the reference.
+logits never exist. The plain reference (full logits + `F.cross_entropy`) lives in tests/reference_loss.py.
 """
 from .alignment import audio_targets, text_targets  # noqa: F401
 from .hidden import base_higgs_model, head_weights, hidden_states_only, model_codebooks
 from .normalize import count_labeled, global_denominators  # noqa: F401
-from .objective import Denominators, LossConfig, fused_head_loss
-from .plain import LossOutput, plain_loss  # noqa: F401
+from .objective import Denominators, LossConfig, LossOutput, fused_head_loss
 
 
 def compute_loss(model, batch, config=None, denominators=None):
@@ -25,6 +24,6 @@ def compute_loss(model, batch, config=None, denominators=None):
     return fused_head_loss(outputs.logits, outputs, batch, text_w, audio_w, n_codebooks, config, denominators)
 
 
-__all__ = ["compute_loss", "LossConfig", "Denominators", "LossOutput", "plain_loss", "fused_head_loss",
+__all__ = ["compute_loss", "LossConfig", "Denominators", "LossOutput", "fused_head_loss",
            "hidden_states_only", "head_weights", "base_higgs_model", "count_labeled", "global_denominators",
            "audio_targets", "text_targets"]

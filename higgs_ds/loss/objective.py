@@ -5,7 +5,7 @@ audio column t against column t + 1 of the same clip. Only rows with at least on
 the heads, through `fused.fused_linear_ce`, so full-vocab logits never exist.
 
 Normalisation (`LossConfig.normalization`):
-- "local" (default, the convention of `plain.py`): text = sum of CE / labeled text tokens of this micro-batch;
+- "local" (default, the convention of the reference loss in tests/reference_loss.py): text = sum of CE / labeled text tokens of this micro-batch;
   audio = sum over labeled (codebook, column) pairs of w_k * CE / number of such pairs. With the default
   all-ones `codebook_weights` this is the plain mean; with others (rescaled to mean 1) it is the w-weighted
   mean of per-codebook means, since every codebook of a clip has the same number of labels (T codes + EOS).
@@ -14,7 +14,7 @@ Normalisation (`LossConfig.normalization`):
   counts summed over the step's micro-batches and all-reduced across data-parallel ranks, pre-divided by what
   DeepSpeed averages over), so the applied gradient is exactly that of the mean over every labeled token of
   the optimizer step, whatever the split.
-Metrics are always this micro-batch's means (keys as in `plain_loss`).
+Metrics are always this micro-batch's means (keys as in the reference `plain_loss`).
 """
 import dataclasses
 from typing import Optional, Sequence
@@ -23,7 +23,12 @@ import torch
 
 from .alignment import IGNORE, audio_targets, text_targets
 from .fused import fused_linear_ce
-from .plain import LossOutput
+
+
+@dataclasses.dataclass
+class LossOutput:
+    loss: torch.Tensor
+    metrics: dict  # 0-d tensors: loss/text, loss/audio, loss/audio_cb{k}, acc/audio_cb{k}, tokens/*, loss/total
 
 
 @dataclasses.dataclass
@@ -117,5 +122,7 @@ def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config
     for k in range(n_codebooks):
         metrics[f"loss/audio_cb{k}"] = ce_k[k] / n_k[k].clamp(min=1)
         metrics[f"acc/audio_cb{k}"] = correct_k[k].float() / n_k[k].clamp(min=1)
-    metrics.update({"tokens/text": n_text, "tokens/audio": n_audio, "loss/total": loss.detach()})
+    # loss/total is the micro-batch mean in every normalisation mode (the optimised `loss` may be scaled)
+    total = config.text_loss_weight * metrics["loss/text"] + config.audio_loss_weight * metrics["loss/audio"]
+    metrics.update({"tokens/text": n_text, "tokens/audio": n_audio, "loss/total": total.detach()})
     return LossOutput(loss, metrics)

@@ -1,20 +1,13 @@
-"""The plain reference loss: full logits from `HiggsAudioModel.forward`, then `F.cross_entropy`.
+"""Test-only reference loss (never used for training): full logits from `HiggsAudioModel.forward`, then `F.cross_entropy`.
 
 Normalisation: the text loss is the mean over labeled text tokens, the audio loss the mean over labeled
 (codebook, column) pairs; total = text_loss_weight * text + audio_loss_weight * audio.
 """
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 
-from .alignment import IGNORE, audio_targets, text_targets
-
-
-@dataclasses.dataclass
-class LossOutput:
-    loss: torch.Tensor
-    metrics: dict  # floats-as-tensors: loss/text, loss/audio, loss/audio_cb{k}, acc/audio_cb{k}, tokens/*
+from higgs_ds.loss import LossOutput
+from higgs_ds.loss.alignment import IGNORE, audio_targets, text_targets
 
 
 def _mean_ce(logits, targets):
