@@ -1,0 +1,1 @@
+"""Export (adapter / merged model) and voice-cloning generation through the official serve engine."""

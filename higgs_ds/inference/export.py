@@ -1,0 +1,107 @@
+"""`higgs-ds export`: a trained adapter -> adapter-only dir, or a merged full model dir for the serve engine.
+
+The merged dir holds config.json, model.safetensors and the text tokenizer, i.e. exactly what
+`HiggsAudioServeEngine(model_dir, audio_tokenizer_dir)` loads. After merging, the merged model and the
+LoRA model are run on the same probe batch and must agree (max |Δ| of the hidden-state logits is reported).
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+
+import torch
+
+log = logging.getLogger(__name__)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def find_adapter(path):
+    """Accept an adapter dir, a run's output dir (adapter/ inside) or a checkpoint tag dir."""
+    for cand in (path, os.path.join(path, "adapter")):
+        if os.path.isfile(os.path.join(cand, "adapter_config.json")):
+            return cand
+    raise FileNotFoundError(f"--checkpoint: no adapter_config.json in {path} or {path}/adapter")
+
+
+def base_model_path(adapter_dir, override=None):
+    if override:
+        return override
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base or not os.path.isdir(base):
+        raise FileNotFoundError(f"{adapter_dir}/adapter_config.json names base model {base!r}, which is not a "
+                                "local dir: pass --model_path")
+    return base
+
+
+def load_lora_model(adapter_dir, model_path=None, dtype=torch.float32):
+    """(PeftModel on the base HiggsAudioModel, base model dir)."""
+    from peft import PeftModel
+
+    from ..models.loading import load_model
+
+    base_dir = base_model_path(adapter_dir, model_path)
+    return PeftModel.from_pretrained(load_model(base_dir, dtype), adapter_dir).eval(), base_dir
+
+
+def probe_batch(config, n_text=24, n_audio=12, seed=0):
+    """A tiny batch with text and one audio-out clip, enough to exercise every adapted layer."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = min(config.text_config.vocab_size, 256)
+    ids = torch.randint(0, vocab, (n_text,), generator=g).tolist()
+    ids += [config.audio_out_bos_token_id, config.audio_out_token_idx, config.audio_eos_token_id]
+    codes = torch.randint(0, config.audio_codebook_size, (config.audio_num_codebooks, n_audio), generator=g)
+    ids_t = torch.tensor([ids])
+    return dict(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), audio_out_ids=codes,
+                audio_out_ids_start=torch.tensor([0]), audio_out_ids_start_group_loc=torch.tensor([0]))
+
+
+@torch.no_grad()
+def max_output_difference(model_a, model_b, config):
+    batch = probe_batch(config)
+    a, b = model_a(**batch), model_b(**batch)
+    return max((a.logits.float() - b.logits.float()).abs().max().item(),
+               (a.audio_logits.float() - b.audio_logits.float()).abs().max().item())
+
+
+def export(checkpoint, output, merge=False, dtype="fp32", model_path=None, tolerance=1e-3):
+    """Write the adapter (and, with `merge`, a full model dir). Returns the max probe difference or None."""
+    from ..models.loading import load_text_tokenizer
+
+    adapter_dir = find_adapter(checkpoint)
+    os.makedirs(output, exist_ok=True)
+    if not merge:
+        shutil.copytree(adapter_dir, output, dirs_exist_ok=True)
+        log.info("adapter copied to %s", output)
+        return None
+    lora, base_dir = load_lora_model(adapter_dir, model_path, torch.float32)
+    reference = lora  # unmerged LoRA model, same weights
+    import copy
+
+    merged = copy.deepcopy(lora).merge_and_unload().eval()
+    diff = max_output_difference(reference, merged, merged.config)
+    if diff > tolerance:
+        raise RuntimeError(f"merged model disagrees with the LoRA model on the probe batch: max |diff| {diff:.3g}")
+    log.info("merged model matches the LoRA model on a probe batch (max |diff| %.2e)", diff)
+    merged.to(DTYPES[dtype]).save_pretrained(output, safe_serialization=True)
+    load_text_tokenizer(base_dir).save_pretrained(output)
+    with open(os.path.join(output, "higgs_ds_export.json"), "w") as f:
+        json.dump({"adapter": os.path.abspath(adapter_dir), "base_model": base_dir, "dtype": dtype,
+                   "probe_max_abs_diff": diff}, f, indent=1)
+    log.info("merged model written to %s (%s)", output, dtype)
+    return diff
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="higgs-ds export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="adapter dir, or a training output dir holding adapter/")
+    p.add_argument("--output", required=True, help="where to write the adapter or the merged model")
+    p.add_argument("--merge", action="store_true", help="merge LoRA into the base weights (a full model dir)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the merged weights")
+    p.add_argument("--model_path", help="base model dir (default: the one recorded in adapter_config.json)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    export(args.checkpoint, args.output, args.merge, args.dtype, args.model_path)
+    return 0
