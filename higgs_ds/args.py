@@ -7,6 +7,17 @@ from .models.lora import LORA_PRESETS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def add_validation_flags(g):
+    """Flags of data validation (docs/DATA.md), shared by `higgs-ds train` and `higgs-ds validate`."""
+    g.add_argument("--on_bad_sample", choices=("fail", "skip"), default="fail",
+                   help="fail: stop after listing every bad sample; skip: use the good ones (bad ones are "
+                        "counted and listed in the log)")
+    g.add_argument("--min_audio_seconds", type=float, default=0.1, help="shorter audio clips are bad samples")
+    g.add_argument("--max_audio_seconds", type=float, default=60.0, help="longer audio clips are bad samples")
+    g.add_argument("--max_tokens", type=int, default=8192,
+                   help="longest sample in tokens (text tokens + audio frames at 25 Hz); longer ones are bad samples")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="higgs-ds train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -21,13 +32,7 @@ def build_parser():
     g.add_argument("--num_sample_data", type=int, default=32, help="samples written by --create_sample_data")
     g.add_argument("--validate_data_only", action="store_true",
                    help="check every sample (schema, audio, lengths; docs/DATA.md), print the report and exit")
-    g.add_argument("--on_bad_sample", choices=("fail", "skip"), default="fail",
-                   help="fail: stop after listing every bad sample; skip: train on the good ones (bad ones are "
-                        "counted and listed in the log)")
-    g.add_argument("--min_audio_seconds", type=float, default=0.1, help="shorter audio clips are bad samples")
-    g.add_argument("--max_audio_seconds", type=float, default=60.0, help="longer audio clips are bad samples")
-    g.add_argument("--max_tokens", type=int, default=8192,
-                   help="longest sample in tokens (text tokens + audio frames at 25 Hz); longer ones are bad samples")
+    add_validation_flags(g)
     g.add_argument("--code_cache_dir", help="audio-code cache (filled by `higgs-ds prepare`); default "
                                             "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on the fly")
     g.add_argument("--no_code_cache", action="store_true", help="encode all audio on the fly; ignore the code cache")
