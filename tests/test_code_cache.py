@@ -1,4 +1,5 @@
 """Audio-code cache: hits and misses, re-encoding of changed files, resume after a kill, serve-engine equality."""
+import json
 import os
 import shutil
 
@@ -120,3 +121,13 @@ def test_tokenizer_identity_and_mismatch(tiny_assets, tmp_path):
     with pytest.raises(ValueError, match="use another --code_cache_dir"):
         CodeCache(str(tmp_path / "c"), tokenizer_id(str(other)))
     assert cc.default_cache_dir(tk).endswith(os.path.join("codes", tokenizer_id(tk)))
+
+
+def test_cli_prepare_skips_cached_files(copied, tiny_assets, capsys):
+    from higgs_ds.cli import main
+
+    data, cache_dir = copied
+    assert main(["prepare", "--data", data, "--audio_tokenizer_path", tiny_assets.audio_tokenizer_path,
+                 "--code_cache_dir", str(cache_dir)]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["encoded"] == 0 and stats["cached_before"] == 4 and stats["cache_dir"] == str(cache_dir)
