@@ -7,6 +7,17 @@ from .models.lora import LORA_PRESETS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def add_validation_flags(g):
+    """Flags of data validation (docs/DATA.md), shared by `higgs-ds train` and `higgs-ds validate`."""
+    g.add_argument("--on_bad_sample", choices=("fail", "skip"), default="fail",
+                   help="fail: stop after listing every bad sample; skip: use the good ones (bad ones are "
+                        "counted and listed in the log)")
+    g.add_argument("--min_audio_seconds", type=float, default=0.1, help="shorter audio clips are bad samples")
+    g.add_argument("--max_audio_seconds", type=float, default=60.0, help="longer audio clips are bad samples")
+    g.add_argument("--max_tokens", type=int, default=8192,
+                   help="longest sample in tokens (text tokens + audio frames at 25 Hz); longer ones are bad samples")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="higgs-ds train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -19,7 +30,15 @@ def build_parser():
     g.add_argument("--val_data", help="validation ChatML; default: the embedded set's val split when --train_data is unset")
     g.add_argument("--create_sample_data", metavar="DIR", help="write a synthetic voice-cloning dataset to DIR and exit")
     g.add_argument("--num_sample_data", type=int, default=32, help="samples written by --create_sample_data")
-    g.add_argument("--validate_data_only", action="store_true", help="check every sample (text, audio decodes) and exit")
+    g.add_argument("--validate_data_only", action="store_true",
+                   help="check every sample (schema, audio, lengths; docs/DATA.md), print the report and exit")
+    add_validation_flags(g)
+    g.add_argument("--code_cache_dir", help="audio-code cache (filled by `higgs-ds prepare`); default "
+                                            "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on the fly")
+    g.add_argument("--no_code_cache", action="store_true", help="encode all audio on the fly; ignore the code cache")
+    g.add_argument("--max_tokens_per_batch", type=int, default=0,
+                   help="token-budget batching: length-bucketed micro-batches of at most this many padded tokens "
+                        "(replaces --batch_size for training; 0: fixed --batch_size)")
     g = p.add_argument_group("training")
     g.add_argument("--batch_size", type=int, default=2, help="micro batch per rank (fills train_micro_batch_size_per_gpu)")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)

@@ -40,10 +40,10 @@ def main(argv=None):
     import deepspeed
 
     from higgs_ds.assets import ensure_tiny_data
-    from higgs_ds.data.loaders import build_loader, load_dataset, to_device
+    from higgs_ds.data.loaders import build_loader, load_dataset, open_code_cache, set_epoch, to_device, validate_files
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
-    from higgs_ds.models.loading import ModelPaths, load_all
+    from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer
     from higgs_ds.models.lora import apply_lora
 
     rank, world = init_distributed()
@@ -61,20 +61,22 @@ def main(argv=None):
         train_path, default_val = ensure_tiny_data()
         val_path = val_path or default_val
     paths = ModelPaths.resolve(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
+    if args.validate_data_only:
+        validate_files([p for p in (train_path, val_path) if p], load_text_tokenizer(paths.tokenizer_path), args)
+        return 0
     model, tokenizer, audio_tokenizer = load_all(paths)
     limit = 8 if args.quick_test else None
-    train_set = load_dataset(train_path, tokenizer, audio_tokenizer, limit, show_progress=rank == 0)
-    val_set = load_dataset(val_path, tokenizer, audio_tokenizer, limit, show_progress=rank == 0) if val_path else None
+    data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path))
+    train_set = load_dataset(train_path, tokenizer, audio_tokenizer, limit, **data_kw)
+    val_set = load_dataset(val_path, tokenizer, audio_tokenizer, limit, **data_kw) if val_path else None
     del audio_tokenizer
     log.info("data: %d train samples (%s), %d val samples", len(train_set), train_path, len(val_set or []))
-    if args.validate_data_only:
-        log.info("all samples valid")
-        return 0
 
     # --- model, engine
     model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
                        args.lora_target_modules)
-    loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed)
+    loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed,
+                          max_tokens_per_batch=args.max_tokens_per_batch)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_epochs
     if args.max_steps > 0:
@@ -101,7 +103,7 @@ def main(argv=None):
     # --- loop: one optimizer step = `gradient_accumulation_steps` micro-batches
     history, step, t0 = [], 0, time.time()
     for epoch in range(args.num_epochs):
-        loader.sampler.set_epoch(epoch)
+        set_epoch(loader, epoch)
         engine.train()
         for window in accumulation_windows(loader, args.gradient_accumulation_steps):
             denominators = None

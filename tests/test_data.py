@@ -67,3 +67,32 @@ def test_dataset_labels_only_the_target_turn(small_dataset, tiny_bundle):
     assert tok.convert_ids_to_tokens(labeled) == ["<|audio_out_bos|>", "<|AUDIO_OUT|>", "<|audio_eos|>", "<|eot_id|>"]
     assert sample.audio_ids_start.tolist()[0] == 0 and len(sample.audio_ids_start) == 2
     assert sample.audio_ids_concat.shape[0] == 8 and sample.audio_ids_concat.dtype == torch.long
+
+
+def test_collating_the_same_sample_twice_keeps_audio_labels(small_dataset, tiny_bundle):
+    """boson's collator sets its input samples' <|AUDIO_OUT|> labels to -100 in place; ours must not let it."""
+    from higgs_ds.data.collate import TrainingCollator
+
+    model, _, _ = tiny_bundle
+    collate = TrainingCollator(model.config)
+    sample = small_dataset[0]
+    labels_before = sample.label_ids.clone()
+    first, second = collate([sample]), collate([sample])
+    assert torch.equal(sample.label_ids, labels_before)
+    assert (first["label_audio_ids"] != -100).any()
+    assert torch.equal(first["label_audio_ids"], second["label_audio_ids"])
+
+
+def test_token_budget_loader_batches_within_budget(small_dataset, tiny_bundle):
+    from higgs_ds.data.loaders import build_loader, set_epoch
+
+    model, _, _ = tiny_bundle
+    budget = 2 * max(small_dataset.num_tokens(i) for i in range(len(small_dataset)))
+    loaders = [build_loader(small_dataset, model.config, 1, r, 2, seed=0, max_tokens_per_batch=budget) for r in (0, 1)]
+    for loader in loaders:
+        set_epoch(loader, 1)
+    batches = [list(loader) for loader in loaders]
+    assert len(batches[0]) == len(batches[1]) >= 2
+    for b in batches[0] + batches[1]:
+        assert b["input_ids"].shape[0] <= 2 and (b["label_audio_ids"] != -100).any()
+    assert sum(b["input_ids"].shape[0] for r in batches for b in r) == len(small_dataset)

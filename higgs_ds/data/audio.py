@@ -11,13 +11,13 @@ def load_waveform(path, sample_rate, where=""):
     """`librosa.load(path, sr=sample_rate)` (mono, resampled) with clear errors for missing/corrupt/empty audio."""
     prefix = f"{where}: " if where else ""
     if not os.path.isfile(path):
-        raise DataError(f"{prefix}audio file not found: {path}")
+        raise DataError(f"{prefix}audio file not found: {path}", "missing_audio")
     try:
         wav, _ = librosa.load(path, sr=sample_rate)
     except Exception as e:  # soundfile/audioread raise many types for undecodable files
-        raise DataError(f"{prefix}cannot decode audio {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"{prefix}cannot decode audio {path}: {type(e).__name__}: {e}", "corrupt_audio") from None
     if wav.size == 0:
-        raise DataError(f"{prefix}audio file is empty: {path}")
+        raise DataError(f"{prefix}audio file is empty: {path}", "empty_audio")
     return wav
 
 

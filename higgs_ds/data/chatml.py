@@ -1,7 +1,8 @@
 """Read ChatML voice-cloning data (JSONL, one sample a line, or a JSON list) into `ChatMLSample`s.
 
-Every problem raises `DataError` naming the file, the line (1-based; the list index for JSON lists) and the
-sample id. Audio paths are resolved relative to the data file's directory.
+Every problem is a `DataError` naming the file, the line (1-based; the list index for JSON lists), the sample id
+and a `kind` (see docs/DATA.md). `read_chatml` raises at the first one; `iter_chatml` yields the problem and goes
+on. Audio paths are resolved relative to the data file's directory.
 """
 import dataclasses
 import json
@@ -13,7 +14,11 @@ ROLES = ("system", "user", "assistant")
 
 
 class DataError(ValueError):
-    """A bad sample or data file; the message names file:line."""
+    """A bad sample or data file; the message names file:line. `kind` classifies it (schema, json, role, ...)."""
+
+    def __init__(self, message, kind="invalid", file=None, line=None, sample_id=None):
+        super().__init__(message)
+        self.kind, self.file, self.line, self.sample_id = kind, file, line, sample_id
 
 
 @dataclasses.dataclass
@@ -35,72 +40,130 @@ def _content(raw, where, base_dir):
     if isinstance(raw, list):
         return [_content(x, where, base_dir) for x in raw]
     if not isinstance(raw, dict):
-        raise DataError(f"{where}: content must be a string, an object or a list, got {type(raw).__name__}")
+        raise DataError(f"{where}: content must be a string, an object or a list, got {type(raw).__name__}", "type")
     kind = raw.get("type")
     if kind == "text":
         if not isinstance(raw.get("text"), str):
-            raise DataError(f"{where}: text content needs a string 'text'")
+            raise DataError(f"{where}: text content needs a string 'text'", "type")
         return TextContent(text=raw["text"])
     if kind == "audio":
         url = raw.get("audio_url")
         if not isinstance(url, str) or not url:
-            raise DataError(f"{where}: audio content needs a non-empty 'audio_url'")
+            raise DataError(f"{where}: audio content needs a non-empty 'audio_url'", "schema")
         if not os.path.isabs(url):
             url = os.path.normpath(os.path.join(base_dir, url))
         return AudioContent(audio_url=url)
-    raise DataError(f"{where}: unknown content type {kind!r} (expected 'text' or 'audio')")
+    raise DataError(f"{where}: unknown content type {kind!r} (expected 'text' or 'audio')", "schema")
+
+
+def _is_audio_turn(m):
+    return m.role == "assistant" and any(isinstance(c, AudioContent)
+                                         for c in (m.content if isinstance(m.content, list) else [m.content]))
 
 
 def parse_sample(obj, file, line):
     """Turn one JSON object into a `SourcedSample`, checking roles, content and `start_index`."""
     sample_id = str(obj.get("id", f"line{line}")) if isinstance(obj, dict) else f"line{line}"
     where = f"{file}:{line} (sample {sample_id})"
+    try:
+        return SourcedSample(_parse(obj, file, where), file, line, sample_id)
+    except DataError as e:
+        e.file, e.line, e.sample_id = file, line, sample_id
+        raise
+
+
+def _parse(obj, file, where):
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list) or not obj["messages"]:
-        raise DataError(f"{where}: a sample is an object with a non-empty 'messages' list")
+        raise DataError(f"{where}: a sample is an object with a non-empty 'messages' list", "schema")
     base_dir = os.path.dirname(os.path.abspath(file))
     messages = []
     for i, m in enumerate(obj["messages"]):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             role = m.get("role") if isinstance(m, dict) else m
-            raise DataError(f"{where}: message {i} has role {role!r}; expected one of {ROLES}")
+            raise DataError(f"{where}: message {i} has role {role!r}; expected one of {ROLES}", "role")
         messages.append(Message(role=m["role"], content=_content(m.get("content"), f"{where} message {i}", base_dir)))
     start = obj.get("start_index")
-    if start is not None and (not isinstance(start, int) or not 0 <= start < len(messages)):
-        raise DataError(f"{where}: start_index {start!r} is out of range for {len(messages)} messages")
-    trained_audio = [i for i, m in enumerate(messages) if m.role == "assistant" and i >= (start or 0)
-                     and any(isinstance(c, AudioContent) for c in (m.content if isinstance(m.content, list) else [m.content]))]
-    if not trained_audio:
-        raise DataError(f"{where}: no assistant audio at or after start_index={start} — nothing to learn (audio "
-                        "loss 0). A voice-cloning sample has five messages: system, user (reference text), "
-                        "assistant (reference audio), user (target text), assistant (target audio), start_index 4.")
-    return SourcedSample(ChatMLSample(messages=messages, start_index=start, speaker=obj.get("speaker")),
-                         file, line, sample_id)
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
+        raise DataError(f"{where}: start_index must be an integer, got {type(start).__name__} {start!r}", "type")
+    if start is not None and not 0 <= start < len(messages):
+        raise DataError(f"{where}: start_index {start!r} is out of range for {len(messages)} messages", "start_index")
+    speaker = obj.get("speaker")
+    if speaker is not None and not isinstance(speaker, str):
+        raise DataError(f"{where}: speaker must be a string, got {type(speaker).__name__}", "type")
+    if not any(_is_audio_turn(m) for m in messages[start or 0:]):
+        raise DataError(
+            f"{where}: no assistant audio at or after start_index={start} — nothing to learn (audio loss 0). Fix: "
+            "append the target audio as an assistant message and point start_index at it; a voice-cloning sample "
+            "has five messages: system, user (reference text), assistant (reference audio), user (target text), "
+            "assistant (target audio), with start_index 4.", "no_target_audio")
+    if start is not None and not _is_audio_turn(messages[start]):
+        raise DataError(f"{where}: start_index {start} points at a {messages[start].role} turn without audio; it "
+                        "must point at the assistant turn holding the target audio (4 in the five-message form)",
+                        "start_index")
+    return ChatMLSample(messages=messages, start_index=start, speaker=speaker)
+
+
+def _lines(path):
+    """(line number, decoded text) per non-blank line, or (line number, DataError) for a line that is not UTF-8."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, DataError(f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start})", "encoding", path, n)
+                continue
+            if text.strip():
+                yield n, text
+
+
+def iter_chatml(path):
+    """Yield a `SourcedSample` or a `DataError` per sample of a JSONL / JSON list file, never stopping early."""
+    if not os.path.isfile(path):
+        yield DataError(f"{path}: data file not found", "file", path, 0)
+        return
+    if path.endswith(".json"):
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith(b"["):
+            yield from _iter_json_list(path)
+            return
+    for n, text in _lines(path):
+        if isinstance(text, DataError):
+            yield text
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})", "json", path, n)
+            continue
+        try:
+            yield parse_sample(obj, path, n)
+        except DataError as e:
+            yield e
+
+
+def _iter_json_list(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        rows = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        yield DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})", "encoding", path, line)
+        return
+    except json.JSONDecodeError as e:
+        yield DataError(f"{path}:{e.lineno}: malformed JSON: {e.msg}", "json", path, e.lineno)
+        return
+    for i, obj in enumerate(rows):
+        try:
+            yield parse_sample(obj, path, i + 1)
+        except DataError as e:
+            yield e
 
 
 def read_chatml(path):
     """Yield `SourcedSample`s from a JSONL file or a JSON list file; raises `DataError` at the first bad one."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: data file not found")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
-    if path.endswith(".json") and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
-        for i, obj in enumerate(rows):
-            yield parse_sample(obj, path, i + 1)
-        return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})") from None
-        yield parse_sample(obj, path, n)
+    for item in iter_chatml(path):
+        if isinstance(item, DataError):
+            raise item
+        yield item

@@ -1,5 +1,5 @@
 """The serve engine's collator, configured exactly as `HiggsAudioServeEngine` builds it, plus training labels."""
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from boson_multimodal.data_collator.higgs_audio_collator import HiggsAudioSampleCollator
 
@@ -22,6 +22,9 @@ class TrainingCollator:
         self.collator = serve_engine_collator(config, whisper_processor)
 
     def __call__(self, samples):
+        # HiggsAudioSampleCollator sets the <|AUDIO_OUT|> labels of its *input* samples to -100 in place: a sample
+        # collated twice (a second epoch, a repeated padding batch) would silently lose its audio labels.
+        samples = [replace(s, label_ids=s.label_ids.clone()) if s.label_ids is not None else s for s in samples]
         batch = asdict(self.collator(samples))
         batch.pop("reward", None)
         return {k: v for k, v in batch.items() if v is not None}

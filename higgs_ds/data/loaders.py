@@ -1,23 +1,63 @@
-"""DataLoaders: a seeded DistributedSampler per rank (every rank gets the same number of batches)."""
+"""Datasets and DataLoaders for training: validated samples, cached codes, per-rank batching.
+
+Batching is either a fixed `batch_size` (seeded `DistributedSampler`) or, with `max_tokens_per_batch`, the
+token-budget sampler (sampler.py). Both give every rank the same number of batches.
+"""
+import logging
+
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .chatml import read_chatml
 from .collate import TrainingCollator
 from .dataset import VoiceCloningDataset
+from .sampler import TokenBudgetBatchSampler
+from .validate import Limits, validate_data
+
+log = logging.getLogger(__name__)
 
 
-def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True):
-    samples = list(read_chatml(path))
-    if limit:
-        samples = samples[:limit]
-    return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress)
+def validate_files(paths, tokenizer, args=None):
+    """Validate each data file (`--validate_data_only`); log its summary; return its `ValidationReport`s."""
+    reports = []
+    for path in paths:
+        report = validate_data(path, tokenizer, Limits.from_args(args) if args else None,
+                               getattr(args, "on_bad_sample", "fail"))
+        log.info("%s\n%s", path, report.summary())
+        reports.append(report)
+    return reports
 
 
-def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True):
+def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, args=None, code_cache=None):
+    """Validate `path` (limits and --on_bad_sample from `args`), then build the dataset from the good samples."""
+    (report,) = validate_files([path], tokenizer, args)
+    samples = report.samples[:limit] if limit else report.samples
+    return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache)
+
+
+def open_code_cache(args, audio_tokenizer_path):
+    """The code cache for this audio tokenizer (--code_cache_dir or the default), or None with --no_code_cache."""
+    from .code_cache import CodeCache
+
+    if getattr(args, "no_code_cache", False):
+        return None
+    return CodeCache.for_tokenizer(audio_tokenizer_path, getattr(args, "code_cache_dir", None))
+
+
+def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None):
+    collate = TrainingCollator(config)
+    pin = torch.cuda.is_available()
+    if max_tokens_per_batch:
+        sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,
+                                                      rank=rank, seed=seed, shuffle=shuffle)
+        log.info("token-budget batches: %d per rank, %.1f%% padding", len(sampler), 100 * sampler.padding_fraction())
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, pin_memory=pin)
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=TrainingCollator(config),
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, pin_memory=pin)
+
+
+def set_epoch(loader, epoch):
+    """Reseed the loader's shuffling (whichever sampler it uses) for `epoch`."""
+    (loader.batch_sampler if isinstance(loader.batch_sampler, TokenBudgetBatchSampler) else loader.sampler).set_epoch(epoch)
 
 
 def to_device(batch, device):

@@ -1,0 +1,92 @@
+"""`higgs-ds` command line: train, validate, prepare (audio-code cache or manifest conversion).
+
+    higgs-ds validate --data train.jsonl val.jsonl [--on_bad_sample skip] [--report report.json]
+    higgs-ds prepare --data train.jsonl --audio_tokenizer_path DIR [--code_cache_dir DIR]
+    higgs-ds prepare --manifest utts.tsv --output train.jsonl [--pair_by_speaker]
+    higgs-ds train ...                      # the flags of higgs_ds/train.py
+"""
+import argparse
+import json
+import logging
+import sys
+
+from .args import add_validation_flags
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="higgs-ds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check every sample and print a report (docs/DATA.md)")
+    v.add_argument("--data", nargs="+", required=True, help="ChatML JSONL / JSON list files")
+    v.add_argument("--tokenizer_path", help="text tokenizer dir (for token lengths); default: the embedded tiny one")
+    v.add_argument("--report", help="also write the reports as JSON here")
+    add_validation_flags(v)
+    pr = sub.add_parser("prepare", help="fill the audio-code cache, or convert a manifest to ChatML")
+    pr.add_argument("--data", nargs="+", help="ChatML files whose audio to encode into the code cache")
+    pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: tiny one")
+    pr.add_argument("--code_cache_dir", help="default: $HIGGS_DS_CACHE/codes/<audio tokenizer id>/")
+    pr.add_argument("--manifest", help="TSV/CSV/JSONL with ref_audio, ref_text, target_audio, target_text, speaker")
+    pr.add_argument("--output", help="ChatML JSONL written from --manifest")
+    pr.add_argument("--pair_by_speaker", action="store_true",
+                    help="draw each row's reference from another utterance of the same speaker")
+    pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker")
+    sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
+    return p
+
+
+def _tiny():
+    from .assets import ensure_tiny_assets
+
+    return ensure_tiny_assets()
+
+
+def validate(args):
+    from .data.chatml import DataError
+    from .data.loaders import validate_files
+    from .models.loading import load_text_tokenizer
+
+    try:
+        reports = validate_files(args.data, load_text_tokenizer(args.tokenizer_path or _tiny().model_path), args)
+    except DataError as e:
+        print(e, file=sys.stderr)
+        return 1
+    for path, report in zip(args.data, reports):
+        print(f"{path}\n{report.summary()}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump({path: r.to_dict() for path, r in zip(args.data, reports)}, f, indent=1)
+    return 0
+
+
+def prepare(args, parser):
+    if args.manifest:
+        from .data.manifest import convert_manifest
+
+        if not args.output:
+            parser.error("--manifest needs --output")
+        n = convert_manifest(args.manifest, args.output, args.pair_by_speaker, args.seed)
+        print(f"wrote {n} samples to {args.output}")
+        return 0
+    if not args.data:
+        parser.error("prepare needs --data (code cache) or --manifest (conversion)")
+    from .data.code_cache import prepare_codes
+
+    stats = prepare_codes(args.data, args.audio_tokenizer_path or _tiny().audio_tokenizer_path, args.code_cache_dir)
+    print(json.dumps(stats))
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from .train import main as train_main
+
+        return train_main(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    return validate(args) if args.command == "validate" else prepare(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Check every sample of a ChatML data set before training; collect ALL problems, then fail or skip them.
+
+A problem is (file, line, sample_id, kind, message). Kinds are listed in docs/DATA.md. Notes (resampled audio,
+stereo audio) are not problems: the sample is used as the serve engine would use it (mono, 24 kHz).
+"""
+import collections
+import dataclasses
+import logging
+import math
+import os
+
+import numpy as np
+
+from .chatml import DataError, iter_chatml
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 24000
+FRAMES_PER_SECOND = 25  # the Higgs audio tokenizer: 24 kHz / hop 960
+MAX_LISTED = 50
+
+
+@dataclasses.dataclass
+class Limits:
+    min_audio_seconds: float = 0.1
+    max_audio_seconds: float = 60.0
+    max_tokens: int = 8192
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(args.min_audio_seconds, args.max_audio_seconds, args.max_tokens)
+
+
+@dataclasses.dataclass
+class Problem:
+    file: str
+    line: int
+    sample_id: str
+    kind: str
+    message: str
+
+    @classmethod
+    def from_error(cls, e):
+        return cls(e.file, e.line, e.sample_id, e.kind, str(e))
+
+    def __str__(self):
+        return f"[{self.kind}] {self.message}"
+
+
+@dataclasses.dataclass
+class AudioInfo:
+    seconds: float
+    sample_rate: int
+    channels: int
+
+
+def probe_audio(path, where):
+    """Decode `path` fully (soundfile, then librosa for other formats); `DataError` if missing/corrupt/empty."""
+    import soundfile as sf
+
+    if not os.path.isfile(path):
+        raise DataError(f"{where}: audio file not found: {path}", "missing_audio")
+    try:
+        wav, sr = sf.read(path, always_2d=True, dtype="float32")
+        channels = wav.shape[1]
+    except Exception:
+        try:
+            import warnings
+
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "PySoundFile failed. Trying audioread instead."
+                wav, sr = librosa.load(path, sr=None, mono=False)
+            wav = wav.reshape(-1, wav.shape[-1]).T if wav.size else wav.reshape(0, 1)
+            channels = wav.shape[1]
+        except Exception as e:  # soundfile/audioread raise many types for undecodable files
+            raise DataError(f"{where}: cannot decode audio {path}: {type(e).__name__}: {e}", "corrupt_audio") from None
+    if wav.shape[0] == 0:
+        raise DataError(f"{where}: audio file is empty (0 samples): {path}", "empty_audio")
+    return AudioInfo(wav.shape[0] / sr, int(sr), int(channels))
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    """The good samples, every problem and note, and corpus statistics."""
+    samples: list = dataclasses.field(default_factory=list)
+    problems: list = dataclasses.field(default_factory=list)
+    notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    num_read: int = 0
+    speakers: set = dataclasses.field(default_factory=set)
+    audio_seconds: float = 0.0
+    token_lengths: list = dataclasses.field(default_factory=list)
+    audio_files: set = dataclasses.field(default_factory=set)
+
+    def to_dict(self):
+        lengths = np.asarray(self.token_lengths or [0])
+        return {
+            "samples_read": self.num_read, "samples_ok": len(self.samples), "samples_bad": len(self.problems),
+            "speakers": len(self.speakers), "audio_files": len(self.audio_files), "audio_hours": round(self.audio_seconds / 3600, 4),
+            "token_length": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)} | {"max": int(lengths.max())},
+            "problems_by_kind": dict(collections.Counter(p.kind for p in self.problems)), "notes": dict(self.notes),
+        }
+
+    def summary(self):
+        d = self.to_dict()
+        t = d["token_length"]
+        lines = [f"data: {d['samples_read']} samples read, {d['samples_ok']} ok, {d['samples_bad']} bad; "
+                 f"{d['speakers']} speakers; {d['audio_hours']:.3f} h of audio (unique files)",
+                 f"tokens per sample (text + audio frames): p50 {t['p50']} p90 {t['p90']} p99 {t['p99']} max {t['max']}"]
+        if d["problems_by_kind"]:
+            lines.append("problems by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(d["problems_by_kind"].items())))
+        if d["notes"]:
+            lines.append("notes: " + ", ".join(f"{k} {v}" for k, v in sorted(d["notes"].items())))
+        return "\n".join(lines)
+
+    def problem_listing(self):
+        shown = [str(p) for p in self.problems[:MAX_LISTED]]
+        if len(self.problems) > MAX_LISTED:
+            shown.append(f"... and {len(self.problems) - MAX_LISTED} more")
+        return "\n".join(shown)
+
+
+class Validator:
+    """Checks samples one by one; audio files are probed once however many samples share them."""
+
+    def __init__(self, tokenizer=None, limits=None):
+        self.tokenizer, self.limits = tokenizer, limits or Limits()
+        self._audio = {}
+
+    def _audio_info(self, path, where):
+        if path not in self._audio:
+            try:
+                self._audio[path] = probe_audio(path, where)
+            except DataError as e:
+                self._audio[path] = e
+        info = self._audio[path]
+        if isinstance(info, DataError):
+            raise DataError(f"{where}: {str(info).split(': ', 1)[1]}", info.kind)
+        return info
+
+    def check(self, src, report):
+        """Raise `DataError` for a bad sample; otherwise add its statistics and notes to `report`."""
+        from boson_multimodal.data_types import AudioContent, TextContent
+
+        lim, where = self.limits, src.where
+        contents = [c for m in src.sample.messages for c in (m.content if isinstance(m.content, list) else [m.content])]
+        for c in contents:
+            if isinstance(c, TextContent) and not c.text.strip():
+                raise DataError(f"{where}: empty text content", "empty_text")
+        frames, infos = 0, {}
+        for c in contents:
+            if isinstance(c, AudioContent):
+                info = infos[c.audio_url] = self._audio_info(c.audio_url, where)
+                if info.seconds < lim.min_audio_seconds or info.seconds > lim.max_audio_seconds:
+                    raise DataError(f"{where}: audio {c.audio_url} lasts {info.seconds:.2f} s, outside "
+                                    f"[--min_audio_seconds {lim.min_audio_seconds}, --max_audio_seconds "
+                                    f"{lim.max_audio_seconds}]", "audio_duration")
+                frames += math.ceil(info.seconds * FRAMES_PER_SECOND)
+        length = frames
+        if self.tokenizer is not None:
+            from .dataset import tokenize_sample
+
+            length += len(tokenize_sample(src, self.tokenizer)[0])
+            if length > lim.max_tokens:
+                raise DataError(f"{where}: {length} tokens (text + audio frames at {FRAMES_PER_SECOND} Hz) exceed "
+                                f"--max_tokens {lim.max_tokens}", "too_long")
+        for url, info in infos.items():
+            if url not in report.audio_files:
+                report.audio_files.add(url)
+                report.audio_seconds += info.seconds
+                if info.sample_rate != SAMPLE_RATE:
+                    report.notes[f"resampled_{info.sample_rate}_to_{SAMPLE_RATE}"] += 1
+                if info.channels > 1:
+                    report.notes["stereo_downmixed"] += 1
+        report.token_lengths.append(length)
+        if src.sample.speaker:
+            report.speakers.add(src.sample.speaker)
+
+
+def validate_data(paths, tokenizer=None, limits=None, on_bad_sample="fail"):
+    """Read and check every sample of `paths`; returns a `ValidationReport` whose `samples` are the good ones.
+
+    on_bad_sample="fail" raises one `DataError` listing every problem; "skip" drops bad samples and logs them.
+    """
+    if on_bad_sample not in ("fail", "skip"):
+        raise ValueError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
+    validator, report = Validator(tokenizer, limits), ValidationReport()
+    for path in [paths] if isinstance(paths, str) else paths:
+        for item in iter_chatml(path):
+            report.num_read += 1
+            if not isinstance(item, DataError):
+                try:
+                    validator.check(item, report)
+                    report.samples.append(item)
+                    continue
+                except DataError as e:
+                    e.file, e.line, e.sample_id = item.file, item.line, item.sample_id
+                    item = e
+            report.problems.append(Problem.from_error(item))
+    if report.problems:
+        msg = (f"{len(report.problems)} bad sample(s) of {report.num_read}:\n{report.problem_listing()}\n"
+               f"{report.summary()}")
+        if on_bad_sample == "fail":
+            raise DataError(msg + "\n(fix them, or pass --on_bad_sample skip to train on the good ones)", "invalid")
+        log.warning("skipping %s", msg)
+    return report
