@@ -4,6 +4,9 @@
     higgs-ds prepare --data train.jsonl --audio_tokenizer_path DIR [--code_cache_dir DIR]
     higgs-ds prepare --manifest utts.tsv --output train.jsonl [--pair_by_speaker]
     higgs-ds train ...                      # the flags of higgs_ds/train.py
+    higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
+    higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
+    higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
 """
 import argparse
 import json
@@ -31,7 +34,14 @@ def _parser():
                     help="draw each row's reference from another utterance of the same speaker")
     pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker")
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
+    for name, what in (("export", "adapter -> adapter dir or merged model dir"),
+                       ("generate", "voice cloning through HiggsAudioServeEngine"),
+                       ("evaluate", "teacher-forced loss and per-codebook accuracy")):
+        sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
+
+
+DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate"}
 
 
 def _tiny():
@@ -82,6 +92,10 @@ def main(argv=None):
         from .train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]], __package__).main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = _parser()
     args = parser.parse_args(argv)
