@@ -32,6 +32,16 @@ def build_parser():
     g.add_argument("--quick_test", action="store_true", help="smoke run: at most 8 samples and 4 steps")
     g.add_argument("--log_every", type=int, default=1, help="log a line every N optimizer steps")
     g.add_argument("--output_dir", default=os.path.join("outputs", "run"), help="adapter, metrics.json and logs go here")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--save_every", type=int, default=0,
+                   help="save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer steps (0: never)")
+    g.add_argument("--keep_last", type=int, default=3, help="keep only the newest K complete checkpoints (0: keep all)")
+    g.add_argument("--resume", metavar="auto|PATH",
+                   help="auto: continue from the newest complete checkpoint in output_dir (fresh start if none); "
+                        "PATH: a step<N> dir, a checkpoints/ dir or an output dir")
+    g.add_argument("--stop_after_steps", type=int, default=0,
+                   help="exit after this many optimizer steps in this process, keeping the LR schedule of the full "
+                        "run, and checkpoint there when --save_every > 0 (time-boxed jobs; 0: off)")
     g = p.add_argument_group("loss (docs/LOSS.md)")
     g.add_argument("--text_loss_weight", type=float, default=1.0)
     g.add_argument("--audio_loss_weight", type=float, default=1.0)
@@ -62,6 +72,9 @@ def parse_args(argv=None):
     for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    for name in ("save_every", "keep_last", "stop_after_steps"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0")
     if args.learning_rate <= 0:
         p.error("--learning_rate must be > 0")
     if args.quick_test:

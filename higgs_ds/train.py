@@ -41,6 +41,7 @@ def main(argv=None):
 
     from higgs_ds.assets import ensure_tiny_data
     from higgs_ds.data.loaders import build_loader, load_dataset, to_device
+    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
     from higgs_ds.models.loading import ModelPaths, load_all
@@ -98,21 +99,32 @@ def main(argv=None):
     def loss_fn(batch, denominators=None):
         return compute_loss(engine, batch, loss_cfg if denominators else eval_cfg, denominators)
 
-    # --- loop: one optimizer step = `gradient_accumulation_steps` micro-batches
-    history, step, t0 = [], 0, time.time()
-    for epoch in range(args.num_epochs):
+    # --- resume, then the loop: one optimizer step = `gradient_accumulation_steps` micro-batches
+    ckpt = Checkpointer(engine, args.output_dir, args.save_every, args.keep_last, rank)
+    resume_dir = find_resume_dir(args.resume, args.output_dir)
+    if args.resume and resume_dir is None:
+        log.info("--resume %s: no complete checkpoint in %s, starting fresh", args.resume, ckpt.dir)
+    state = ckpt.load(resume_dir) if resume_dir else TrainerState()
+    loader = resumable(loader)
+    accum, history, step, t0 = args.gradient_accumulation_steps, state.history, state.step, time.time()
+    stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
+    for epoch in range(state.epoch, args.num_epochs):
+        if step >= stop_at:
+            break
         loader.sampler.set_epoch(epoch)
+        consumed = state.batches_in_epoch if epoch == state.epoch else 0
+        loader.sampler.skip = consumed * args.batch_size
         engine.train()
-        for window in accumulation_windows(loader, args.gradient_accumulation_steps):
+        for window in accumulation_windows(loader, accum):
             denominators = None
             if args.loss_normalization == "global":
                 denominators = global_denominators([count_labeled(b, audio_out_id) for b in window],
-                                                   args.gradient_accumulation_steps, device=engine.device)
+                                                   accum, device=engine.device)
             for batch in window:
                 out = loss_fn(to_device(batch, engine.device), denominators)
                 engine.backward(out.loss)
                 engine.step()
-            step += 1
+            step, consumed = step + 1, consumed + accum
             record = {"step": step, "epoch": epoch, **{k: float(v) for k, v in out.metrics.items()
                                                        if k.startswith("loss/")}}
             record["lr"] = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
@@ -121,10 +133,10 @@ def main(argv=None):
                 log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.1fs", step, total_steps,
                          record["loss/total"], record["loss/text"], record["loss/audio"], record["lr"],
                          time.time() - t0)
-            if step >= total_steps:
+            if ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
+                ckpt.save(TrainerState(step, epoch, consumed, history))
+            if step >= stop_at:
                 break
-        if step >= total_steps:
-            break
 
     val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
     if val_loss is not None:
