@@ -32,6 +32,11 @@ def build_parser():
     g.add_argument("--quick_test", action="store_true", help="smoke run: at most 8 samples and 4 steps")
     g.add_argument("--log_every", type=int, default=1, help="log a line every N optimizer steps")
     g.add_argument("--output_dir", default=os.path.join("outputs", "run"), help="adapter, metrics.json and logs go here")
+    g.add_argument("--activation_checkpointing", choices=("off", "all", "every_k"), default="off",
+                   help="recompute decoder-layer activations in the backward: all layers, or every k-th (less "
+                        "memory, ~1/3 more compute per checkpointed layer)")
+    g.add_argument("--checkpoint_every_k", type=int, default=2,
+                   help="with --activation_checkpointing every_k: checkpoint layers 0, k, 2k, ...")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save_every", type=int, default=0,
                    help="save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer steps (0: never)")
@@ -69,7 +74,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.explicit = {a for a in (argv if argv is not None else __import__("sys").argv[1:]) if a.startswith("--")}
     args.explicit = {a.split("=")[0] for a in args.explicit}
-    for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "log_every"):
+    for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "log_every", "checkpoint_every_k"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     for name in ("save_every", "keep_last", "stop_after_steps"):

@@ -41,6 +41,7 @@ def main(argv=None):
 
     from higgs_ds.assets import ensure_tiny_data
     from higgs_ds.data.loaders import build_loader, load_dataset, to_device
+    from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
@@ -75,6 +76,7 @@ def main(argv=None):
     # --- model, engine
     model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
                        args.lora_target_modules)
+    enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_epochs
