@@ -31,6 +31,10 @@ def build_parser():
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--quick_test", action="store_true", help="smoke run: at most 8 samples and 4 steps")
     g.add_argument("--log_every", type=int, default=1, help="log a line every N optimizer steps")
+    g.add_argument("--eval_every", type=int, default=0,
+                   help="evaluate on the validation set every N optimizer steps (TensorBoard eval/...; 0: only at the end)")
+    g.add_argument("--tensorboard_dir", help="TensorBoard event dir (rank 0); default output_dir/tensorboard; 'none': off")
+    g.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
     g.add_argument("--output_dir", default=os.path.join("outputs", "run"), help="adapter, metrics.json and logs go here")
     g.add_argument("--activation_checkpointing", choices=("off", "all", "every_k"), default="off",
                    help="recompute decoder-layer activations in the backward: all layers, or every k-th (less "
@@ -77,7 +81,7 @@ def parse_args(argv=None):
     for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "log_every", "checkpoint_every_k"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
-    for name in ("save_every", "keep_last", "stop_after_steps"):
+    for name in ("save_every", "keep_last", "stop_after_steps", "eval_every"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0")
     if args.learning_rate <= 0:

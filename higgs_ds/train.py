@@ -44,6 +44,7 @@ def main(argv=None):
     from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
+    from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
     from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
     from higgs_ds.models.loading import ModelPaths, load_all
     from higgs_ds.models.lora import apply_lora
@@ -110,6 +111,9 @@ def main(argv=None):
     loader = resumable(loader)
     accum, history, step, t0 = args.gradient_accumulation_steps, state.history, state.step, time.time()
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
+    meter = StepMeter(rank, world, total_steps, step, default_tensorboard_dir(args.output_dir, args.tensorboard_dir),
+                      flops_per_token(model, args.activation_checkpointing == "all"),
+                      peak_flops(engine.bfloat16_enabled()), progress=not args.no_progress)
     for epoch in range(state.epoch, args.num_epochs):
         if step >= stop_at:
             break
@@ -117,7 +121,7 @@ def main(argv=None):
         consumed = state.batches_in_epoch if epoch == state.epoch else 0
         loader.sampler.skip = consumed * args.batch_size
         engine.train()
-        for window in accumulation_windows(loader, accum):
+        for window in meter.windows(accumulation_windows(loader, accum)):
             denominators = None
             if args.loss_normalization == "global":
                 denominators = global_denominators([count_labeled(b, audio_out_id) for b in window],
@@ -126,15 +130,17 @@ def main(argv=None):
                 out = loss_fn(to_device(batch, engine.device), denominators)
                 engine.backward(out.loss)
                 engine.step()
+                meter.add(out.metrics, batch)
             step, consumed = step + 1, consumed + accum
-            record = {"step": step, "epoch": epoch, **{k: float(v) for k, v in out.metrics.items()
-                                                       if k.startswith("loss/")}}
-            record["lr"] = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
+            lr = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
+            record = {**meter.finish(step, lr, engine.get_global_grad_norm()), "epoch": epoch}
             history.append(record)
             if step % args.log_every == 0 or step == total_steps:
-                log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.1fs", step, total_steps,
-                         record["loss/total"], record["loss/text"], record["loss/audio"], record["lr"],
-                         time.time() - t0)
+                log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
+                         total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
+                         record["perf/tokens_per_s"], time.time() - t0)
+            if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0:
+                meter.write(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, "eval/")
             if ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
                 ckpt.save(TrainerState(step, epoch, consumed, history))
             if step >= stop_at:
@@ -142,6 +148,7 @@ def main(argv=None):
 
     val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
     if val_loss is not None:
+        meter.write(val_loss, step, "eval/")
         log.info("validation: loss %.4f | text %.4f | audio %.4f", val_loss["loss/total"], val_loss["loss/text"],
                  val_loss["loss/audio"])
 
@@ -154,6 +161,7 @@ def main(argv=None):
                        "audio_tokenizer_path": paths.audio_tokenizer_path, "train_data": train_path,
                        "val_data": val_path}, f, indent=1)
         log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
+    meter.close()
     torch.distributed.barrier()
     return 0
 
@@ -167,20 +175,21 @@ def accumulation_windows(loader, size):
 
 @torch.no_grad()
 def evaluate(engine, dataset, config, args, rank, world, loss_fn):
-    """Mean of per-batch losses over the validation set, averaged over ranks."""
+    """Mean of per-batch losses and per-codebook accuracies over the validation set, averaged over ranks."""
     from higgs_ds.data.loaders import build_loader, to_device
 
     engine.eval()
     loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False)
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = {}
     for batch in loader:
-        m = loss_fn(to_device(batch, engine.device)).metrics
-        sums += torch.tensor([float(m["loss/total"]), float(m["loss/text"]), float(m["loss/audio"]), ]).double()
-    sums = torch.cat([sums, torch.tensor([float(len(loader))], dtype=torch.float64)])
-    torch.distributed.all_reduce(sums)
-    n = max(sums[3].item(), 1.0)
+        for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():
+            if k.startswith(("loss/", "acc/")):
+                sums[k] = sums.get(k, 0.0) + float(v)
+    keys = sorted(sums)
+    vec = torch.tensor([sums[k] for k in keys] + [float(len(loader))], dtype=torch.float64)
+    torch.distributed.all_reduce(vec)
     engine.train()
-    return {"loss/total": sums[0].item() / n, "loss/text": sums[1].item() / n, "loss/audio": sums[2].item() / n}
+    return {k: v / max(vec[-1].item(), 1.0) for k, v in zip(keys, vec[:-1].tolist())}
 
 
 if __name__ == "__main__":
