@@ -2,7 +2,7 @@
 import argparse
 import os
 
-from .models.lora import LORA_PRESETS
+from .models.lora import LORA_PRESETS, MODULES_TO_SAVE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,6 +67,10 @@ def build_parser():
     g.add_argument("--lora_preset", choices=sorted(LORA_PRESETS), default="attn_mlp_audio",
                    help="which linear layers get adapters")
     g.add_argument("--lora_target_modules", nargs="+", help="explicit module-name suffixes (overrides --lora_preset)")
+    g.add_argument("--modules_to_save", nargs="+", choices=sorted(MODULES_TO_SAVE), default=[],
+                   help="train these modules in full and store them in the adapter: audio_head "
+                        "(audio_decoder_proj.audio_lm_head), audio_embeddings (audio_codebook_embeddings), "
+                        "text_head (audio_decoder_proj.text_lm_head, vocab x hidden: large)")
     g = p.add_argument_group("DeepSpeed")
     g.add_argument("--deepspeed", help="DeepSpeed JSON config; default ds_configs/zero2.json on GPU, cpu_zero2.json on CPU")
     g.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")

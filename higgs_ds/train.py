@@ -76,7 +76,7 @@ def main(argv=None):
 
     # --- model, engine
     model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
-                       args.lora_target_modules)
+                       args.lora_target_modules, args.modules_to_save)
     enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
