@@ -3,8 +3,11 @@
     deepspeed --num_gpus 8 higgs_ds/train.py --deepspeed ds_configs/zero2.json --model_path ... --train_data ...
     DS_ACCELERATOR=cpu deepspeed --num_accelerators 2 higgs_ds/train.py --deepspeed ds_configs/cpu_zero2.json
     python higgs_ds/train.py --quick_test            # one process, embedded tiny default
+    launch/single_node.sh ... --save_every 500 --resume auto   # restartable; see docs/FLAGS.md, launch/
 
-Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> loop -> adapter.
+Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> resume -> loop -> adapter.
+Checkpoints: engine/checkpoint.py; metrics (TensorBoard, tqdm): engine/metrics.py; activation checkpointing:
+engine/activation_checkpointing.py.
 """
 import os
 import sys
@@ -16,7 +19,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import time
 
 import torch
@@ -40,12 +42,12 @@ def main(argv=None):
     import deepspeed
 
     from higgs_ds.assets import ensure_tiny_data
-    from higgs_ds.data.loaders import build_loader, load_dataset, to_device
+    from higgs_ds.data.loaders import build_loader, load_dataset
     from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
-    from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
+    from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.loading import ModelPaths, load_all
     from higgs_ds.models.lora import apply_lora
 
@@ -122,15 +124,7 @@ def main(argv=None):
         loader.sampler.skip = consumed * args.batch_size
         engine.train()
         for window in meter.windows(accumulation_windows(loader, accum)):
-            denominators = None
-            if args.loss_normalization == "global":
-                denominators = global_denominators([count_labeled(b, audio_out_id) for b in window],
-                                                   accum, device=engine.device)
-            for batch in window:
-                out = loss_fn(to_device(batch, engine.device), denominators)
-                engine.backward(out.loss)
-                engine.step()
-                meter.add(out.metrics, batch)
+            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id)
             step, consumed = step + 1, consumed + accum
             lr = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
             record = {**meter.finish(step, lr, engine.get_global_grad_norm()), "epoch": epoch}
@@ -139,8 +133,8 @@ def main(argv=None):
                 log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
                          total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
-            if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0:
-                meter.write(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, "eval/")
+            if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0 and step < stop_at:
+                report_eval(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, meter)
             if ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
                 ckpt.save(TrainerState(step, epoch, consumed, history))
             if step >= stop_at:
@@ -148,9 +142,7 @@ def main(argv=None):
 
     val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
     if val_loss is not None:
-        meter.write(val_loss, step, "eval/")
-        log.info("validation: loss %.4f | text %.4f | audio %.4f", val_loss["loss/total"], val_loss["loss/text"],
-                 val_loss["loss/audio"])
+        report_eval(val_loss, step, meter)
 
     # --- adapter
     if rank == 0:
@@ -164,6 +156,28 @@ def main(argv=None):
     meter.close()
     torch.distributed.barrier()
     return 0
+
+
+def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id):
+    """One optimizer step over a window of micro-batches (DeepSpeed steps the optimizer at its boundary)."""
+    from higgs_ds.data.loaders import to_device
+    from higgs_ds.loss import count_labeled, global_denominators
+
+    denominators = None
+    if global_norm:
+        denominators = global_denominators([count_labeled(b, audio_out_id) for b in window], len(window),
+                                           device=engine.device)
+    for batch in window:
+        out = loss_fn(to_device(batch, engine.device), denominators)
+        engine.backward(out.loss)
+        engine.step()
+        meter.add(out.metrics, batch)
+
+
+def report_eval(val, step, meter):
+    meter.write(val, step, "eval/")
+    log.info("validation at step %d: loss %.4f | text %.4f | audio %.4f", step, val["loss/total"], val["loss/text"],
+             val["loss/audio"])
 
 
 def accumulation_windows(loader, size):
