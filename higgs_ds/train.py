@@ -79,7 +79,8 @@ def main(argv=None):
     # --- model, engine
     model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
                        args.lora_target_modules, args.modules_to_save)
-    enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
+    recomputed = enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
+    recompute_fraction = len(recomputed) / model.config.text_config.num_hidden_layers
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_epochs
@@ -114,7 +115,7 @@ def main(argv=None):
     accum, history, step, t0 = args.gradient_accumulation_steps, state.history, state.step, time.time()
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
     meter = StepMeter(rank, world, total_steps, step, default_tensorboard_dir(args.output_dir, args.tensorboard_dir),
-                      flops_per_token(model, args.activation_checkpointing == "all"),
+                      flops_per_token(model, recompute_fraction),
                       peak_flops(engine.bfloat16_enabled()), progress=not args.no_progress)
     for epoch in range(state.epoch, args.num_epochs):
         if step >= stop_at:

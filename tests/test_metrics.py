@@ -45,7 +45,8 @@ def test_batch_counts_and_flops_formula():
     lin = torch.nn.Linear(10, 10)  # 110 params
     lin.bias.requires_grad_(False)
     assert flops_per_token(lin) == 4 * 110 + 2 * 100
-    assert flops_per_token(lin, recompute=True) == 6 * 110 + 2 * 100
+    assert flops_per_token(lin, recompute_fraction=1.0) == 6 * 110 + 2 * 100
+    assert flops_per_token(lin, recompute_fraction=0.5) == 5 * 110 + 2 * 100
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ Each optimizer step's losses and accuracies are the mean over the step's micro-b
 - data-wait fraction = time spent waiting for the next accumulation window / step wall time;
 - MFU = tokens/s/GPU x FLOPs per token / peak FLOP/s. FLOPs per token = 2N (forward, all N parameters) +
   2N (backward activation gradients, which flow through the frozen base too) + 2N_trainable (weight gradients of
-  the LoRA parameters only) + 2N again per recomputed forward under full activation checkpointing; attention's
+  the LoRA parameters only) + 2N x the fraction of decoder layers under activation checkpointing (their forward
+  runs twice; approximating every layer as equally heavy and the non-layer parameters as small); attention's
   quadratic term is left out. Peak: dense bf16 of the device (table below); "n/a" on CPU or unknown devices.
 """
 import logging
@@ -23,11 +24,11 @@ FRAMES_PER_SECOND = 25
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 
 
-def flops_per_token(model, recompute=False):
+def flops_per_token(model, recompute_fraction=0.0):
     """Training FLOPs per token (formula in the module docstring)."""
     n = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return (6 if recompute else 4) * n + 2 * n_trainable
+    return (4 + 2 * recompute_fraction) * n + 2 * n_trainable
 
 
 def peak_flops(bf16):
