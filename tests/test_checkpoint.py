@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PYTHON, run_cmd
+from conftest import DEEPSPEED, PYTHON, run_cmd
 from higgs_ds.engine.checkpoint import (STATE_FILE, Checkpointer, SkipSampler, complete_tags, find_resume_dir,
                                         rng_state, set_rng_state)
 
@@ -72,25 +72,35 @@ def _history(out):
         return {h["step"]: h for h in json.load(f)["history"]}
 
 
+LAUNCH = {1: [PYTHON], 2: [DEEPSPEED, "--num_accelerators", "2", "--master_port", "29623"]}
+
+
 @pytest.mark.slow
-def test_resume_mid_epoch_reproduces_the_uninterrupted_losses(small_data, tiny_assets, tmp_path):
-    """8 steps straight vs 4 steps + checkpoint + resume: steps 5-8 have the same losses (batch 1: 8 per epoch)."""
-    common = [PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--batch_size", "1", "--max_steps", "8",
-              "--learning_rate", "3e-3"]
+@pytest.mark.parametrize("world", [1, 2])
+def test_resume_mid_epoch_reproduces_the_uninterrupted_losses(small_data, tiny_assets, tmp_path, world):
+    """8 steps straight vs N steps + checkpoint + resume: the later steps have the same losses. Batch 1 over 8
+    samples: 1 rank has 8 steps per epoch (split at 4: mid-epoch); 2 ranks have 4 (ZeRO-2 sharded optimizer
+    state; split at 2: mid-epoch, then the resumed run crosses into epoch 2)."""
+    split = {1: 4, 2: 2}[world]
+    common = LAUNCH[world] + ["higgs_ds/train.py", "--train_data", small_data[0], "--batch_size", "1",
+                              "--max_steps", "8", "--num_epochs", "2", "--learning_rate", "3e-3", "--no_progress"]
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     run_cmd(common + ["--output_dir", full])
-    run_cmd(common + ["--output_dir", part, "--save_every", "4", "--stop_after_steps", "4"])
-    assert [s for s, _ in complete_tags(os.path.join(part, "checkpoints"))] == [4]
-    assert os.path.isfile(os.path.join(part, "checkpoints", "step4", "adapter", "adapter_model.safetensors"))
-    with open(os.path.join(part, "checkpoints", "step4", STATE_FILE)) as f:
+    run_cmd(common + ["--output_dir", part, "--save_every", str(split), "--stop_after_steps", str(split)])
+    tag = os.path.join(part, "checkpoints", f"step{split}")
+    assert [s for s, _ in complete_tags(os.path.join(part, "checkpoints"))] == [split]
+    assert os.path.isfile(os.path.join(tag, "adapter", "adapter_model.safetensors"))
+    assert all(os.path.isfile(os.path.join(tag, f"rng_rank{r}.json")) for r in range(world))
+    with open(os.path.join(tag, STATE_FILE)) as f:
         saved = json.load(f)
-    assert (saved["step"], saved["epoch"], saved["batches_in_epoch"]) == (4, 0, 4)
-    proc = run_cmd(common + ["--output_dir", part, "--save_every", "4", "--keep_last", "1", "--resume", "auto"])
-    assert "resumed from" in proc.stdout and "step 5/8" in proc.stdout and "step 4/8" not in proc.stdout
+    assert (saved["step"], saved["epoch"], saved["batches_in_epoch"]) == (split, 0, split)
+    proc = run_cmd(common + ["--output_dir", part, "--save_every", str(split), "--keep_last", "1", "--resume", "auto"])
+    assert "resumed from" in proc.stdout and f"step {split + 1}/8" in proc.stdout
+    assert f"step {split}/8" not in proc.stdout
     a, b = _history(full), _history(part)
     assert sorted(b) == list(range(1, 9))  # history carried over through the checkpoint
-    for step in range(5, 9):
+    for step in range(split + 1, 9):
         for key in ("loss/total", "loss/text", "loss/audio", "lr"):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-9), (step, key)
-    assert a[5]["loss/audio"] != pytest.approx(a[4]["loss/audio"], rel=1e-5)  # the comparison can tell steps apart
+    assert a[split + 1]["loss/audio"] != pytest.approx(a[split]["loss/audio"], rel=1e-5)  # the comparison can tell steps apart
     assert [s for s, _ in complete_tags(os.path.join(part, "checkpoints"))] == [8]  # keep_last 1
