@@ -3,8 +3,11 @@
     deepspeed --num_gpus 8 higgs_ds/train.py --deepspeed ds_configs/zero2.json --model_path ... --train_data ...
     DS_ACCELERATOR=cpu deepspeed --num_accelerators 2 higgs_ds/train.py --deepspeed ds_configs/cpu_zero2.json
     python higgs_ds/train.py --quick_test            # one process, embedded tiny default
+    launch/single_node.sh ... --save_every 500 --resume auto   # restartable; see docs/FLAGS.md, launch/
 
-Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> loop -> adapter.
+Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> resume -> loop -> adapter.
+Checkpoints: engine/checkpoint.py; metrics (TensorBoard, tqdm): engine/metrics.py; activation checkpointing:
+engine/activation_checkpointing.py.
 """
 import os
 import sys
@@ -16,7 +19,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import time
 
 import torch
@@ -40,9 +42,12 @@ def main(argv=None):
     import deepspeed
 
     from higgs_ds.assets import ensure_tiny_data
-    from higgs_ds.data.loaders import build_loader, load_dataset, open_code_cache, set_epoch, to_device, validate_files
+    from higgs_ds.data.loaders import build_loader, load_dataset, open_code_cache, start_epoch, validate_files
+    from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
+    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
-    from higgs_ds.loss import LossConfig, compute_loss, count_labeled, global_denominators
+    from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
+    from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer
     from higgs_ds.models.lora import apply_lora
 
@@ -74,7 +79,9 @@ def main(argv=None):
 
     # --- model, engine
     model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
-                       args.lora_target_modules)
+                       args.lora_target_modules, args.modules_to_save)
+    recomputed = enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
+    recompute_fraction = len(recomputed) / model.config.text_config.num_hidden_layers
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed,
                           max_tokens_per_batch=args.max_tokens_per_batch)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
@@ -100,38 +107,44 @@ def main(argv=None):
     def loss_fn(batch, denominators=None):
         return compute_loss(engine, batch, loss_cfg if denominators else eval_cfg, denominators)
 
-    # --- loop: one optimizer step = `gradient_accumulation_steps` micro-batches
-    history, step, t0 = [], 0, time.time()
-    for epoch in range(args.num_epochs):
-        set_epoch(loader, epoch)
+    # --- resume, then the loop: one optimizer step = `gradient_accumulation_steps` micro-batches
+    ckpt = Checkpointer(engine, args.output_dir, args.save_every, args.keep_last, rank)
+    resume_dir = find_resume_dir(args.resume, args.output_dir)
+    if args.resume and resume_dir is None:
+        log.info("--resume %s: no complete checkpoint in %s, starting fresh", args.resume, ckpt.dir)
+    state = ckpt.load(resume_dir) if resume_dir else TrainerState()
+    loader = resumable(loader)
+    accum, history, step, t0 = args.gradient_accumulation_steps, state.history, state.step, time.time()
+    stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
+    meter = StepMeter(rank, world, total_steps, step, default_tensorboard_dir(args.output_dir, args.tensorboard_dir),
+                      flops_per_token(model, recompute_fraction),
+                      peak_flops(engine.bfloat16_enabled()), progress=not args.no_progress)
+    for epoch in range(state.epoch, args.num_epochs):
+        if step >= stop_at:
+            break
+        consumed = state.batches_in_epoch if epoch == state.epoch else 0
+        start_epoch(loader, epoch, consumed)
         engine.train()
-        for window in accumulation_windows(loader, args.gradient_accumulation_steps):
-            denominators = None
-            if args.loss_normalization == "global":
-                denominators = global_denominators([count_labeled(b, audio_out_id) for b in window],
-                                                   args.gradient_accumulation_steps, device=engine.device)
-            for batch in window:
-                out = loss_fn(to_device(batch, engine.device), denominators)
-                engine.backward(out.loss)
-                engine.step()
-            step += 1
-            record = {"step": step, "epoch": epoch, **{k: float(v) for k, v in out.metrics.items()
-                                                       if k.startswith("loss/")}}
-            record["lr"] = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
+        for window in meter.windows(accumulation_windows(loader, accum)):
+            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id)
+            step, consumed = step + 1, consumed + accum
+            lr = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
+            record = {**meter.finish(step, lr, engine.get_global_grad_norm()), "epoch": epoch}
             history.append(record)
             if step % args.log_every == 0 or step == total_steps:
-                log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.1fs", step, total_steps,
-                         record["loss/total"], record["loss/text"], record["loss/audio"], record["lr"],
-                         time.time() - t0)
-            if step >= total_steps:
+                log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
+                         total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
+                         record["perf/tokens_per_s"], time.time() - t0)
+            if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0 and step < stop_at:
+                report_eval(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, meter)
+            if ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
+                ckpt.save(TrainerState(step, epoch, consumed, history))
+            if step >= stop_at:
                 break
-        if step >= total_steps:
-            break
 
     val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
     if val_loss is not None:
-        log.info("validation: loss %.4f | text %.4f | audio %.4f", val_loss["loss/total"], val_loss["loss/text"],
-                 val_loss["loss/audio"])
+        report_eval(val_loss, step, meter)
 
     # --- adapter
     if rank == 0:
@@ -142,8 +155,31 @@ def main(argv=None):
                        "audio_tokenizer_path": paths.audio_tokenizer_path, "train_data": train_path,
                        "val_data": val_path}, f, indent=1)
         log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
+    meter.close()
     torch.distributed.barrier()
     return 0
+
+
+def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id):
+    """One optimizer step over a window of micro-batches (DeepSpeed steps the optimizer at its boundary)."""
+    from higgs_ds.data.loaders import to_device
+    from higgs_ds.loss import count_labeled, global_denominators
+
+    denominators = None
+    if global_norm:
+        denominators = global_denominators([count_labeled(b, audio_out_id) for b in window], len(window),
+                                           device=engine.device)
+    for batch in window:
+        out = loss_fn(to_device(batch, engine.device), denominators)
+        engine.backward(out.loss)
+        engine.step()
+        meter.add(out.metrics, batch)
+
+
+def report_eval(val, step, meter):
+    meter.write(val, step, "eval/")
+    log.info("validation at step %d: loss %.4f | text %.4f | audio %.4f", step, val["loss/total"], val["loss/text"],
+             val["loss/audio"])
 
 
 def accumulation_windows(loader, size):
@@ -155,20 +191,21 @@ def accumulation_windows(loader, size):
 
 @torch.no_grad()
 def evaluate(engine, dataset, config, args, rank, world, loss_fn):
-    """Mean of per-batch losses over the validation set, averaged over ranks."""
+    """Mean of per-batch losses and per-codebook accuracies over the validation set, averaged over ranks."""
     from higgs_ds.data.loaders import build_loader, to_device
 
     engine.eval()
     loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False)
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = {}
     for batch in loader:
-        m = loss_fn(to_device(batch, engine.device)).metrics
-        sums += torch.tensor([float(m["loss/total"]), float(m["loss/text"]), float(m["loss/audio"]), ]).double()
-    sums = torch.cat([sums, torch.tensor([float(len(loader))], dtype=torch.float64)])
-    torch.distributed.all_reduce(sums)
-    n = max(sums[3].item(), 1.0)
+        for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():
+            if k.startswith(("loss/", "acc/")):
+                sums[k] = sums.get(k, 0.0) + float(v)
+    keys = sorted(sums)
+    vec = torch.tensor([sums[k] for k in keys] + [float(len(loader))], dtype=torch.float64)
+    torch.distributed.all_reduce(vec)
     engine.train()
-    return {"loss/total": sums[0].item() / n, "loss/text": sums[1].item() / n, "loss/audio": sums[2].item() / n}
+    return {k: v / max(vec[-1].item(), 1.0) for k, v in zip(keys, vec[:-1].tolist())}
 
 
 if __name__ == "__main__":

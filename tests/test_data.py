@@ -84,15 +84,20 @@ def test_collating_the_same_sample_twice_keeps_audio_labels(small_dataset, tiny_
 
 
 def test_token_budget_loader_batches_within_budget(small_dataset, tiny_bundle):
-    from higgs_ds.data.loaders import build_loader, set_epoch
+    from higgs_ds.data.loaders import build_loader, start_epoch
 
     model, _, _ = tiny_bundle
     budget = 2 * max(small_dataset.num_tokens(i) for i in range(len(small_dataset)))
     loaders = [build_loader(small_dataset, model.config, 1, r, 2, seed=0, max_tokens_per_batch=budget) for r in (0, 1)]
     for loader in loaders:
-        set_epoch(loader, 1)
+        start_epoch(loader, 1)
     batches = [list(loader) for loader in loaders]
     assert len(batches[0]) == len(batches[1]) >= 2
     for b in batches[0] + batches[1]:
         assert b["input_ids"].shape[0] <= 2 and (b["label_audio_ids"] != -100).any()
     assert sum(b["input_ids"].shape[0] for r in batches for b in r) == len(small_dataset)
+    # resume mid-epoch: skipping the first batch yields exactly the rest of the same epoch
+    start_epoch(loaders[0], 1, skip_batches=1)
+    rest = list(loaders[0])
+    assert len(rest) == len(batches[0]) - 1
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(rest, batches[0][1:]))

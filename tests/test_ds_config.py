@@ -39,3 +39,11 @@ def test_bad_files(tmp_path):
     p.write_text(json.dumps({"optimizer": {"type": "Lamb"}}))
     with pytest.raises(ConfigError, match="not supported"):
         load_ds_config(str(p), **KW)
+
+
+def test_offload_and_zero3_configs_resolve():
+    off, _ = load_ds_config("ds_configs/zero2_offload.json", **KW)
+    assert off["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert off["zero_force_ds_cpu_optimizer"] is False  # the client torch AdamW steps on CPU
+    z3, _ = load_ds_config("ds_configs/zero3.json", **KW)
+    assert z3["zero_optimization"]["stage"] == 3 and z3["bf16"]["enabled"] is True

@@ -55,9 +55,20 @@ def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=Tr
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, pin_memory=pin)
 
 
-def set_epoch(loader, epoch):
-    """Reseed the loader's shuffling (whichever sampler it uses) for `epoch`."""
-    (loader.batch_sampler if isinstance(loader.batch_sampler, TokenBudgetBatchSampler) else loader.sampler).set_epoch(epoch)
+def start_epoch(loader, epoch, skip_batches=0):
+    """Reseed the loader's shuffling for `epoch` and skip this rank's first `skip_batches` batches (resume).
+
+    Token-budget batches resume through the sampler's own state; fixed-size batches through the `SkipSampler`
+    that `engine.checkpoint.resumable` installs.
+    """
+    if isinstance(loader.batch_sampler, TokenBudgetBatchSampler):
+        state = loader.batch_sampler.state_dict()
+        state.update(epoch=epoch, consumed=skip_batches)
+        loader.batch_sampler.load_state_dict(state)
+        return
+    loader.sampler.set_epoch(epoch)
+    if skip_batches:
+        loader.sampler.skip = skip_batches * loader.batch_size
 
 
 def to_device(batch, device):

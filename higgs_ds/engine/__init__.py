@@ -1,1 +1,1 @@
-"""Engine parts: distributed setup, DeepSpeed config resolution, optimizer."""
+"""Engine parts: distributed setup, DeepSpeed config resolution, checkpoints/resume, activation checkpointing, metrics."""

@@ -12,11 +12,27 @@ LORA_PRESETS = {
     "attn_mlp_audio": r".*\.(self_attn\.(q|k|v|o)|mlp\.(gate|up|down)|audio_mlp\.(gate|up|down))_proj",
 }
 
+# --modules_to_save choices -> module names: fully trained (and saved in the adapter) copies of these modules.
+MODULES_TO_SAVE = {
+    "audio_head": "audio_decoder_proj.audio_lm_head",
+    "audio_embeddings": "audio_codebook_embeddings",
+    "text_head": "audio_decoder_proj.text_lm_head",
+}
 
-def apply_lora(model, r=16, alpha=32, dropout=0.0, preset="attn_mlp_audio", target_modules=None):
-    """Wrap `model` in a `PeftModel`; adapters keep the model's dtype (no fp32 upcast of activations)."""
+
+def apply_lora(model, r=16, alpha=32, dropout=0.0, preset="attn_mlp_audio", target_modules=None,
+               modules_to_save=()):
+    """Wrap `model` in a `PeftModel`; adapters keep the model's dtype (no fp32 upcast of activations).
+
+    `modules_to_save`: keys of `MODULES_TO_SAVE`, trained in full and stored in the adapter.
+    """
     targets = target_modules or LORA_PRESETS[preset]
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    unknown = sorted(set(modules_to_save or ()) - set(MODULES_TO_SAVE))
+    if unknown:
+        raise ValueError(f"unknown modules_to_save {unknown}; choose from {sorted(MODULES_TO_SAVE)}")
+    to_save = [MODULES_TO_SAVE[m] for m in modules_to_save or ()] or None
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        modules_to_save=to_save)
     peft_model = get_peft_model(model, config, autocast_adapter_dtype=False)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())

@@ -1,0 +1,46 @@
+"""Activation checkpointing of the decoder layers of `HiggsAudioModel`.
+
+`HiggsAudioModel._forward_core` calls each of `self.layers` in a plain loop (its
+`num_activation_checkpointing_layers` is unused, HF `gradient_checkpointing_enable()` does not apply), so
+each selected layer's `forward` is replaced by one that runs the original under
+`torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` while training with grad enabled: the layer's
+activations are dropped after the forward and recomputed in the backward. Inference is unchanged.
+"""
+import functools
+import logging
+
+import torch.utils.checkpoint
+
+log = logging.getLogger(__name__)
+MODES = ("off", "all", "every_k")
+
+
+def _checkpointed(layer, forward):
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        if layer.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    run.higgs_ds_checkpointed = True
+    return run
+
+
+def enable_activation_checkpointing(model, mode="all", every_k=1):
+    """Checkpoint every decoder layer (`all`) or layers 0, k, 2k, ... (`every_k`). Returns the wrapped indices."""
+    if mode not in MODES:
+        raise ValueError(f"activation checkpointing mode must be one of {MODES}, got {mode!r}")
+    if mode == "off":
+        return []
+    if every_k < 1:
+        raise ValueError(f"checkpoint_every_k must be >= 1, got {every_k}")
+    from higgs_ds.loss import base_higgs_model
+
+    layers = base_higgs_model(model).layers
+    chosen = [i for i in range(len(layers)) if mode == "all" or i % every_k == 0]
+    for i in chosen:
+        layer = layers[i]
+        if not getattr(layer.forward, "higgs_ds_checkpointed", False):
+            layer.forward = _checkpointed(layer, layer.forward)
+    log.info("activation checkpointing on %d of %d decoder layers", len(chosen), len(layers))
+    return chosen

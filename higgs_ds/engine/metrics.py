@@ -1,0 +1,141 @@
+"""Per-step training metrics: TensorBoard scalars and a tqdm bar on rank 0.
+
+Each optimizer step's losses and accuracies are the mean over the step's micro-batches and over all ranks
+(one all-reduce per step); throughput counts every rank's work:
+- tokens = non-pad text tokens + audio-in columns + audio-out columns (the positions the decoder runs on);
+- audio-seconds = audio-out columns / 25 (the tokenizer's frame rate; delay-pattern columns included);
+- data-wait fraction = time spent waiting for the next accumulation window / step wall time;
+- MFU = tokens/s/GPU x FLOPs per token / peak FLOP/s. FLOPs per token = 2N (forward, all N parameters) +
+  2N (backward activation gradients, which flow through the frozen base too) + 2N_trainable (weight gradients of
+  the LoRA parameters only) + 2N x the fraction of decoder layers under activation checkpointing (their forward
+  runs twice; approximating every layer as equally heavy and the non-layer parameters as small); attention's
+  quadratic term is left out. Peak: dense bf16 of the device (table below); "n/a" on CPU or unknown devices.
+"""
+import logging
+import os
+import resource
+import time
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+FRAMES_PER_SECOND = 25
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+def flops_per_token(model, recompute_fraction=0.0):
+    """Training FLOPs per token (formula in the module docstring)."""
+    n = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (4 + 2 * recompute_fraction) * n + 2 * n_trainable
+
+
+def peak_flops(bf16):
+    """Dense bf16 peak FLOP/s of this GPU, or None (CPU, fp32, device not in the table)."""
+    if not (bf16 and torch.cuda.is_available()):
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def peak_memory_gib():
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def batch_counts(batch):
+    """(tokens, samples, audio-out frames) of a collated batch."""
+    ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    text = int(mask.sum()) if mask is not None else ids.numel()
+    audio_out = batch["audio_out_ids"].shape[-1] if "audio_out_ids" in batch else 0
+    audio_in = batch["audio_in_ids"].shape[-1] if "audio_in_ids" in batch else 0
+    return text + audio_in + audio_out, ids.shape[0], audio_out
+
+
+class StepMeter:
+    """Collects a step's micro-batch metrics (`add`), then averages, logs and returns them (`finish`)."""
+
+    def __init__(self, rank, world, total_steps, start_step=0, tensorboard_dir=None, fpt=None, peak=None,
+                 progress=True):
+        self.rank, self.world, self.fpt, self.peak = rank, world, fpt, peak
+        self.writer = None
+        if rank == 0 and tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(tensorboard_dir)
+        self.bar = None
+        if rank == 0 and progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        self._reset()
+
+    def _reset(self):
+        self.sums, self.n, self.counts, self.wait = {}, 0, [0, 0, 0], 0.0
+        self.t0 = time.perf_counter()
+
+    def windows(self, iterable):
+        """Yield from `iterable`, timing how long each `next` waits (the data-wait of the coming step)."""
+        it = iter(iterable)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - t
+            yield item
+
+    def add(self, metrics, batch):
+        for k, v in metrics.items():
+            if k.startswith(("loss/", "acc/")):
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
+        self.counts = [a + b for a, b in zip(self.counts, batch_counts(batch))]
+
+    def finish(self, step, lr, grad_norm=None):
+        """All-reduce, write the step's scalars (rank 0) and return its record (same on every rank)."""
+        keys = sorted(self.sums)
+        vec = torch.tensor([self.sums[k] / self.n for k in keys] + self.counts, dtype=torch.float64)
+        if dist.is_initialized() and self.world > 1:
+            dist.all_reduce(vec)
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        means = (vec[:len(keys)] / self.world).tolist()
+        tokens, samples, frames = vec[len(keys):].tolist()
+        record = {"step": step, **dict(zip(keys, means)), "lr": lr, "perf/tokens_per_s": tokens / dt,
+                  "perf/samples_per_s": samples / dt, "perf/audio_seconds_per_s": frames / FRAMES_PER_SECOND / dt,
+                  "perf/data_wait_fraction": min(self.wait / dt, 1.0), "perf/peak_memory_gib": peak_memory_gib()}
+        if grad_norm is not None:
+            record["grad_norm"] = float(grad_norm)
+        if self.fpt and self.peak:
+            record["perf/mfu"] = tokens / self.world / dt * self.fpt / self.peak
+        self.write(record, step)
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{record.get('loss/total', float('nan')):.4f}",
+                                 tok_s=f"{record['perf/tokens_per_s']:.0f}", refresh=False)
+        self._reset()
+        return record
+
+    def write(self, scalars, step, prefix=""):
+        if self.writer is not None:
+            for k, v in scalars.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(prefix + k, v, step)
+            self.writer.flush()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def default_tensorboard_dir(output_dir, flag):
+    """--tensorboard_dir: unset = output_dir/tensorboard, "none" = off."""
+    if flag is None:
+        return os.path.join(output_dir, "tensorboard")
+    return None if flag.lower() == "none" else flag

@@ -1,0 +1,71 @@
+"""Step metrics: accumulation-window means, throughput counts, TensorBoard scalars; the event file of a real run."""
+import json
+import os
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import PYTHON, run_cmd
+from higgs_ds.engine.metrics import StepMeter, batch_counts, flops_per_token
+
+
+def _scalars(tb_dir):
+    acc = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+
+
+def _batch(n_text, n_audio_cols, b=2):
+    return {"input_ids": torch.zeros(b, 10, dtype=torch.long), "attention_mask": torch.ones(b, 10)[:, :n_text // b],
+            "audio_out_ids": torch.zeros(8, n_audio_cols, dtype=torch.long)}
+
+
+def test_meter_averages_the_window_and_writes_tensorboard(tmp_path):
+    meter = StepMeter(0, 1, total_steps=2, tensorboard_dir=str(tmp_path), progress=False)
+    for loss, acc in ((2.0, 0.25), (4.0, 0.75)):
+        meter.add({"loss/audio": torch.tensor(loss), "acc/audio_cb0": torch.tensor(acc), "tokens/audio": 9},
+                  _batch(10, 50))
+    rec = meter.finish(1, lr=1e-3, grad_norm=torch.tensor(0.5))
+    assert rec["loss/audio"] == 3.0 and rec["acc/audio_cb0"] == 0.5 and rec["grad_norm"] == 0.5
+    assert "tokens/audio" not in rec and "perf/mfu" not in rec  # no MFU without a known peak
+    assert rec["perf/tokens_per_s"] > 0 and rec["perf/peak_memory_gib"] > 0
+    assert rec["perf/audio_seconds_per_s"] == pytest.approx(rec["perf/tokens_per_s"] * 100 / 120 / 25)
+    meter.add({"loss/audio": torch.tensor(1.0)}, _batch(10, 50))
+    assert meter.finish(2, lr=1e-3)["loss/audio"] == 1.0  # the window resets after each step
+    meter.write({"loss/total": 7.0}, 2, "eval/")
+    meter.close()
+    s = _scalars(str(tmp_path))
+    assert s["loss/audio"] == {1: 3.0, 2: 1.0} and s["acc/audio_cb0"] == {1: 0.5} and s["eval/loss/total"] == {2: 7.0}
+    assert {"lr", "grad_norm", "perf/tokens_per_s", "perf/data_wait_fraction"} <= set(s)
+
+
+def test_batch_counts_and_flops_formula():
+    assert batch_counts(_batch(12, 30)) == (12 + 30, 2, 30)
+    lin = torch.nn.Linear(10, 10)  # 110 params
+    lin.bias.requires_grad_(False)
+    assert flops_per_token(lin) == 4 * 110 + 2 * 100
+    assert flops_per_token(lin, recompute_fraction=1.0) == 6 * 110 + 2 * 100
+    assert flops_per_token(lin, recompute_fraction=0.5) == 5 * 110 + 2 * 100
+
+
+@pytest.mark.slow
+def test_training_run_writes_tensorboard_matching_metrics_json(small_data, tiny_assets, tmp_path):
+    out = str(tmp_path / "run")
+    run_cmd([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--val_data", small_data[1],
+             "--batch_size", "1", "--gradient_accumulation_steps", "2", "--max_steps", "3", "--eval_every", "2",
+             "--output_dir", out])
+    with open(os.path.join(out, "metrics.json")) as f:
+        history = json.load(f)["history"]
+    s = _scalars(os.path.join(out, "tensorboard"))
+    k = sum(1 for key in history[0] if key.startswith("loss/audio_cb"))
+    assert k > 0
+    tags = ["loss/text", "loss/audio", "lr", "grad_norm", "perf/tokens_per_s", "perf/samples_per_s",
+            "perf/audio_seconds_per_s", "perf/peak_memory_gib", "perf/data_wait_fraction"]
+    tags += [f"loss/audio_cb{i}" for i in range(k)] + [f"acc/audio_cb{i}" for i in range(k)]
+    missing = [t for t in tags + ["eval/loss/audio", "eval/acc/audio_cb0"] if t not in s]
+    assert not missing, missing
+    assert [s["loss/audio"][h["step"]] for h in history] == pytest.approx([h["loss/audio"] for h in history], rel=1e-6)
+    assert [s["perf/samples_per_s"][h["step"]] for h in history] == pytest.approx(
+        [h["perf/samples_per_s"] for h in history], rel=1e-5)
+    assert set(s["eval/loss/audio"]) == {2, 3}  # every 2 steps and at the end
