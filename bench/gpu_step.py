@@ -93,8 +93,8 @@ def build(cfg, ours, ckpt, dev):
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=LORA_PRESETS["attn_mlp_audio"])
     model = get_peft_model(model, lora, autocast_adapter_dtype=not ours)
     if ckpt:
-        from higgs_ds.engine.activation_checkpointing import apply_activation_checkpointing
-        apply_activation_checkpointing(model, "all")
+        from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
+        enable_activation_checkpointing(model, "all")
     return model
 
 

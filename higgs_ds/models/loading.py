@@ -19,6 +19,9 @@ class ModelPaths:
     @classmethod
     def resolve(cls, model_path=None, audio_tokenizer_path=None, tokenizer_path=None):
         """Fill unset paths from the embedded tiny default (built on first use) and check they exist."""
+        sibling = os.path.join(os.path.dirname(os.path.abspath(model_path)), "audio_tokenizer") if model_path else None
+        if audio_tokenizer_path is None and sibling and os.path.isfile(os.path.join(sibling, "model.pth")):
+            audio_tokenizer_path = sibling  # the embedded layout: <root>/model and <root>/audio_tokenizer
         if model_path is None or audio_tokenizer_path is None:
             from ..assets import ensure_tiny_assets
 
