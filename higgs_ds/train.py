@@ -51,6 +51,14 @@ def main(argv=None):
     from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer
     from higgs_ds.models.lora import apply_lora
 
+    # --- paths first: building the embedded default (first use) must happen before torch.distributed exists,
+    # because the audio tokenizer's codebook initialisation all-gathers whenever a process group is up
+    train_path, val_path = args.train_data, args.val_data
+    if train_path is None:
+        train_path, default_val = ensure_tiny_data()
+        val_path = val_path or default_val
+    paths = ModelPaths.resolve(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
+
     rank, world = init_distributed()
     setup_logging(rank)
     ds_path = args.deepspeed or default_ds_config(accelerator)
@@ -61,11 +69,6 @@ def main(argv=None):
     torch.manual_seed(args.seed)
 
     # --- data
-    train_path, val_path = args.train_data, args.val_data
-    if train_path is None:
-        train_path, default_val = ensure_tiny_data()
-        val_path = val_path or default_val
-    paths = ModelPaths.resolve(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
     if args.validate_data_only:
         validate_files([p for p in (train_path, val_path) if p], load_text_tokenizer(paths.tokenizer_path), args)
         return 0

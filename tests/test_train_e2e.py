@@ -73,3 +73,16 @@ def test_single_process_quick_test(small_data, tmp_path):
     assert "step 4/4" in proc.stdout
     assert os.path.isfile(os.path.join(out, "adapter", "adapter_model.safetensors"))
     assert _steps(out)["world_size"] == 1
+
+
+def test_fresh_machine_two_ranks_build_the_embedded_default(tmp_path):
+    """The README's first command on an empty cache: two ranks race to build the tiny assets (file lock,
+    built before the process group exists) and then train; nothing hangs."""
+    out = str(tmp_path / "fresh")
+    proc = run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", "29621", "higgs_ds/train.py",
+                    "--deepspeed", "ds_configs/cpu_zero2.json", "--quick_test", "--output_dir", out,
+                    "--no_progress"], env={"DS_ACCELERATOR": "cpu", "HIGGS_DS_CACHE": str(tmp_path / "cache")},
+                   timeout=600)
+    assert "step 4/4" in proc.stdout
+    assert os.path.isfile(str(tmp_path / "cache" / "tiny-v1" / ".complete"))
+    assert _steps(out)["world_size"] == 2

@@ -84,6 +84,10 @@ def _build_audio_tokenizer_dir(path):
     from ..models.audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, semantic_teacher_from
     from ..data.synthetic import speech_like
 
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # k-means codebook init all-gathers across a live process group (hangs or fails): build before init
+        raise RuntimeError("build the tiny audio tokenizer before torch.distributed is initialised "
+                           "(call ensure_tiny_assets() first)")
     teacher = os.path.join(path, SEMANTIC_TEACHER_SUBDIR)
     torch.manual_seed(TINY_SEED)
     # semantic_dim is hard-coded to 768 for the hubert teachers; everything else is tiny.
