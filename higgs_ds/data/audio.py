@@ -14,6 +14,8 @@ def load_waveform(path, sample_rate, where=""):
         raise DataError(f"{prefix}audio file not found: {path}", "missing_audio")
     try:
         wav, _ = librosa.load(path, sr=sample_rate)
+    except ImportError:  # a broken install, not a broken file
+        raise
     except Exception as e:  # soundfile/audioread raise many types for undecodable files
         raise DataError(f"{prefix}cannot decode audio {path}: {type(e).__name__}: {e}", "corrupt_audio") from None
     if wav.size == 0:
