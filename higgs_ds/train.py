@@ -24,7 +24,7 @@ import time
 import torch
 
 from higgs_ds.args import default_ds_config, parse_args
-from higgs_ds.engine.distributed import init_distributed, select_accelerator, setup_logging
+from higgs_ds.engine.distributed import all_reduce_sum, init_distributed, select_accelerator, setup_logging
 
 log = logging.getLogger("higgs_ds.train")
 
@@ -206,7 +206,7 @@ def evaluate(engine, dataset, config, args, rank, world, loss_fn):
                 sums[k] = sums.get(k, 0.0) + float(v)
     keys = sorted(sums)
     vec = torch.tensor([sums[k] for k in keys] + [float(len(loader))], dtype=torch.float64)
-    torch.distributed.all_reduce(vec)
+    vec = all_reduce_sum(vec)
     engine.train()
     return {k: v / max(vec[-1].item(), 1.0) for k, v in zip(keys, vec[:-1].tolist())}
 

@@ -45,3 +45,16 @@ def setup_logging(rank):
     )
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def all_reduce_sum(vec):
+    """Sum a CPU tensor over all ranks, on the device the backend needs (NCCL: the current GPU); returns CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return vec
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else vec.device
+    out = vec.to(device)
+    dist.all_reduce(out)
+    return out.cpu()

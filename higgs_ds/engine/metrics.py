@@ -17,7 +17,8 @@ import resource
 import time
 
 import torch
-import torch.distributed as dist
+
+from .distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
 FRAMES_PER_SECOND = 25
@@ -100,8 +101,7 @@ class StepMeter:
         """All-reduce, write the step's scalars (rank 0) and return its record (same on every rank)."""
         keys = sorted(self.sums)
         vec = torch.tensor([self.sums[k] / self.n for k in keys] + self.counts, dtype=torch.float64)
-        if dist.is_initialized() and self.world > 1:
-            dist.all_reduce(vec)
+        vec = all_reduce_sum(vec)
         dt = max(time.perf_counter() - self.t0, 1e-9)
         means = (vec[:len(keys)] / self.world).tolist()
         tokens, samples, frames = vec[len(keys):].tolist()
