@@ -60,6 +60,11 @@ def build_parser():
                         "memory, ~1/3 more compute per checkpointed layer)")
     g.add_argument("--checkpoint_every_k", type=int, default=2,
                    help="with --activation_checkpointing every_k: checkpoint layers 0, k, 2k, ...")
+    g.add_argument("--sample_every", type=int, default=0,
+                   help="every N optimizer steps rank 0 clones --num_preview_prompts validation prompts with the "
+                        "serve engine and writes audio + spectrograms to TensorBoard (0: off)")
+    g.add_argument("--num_preview_prompts", type=int, default=2, help="validation prompts per audio preview")
+    g.add_argument("--preview_max_new_tokens", type=int, default=512, help="generation budget of each preview")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save_every", type=int, default=0,
                    help="save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer steps (0: never)")

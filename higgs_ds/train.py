@@ -122,6 +122,12 @@ def main(argv=None):
     meter = StepMeter(rank, world, total_steps, step, default_tensorboard_dir(args.output_dir, args.tensorboard_dir),
                       flops_per_token(model, recompute_fraction),
                       peak_flops(engine.bfloat16_enabled()), progress=not args.no_progress)
+    preview = None
+    if rank == 0 and args.sample_every > 0 and val_set is not None and meter.writer is not None:
+        from higgs_ds.inference.preview import AudioPreview
+
+        preview = AudioPreview(engine.module.get_base_model(), paths, val_set.samples, args.sample_every,
+                               meter.writer, args.num_preview_prompts, args.preview_max_new_tokens)
     for epoch in range(state.epoch, args.num_epochs):
         if step >= stop_at:
             break
@@ -140,6 +146,8 @@ def main(argv=None):
                          record["perf/tokens_per_s"], time.time() - t0)
             if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0 and step < stop_at:
                 report_eval(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, meter)
+            if preview is not None and preview.due(step):
+                preview.write(step)
             if ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
                 ckpt.save(TrainerState(step, epoch, consumed, history))
             if step >= stop_at:

@@ -60,8 +60,11 @@ def test_missing_files_give_clear_errors(tiny_assets, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         ModelPaths.resolve(str(tmp_path / "empty"), tiny_assets.audio_tokenizer_path)
+    # the embedded layout finds its audio tokenizer beside the model dir; a lone model dir must name one
+    assert ModelPaths.resolve(tiny_assets.model_path).audio_tokenizer_path == tiny_assets.audio_tokenizer_path
+    shutil.copytree(tiny_assets.model_path, tmp_path / "lone" / "model")
     with pytest.raises(ValueError, match="without --audio_tokenizer_path"):
-        ModelPaths.resolve(tiny_assets.model_path)
+        ModelPaths.resolve(str(tmp_path / "lone" / "model"))
     shutil.copy(os.path.join(tiny_assets.audio_tokenizer_path, "config.json"), tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="model.pth not found"):
         load_audio_tokenizer(str(tmp_path / "empty"))
