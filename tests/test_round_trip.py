@@ -84,7 +84,7 @@ def test_cli_generate_with_adapter_and_evaluate(trained, three_samples, tiny_ass
     m = next(iter(read_chatml(three_samples))).sample.messages
     run_cmd([cli, "generate", "--model_path", tiny_assets.model_path, "--adapter", trained,
              "--audio_tokenizer_path", tiny_assets.audio_tokenizer_path, "--ref_audio", m[2].content.audio_url,
-             "--ref_text", m[1].content, "--text", m[3].content, "--output_dir", str(tmp_path / "wavs"),
+             "--ref_text", m[1].content.text, "--text", m[3].content.text, "--output_dir", str(tmp_path / "wavs"),
              "--max_new_tokens", "256", "--device", "cpu"])
     wav, sr = sf.read(str(tmp_path / "wavs" / "0000.wav"))
     frames = encode_audio(load_audio_tokenizer(tiny_assets.audio_tokenizer_path), m[4].content.audio_url).shape[1]
