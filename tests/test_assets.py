@@ -18,6 +18,7 @@ def test_tiny_model_is_release_shaped(tiny_bundle):
     assert cfg.audio_adapter_type == "dual_ffn_fast_forward" and cfg.use_delay_pattern and cfg.skip_audio_tower
     assert (cfg.audio_num_codebooks, cfg.audio_codebook_size) == (8, 1024)
     assert cfg.audio_dual_ffn_layers == list(range(cfg.text_config.num_hidden_layers))
+    assert cfg.hidden_size == cfg.text_config.hidden_size  # top level too, as released (CUDA-graph capture reads it)
     # every special token the ChatML path uses exists, is atomic and fits the tiny vocab
     for t in SPECIAL_TOKENS:
         ids = tok.encode(t, add_special_tokens=False)

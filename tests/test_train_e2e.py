@@ -76,6 +76,8 @@ def test_single_process_quick_test(small_data, tmp_path):
 
 
 def test_fresh_machine_two_ranks_build_the_embedded_default(tmp_path):
+    from higgs_ds.assets.tiny import TINY_VERSION
+
     """The README's first command on an empty cache: two ranks race to build the tiny assets (file lock,
     built before the process group exists) and then train; nothing hangs."""
     out = str(tmp_path / "fresh")
@@ -84,5 +86,5 @@ def test_fresh_machine_two_ranks_build_the_embedded_default(tmp_path):
                     "--no_progress"], env={"DS_ACCELERATOR": "cpu", "HIGGS_DS_CACHE": str(tmp_path / "cache")},
                    timeout=600)
     assert "step 4/4" in proc.stdout
-    assert os.path.isfile(str(tmp_path / "cache" / "tiny-v1" / ".complete"))
+    assert os.path.isfile(str(tmp_path / "cache" / TINY_VERSION / ".complete"))
     assert _steps(out)["world_size"] == 2

@@ -1,8 +1,8 @@
 """Build (once, deterministically, offline) and locate the embedded tiny default.
 
 Layout, the same as the real release so one loading path serves both:
-    <cache>/tiny-v1/model/            config.json, model.safetensors, tokenizer files   (--model_path)
-    <cache>/tiny-v1/audio_tokenizer/  config.json, model.pth, semantic_teacher/         (--audio_tokenizer_path)
+    <cache>/tiny-v2/model/            config.json, model.safetensors, tokenizer files   (--model_path)
+    <cache>/tiny-v2/audio_tokenizer/  config.json, model.pth, semantic_teacher/         (--audio_tokenizer_path)
 The cache dir is $HIGGS_DS_CACHE or ~/.cache/higgs_ds. Concurrent ranks wait on a file lock.
 """
 import dataclasses
@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import torch
 
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"  # v2: top-level hidden_size, as in the released config (CUDA-graph capture reads it)
 TINY_SEED = 1234
 TINY_HEAD_STD = 0.125
 TINY_DATA_SAMPLES = 16
@@ -58,7 +58,7 @@ def tiny_higgs_config(tokenizer):
         audio_stream_bos_id=1024, audio_stream_eos_id=1025,
         audio_in_token_idx=ids["<|AUDIO|>"], audio_out_token_idx=ids["<|AUDIO_OUT|>"],
         pad_token_id=ids["<|end_of_text|>"], audio_out_bos_token_id=ids["<|audio_out_bos|>"],
-        audio_eos_token_id=ids["<|audio_eos|>"],
+        audio_eos_token_id=ids["<|audio_eos|>"], hidden_size=TINY_TEXT["hidden_size"],
     )
 
 
