@@ -51,14 +51,17 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(data, tmp_path):
     1-rank run's two micro-batches of step k (asserted below for all three epochs). Micro batch 1 in both means
     no padding difference either. With --loss_normalization global (default) each step's gradient is the exact
     mean over the step's labeled tokens in both runs, so only the order of fp32 additions differs (ZeRO-2's
-    reduce-scatter average vs. local accumulation): expected differences ~1e-6 relative, tolerance 1e-4 over 8
-    AdamW steps at lr 3e-3. grad_norm (before clipping) is compared too: a rank that skipped the gradient
-    average, or a 2x error in the rank/accumulation scaling (which AdamW would otherwise mostly hide) fails it.
+    reduce-scatter average vs. local accumulation): observed <= 1.1e-7 relative on every key over the 8 AdamW
+    steps at lr 3e-3; tolerance 1e-5 (100x margin; consecutive steps' losses must differ by > 1e-4).
+    grad_norm (before clipping) is compared too: the norms here are ~6-9 with clipping at 1.0, so a 2x error in
+    the rank/accumulation scaling of the gradient (ranks summing instead of averaging) leaves clipped AdamW's
+    losses unchanged and is caught only by grad_norm; a rank that trained on its own gradient alone changes the
+    losses too.
     """
     for epoch in range(3):
         assert _step_samples(8, 2, 1, epoch) == _step_samples(8, 1, 2, epoch)
     two, one = str(tmp_path / "two"), str(tmp_path / "one")
-    run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", "29631", "higgs_ds/train.py", *COMMON, *data,
+    run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", "29661", "higgs_ds/train.py", *COMMON, *data,
              "--output_dir", two], env={"DS_ACCELERATOR": "cpu"}, timeout=300)
     run_cmd([PYTHON, "higgs_ds/train.py", *COMMON, *data, "--gradient_accumulation_steps", "2", "--output_dir", one],
             timeout=300)
@@ -69,10 +72,10 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(data, tmp_path):
     assert [h["epoch"] for h in h1] == [0, 0, 0, 0, 1, 1, 1, 1]  # 4 steps per epoch in both: crosses an epoch
     for a, b in zip(h2, h1):
         for key in ("loss/total", "loss/text", "loss/audio", "grad_norm", "lr"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key, a[key], b[key])
+            assert a[key] == pytest.approx(b[key], rel=1e-5), (a["step"], key, a[key], b[key])
     losses = [h["loss/total"] for h in h1]
     assert losses[-1] < losses[0] - 0.1  # it trained: the trajectories being compared are not flat
-    assert len({round(x, 4) for x in losses}) == len(losses)  # and steps are distinguishable at this tolerance
+    assert all(abs(x - y) > 1e-4 * abs(y) for x, y in zip(losses, losses[1:]))  # steps differ >> tolerance
 
 
 def _hostfile(tmp_path):
