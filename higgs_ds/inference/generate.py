@@ -17,23 +17,36 @@ from ..data.synthetic import SYSTEM_PROMPT
 log = logging.getLogger(__name__)
 
 
-def load_engine(model_path, audio_tokenizer_path, adapter=None, device=None):
-    """A `HiggsAudioServeEngine`, with the audio tokenizer's semantic teacher loaded offline."""
-    from boson_multimodal.serve.serve_engine import HiggsAudioServeEngine
+def serve_engine(model_path, audio_tokenizer_path, tokenizer_path=None, device=None, model=None,
+                 kv_cache_lengths=(1024, 4096, 8192)):
+    """A `HiggsAudioServeEngine`, audio tokenizer loaded offline; `model` replaces the one it would load.
+
+    The model is in place before the engine captures its CUDA graphs. Weights keep their checkpoint dtype
+    (`torch_dtype="auto"`): boson's graph capture builds its inputs in `config.torch_dtype`, so a model cast
+    to another dtype than its config says fails on CUDA.
+    """
+    from unittest import mock
+
+    from boson_multimodal.serve import serve_engine as se
 
     from ..models.audio_tokenizer import find_semantic_teacher, semantic_teacher_from
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    with semantic_teacher_from(find_semantic_teacher(audio_tokenizer_path)):
-        engine = HiggsAudioServeEngine(model_path, audio_tokenizer_path, device=device, torch_dtype=dtype)
+    load = (lambda *a, **k: model) if model is not None else se.HiggsAudioModel.from_pretrained
+    with mock.patch.object(se.HiggsAudioModel, "from_pretrained", load), \
+            semantic_teacher_from(find_semantic_teacher(audio_tokenizer_path)):
+        return se.HiggsAudioServeEngine(model_path, audio_tokenizer_path, tokenizer_path, device=device,
+                                        torch_dtype="auto", kv_cache_lengths=list(kv_cache_lengths))
+
+
+def load_engine(model_path, audio_tokenizer_path, adapter=None, device=None):
+    """The serve engine on a merged model dir, or on a base model with `adapter` merged in memory first."""
+    model = None
     if adapter:
-        from peft import PeftModel
+        from .export import find_adapter, load_lora_model
 
-        from .export import find_adapter
-
-        engine.model = PeftModel.from_pretrained(engine.model, find_adapter(adapter)).merge_and_unload().eval()
-    return engine
+        model = load_lora_model(find_adapter(adapter), model_path, "auto")[0].merge_and_unload().eval()
+    return serve_engine(model_path, audio_tokenizer_path, device=device, model=model)
 
 
 def cloning_prompt(ref_audio, ref_text, text, system=SYSTEM_PROMPT):

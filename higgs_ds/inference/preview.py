@@ -6,7 +6,6 @@ The serve engine is built once around the *training* model (no second copy of th
 The engine is given the device as "cuda:N" so it does not capture CUDA graphs of the training model.
 """
 import logging
-from unittest import mock
 
 import numpy as np
 import torch
@@ -42,17 +41,12 @@ class AudioPreview:
 
     @staticmethod
     def _engine(live_model, paths):
-        from boson_multimodal.serve import serve_engine
-
-        from ..models.audio_tokenizer import find_semantic_teacher, semantic_teacher_from
+        from .generate import serve_engine
 
         device = next(live_model.parameters()).device
-        device = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"
-        with mock.patch.object(serve_engine.HiggsAudioModel, "from_pretrained", lambda *a, **k: live_model), \
-                semantic_teacher_from(find_semantic_teacher(paths.audio_tokenizer_path)):
-            return serve_engine.HiggsAudioServeEngine(paths.model_path, paths.audio_tokenizer_path,
-                                                      paths.tokenizer_path, device=device,
-                                                      kv_cache_lengths=[2048])
+        device = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"  # "cuda" would capture graphs
+        return serve_engine(paths.model_path, paths.audio_tokenizer_path, paths.tokenizer_path, device=device,
+                            model=live_model, kv_cache_lengths=[2048])
 
     def due(self, step):
         return self.every > 0 and step % self.every == 0
