@@ -75,6 +75,9 @@ def build_parser():
     g.add_argument("--stop_after_steps", type=int, default=0,
                    help="exit after this many optimizer steps in this process, keeping the LR schedule of the full "
                         "run, and checkpoint there when --save_every > 0 (time-boxed jobs; 0: off)")
+    g.add_argument("--max_consecutive_skips", type=int, default=10,
+                   help="an optimizer step whose loss or gradient is NaN/inf is skipped (weights and optimizer state "
+                        "unchanged, counted as train/skipped_steps); abort after this many in a row (0: never)")
     g = p.add_argument_group("loss (docs/LOSS.md)")
     g.add_argument("--text_loss_weight", type=float, default=1.0, help="weight of the text CE term")
     g.add_argument("--audio_loss_weight", type=float, default=1.0, help="weight of the audio CE term")
@@ -97,6 +100,9 @@ def build_parser():
                         "text_head (audio_decoder_proj.text_lm_head, vocab x hidden: large)")
     g = p.add_argument_group("DeepSpeed")
     g.add_argument("--deepspeed", help="DeepSpeed JSON config; default ds_configs/zero2.json on GPU, cpu_zero2.json on CPU")
+    g.add_argument("--dist_timeout_minutes", type=float, default=30.0,
+                   help="timeout of every collective (torch.distributed process group): a rank waiting longer for a "
+                        "dead or stuck peer raises instead of hanging")
     g.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
     return p
 
@@ -109,9 +115,11 @@ def parse_args(argv=None):
     for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "lora_r", "log_every", "checkpoint_every_k"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
-    for name in ("save_every", "keep_last", "stop_after_steps", "eval_every"):
+    for name in ("save_every", "keep_last", "stop_after_steps", "eval_every", "max_consecutive_skips"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0")
+    if args.dist_timeout_minutes <= 0:
+        p.error("--dist_timeout_minutes must be > 0")
     if args.learning_rate <= 0:
         p.error("--learning_rate must be > 0")
     if args.quick_test:

@@ -24,12 +24,25 @@ import time
 import torch
 
 from higgs_ds.args import default_ds_config, parse_args
-from higgs_ds.engine.distributed import all_reduce_sum, init_distributed, select_accelerator, setup_logging
+from higgs_ds.engine.distributed import all_reduce_sum, init_distributed, report_failure, select_accelerator, setup_logging
+from higgs_ds.engine.numerics import NonFiniteAbort
 
 log = logging.getLogger("higgs_ds.train")
 
 
 def main(argv=None):
+    """Entry point: `train`, with a clear last message when the run aborts on NaNs or a rank dies."""
+    try:
+        return train(argv)
+    except NonFiniteAbort as e:
+        log.error("%s", e)
+        return 3
+    except Exception as e:
+        report_failure(e, log)
+        raise
+
+
+def train(argv=None):
     args = parse_args(argv)
     if args.create_sample_data:
         from higgs_ds.data.synthetic import create_sample_data
@@ -47,6 +60,9 @@ def main(argv=None):
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
+    from higgs_ds.engine.numerics import StepGuard
+    from higgs_ds.engine.preemption import EXIT_PREEMPTED, Preemption
+    from higgs_ds.engine.preflight import check_free_space, check_output_dir
     from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer
     from higgs_ds.models.lora import apply_lora
@@ -59,13 +75,14 @@ def main(argv=None):
         val_path = val_path or default_val
     paths = ModelPaths.resolve(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
 
-    rank, world = init_distributed()
+    rank, world = init_distributed(args.dist_timeout_minutes)
     setup_logging(rank)
     ds_path = args.deepspeed or default_ds_config(accelerator)
     ds_kwargs = dict(micro_batch_size=args.batch_size, grad_accum_steps=args.gradient_accumulation_steps,
                      world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                      explicit=args.explicit)
     load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # fail on a bad config before loading
+    check_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
 
     # --- data
@@ -94,6 +111,7 @@ def main(argv=None):
     ds_config, opt_kwargs = load_ds_config(ds_path, total_steps=total_steps,
                                            warmup_steps=int(args.warmup_ratio * total_steps), **ds_kwargs)
     params = [p for p in model.parameters() if p.requires_grad]
+    check_free_space(args.output_dir, sum(p.numel() for p in params), args.save_every, args.keep_last)
     optimizer = torch.optim.AdamW(params, **opt_kwargs)
     engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     log.info("DeepSpeed: ZeRO stage %d, %s, world %d, micro batch %d x accum %d; %d steps",
@@ -128,6 +146,8 @@ def main(argv=None):
 
         preview = AudioPreview(engine.module.get_base_model(), paths, val_set.samples, args.sample_every,
                                meter.writer, args.num_preview_prompts, args.preview_max_new_tokens)
+    guard = StepGuard(args.max_consecutive_skips, args.output_dir, sum(h.get("train/step_skipped", 0) for h in history))
+    preempt = Preemption()
     for epoch in range(state.epoch, args.num_epochs):
         if step >= stop_at:
             break
@@ -135,10 +155,11 @@ def main(argv=None):
         start_epoch(loader, epoch, consumed)
         engine.train()
         for window in meter.windows(accumulation_windows(loader, accum)):
-            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id)
+            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id, step + 1, rank)
             step, consumed = step + 1, consumed + accum
             lr = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
-            record = {**meter.finish(step, lr, engine.get_global_grad_norm()), "epoch": epoch}
+            skips = guard.update(engine, step)  # raises NonFiniteAbort after --max_consecutive_skips in a row
+            record = {**meter.finish(step, lr, engine.get_global_grad_norm(), skips), "epoch": epoch}
             history.append(record)
             if step % args.log_every == 0 or step == total_steps:
                 log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
@@ -148,8 +169,13 @@ def main(argv=None):
                 report_eval(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, meter)
             if preview is not None and preview.due(step):
                 preview.write(step)
-            if ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
+            stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
+            if stop or ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
                 ckpt.save(TrainerState(step, epoch, consumed, history))
+            if stop:
+                log.warning("%s", preempt.message(step, ckpt.dir))
+                meter.close()
+                return EXIT_PREEMPTED
             if step >= stop_at:
                 break
 
@@ -171,10 +197,14 @@ def main(argv=None):
     return 0
 
 
-def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id):
-    """One optimizer step over a window of micro-batches (DeepSpeed steps the optimizer at its boundary)."""
+def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id, step, rank):
+    """Optimizer step `step` over a window of micro-batches (DeepSpeed steps the optimizer at its boundary)."""
     from higgs_ds.data.loaders import to_device
+    from higgs_ds.engine.faults import fault, unlabel_audio
+    from higgs_ds.engine.numerics import inject
     from higgs_ds.loss import count_labeled, global_denominators
+
+    window = [unlabel_audio(b, step, rank) for b in window]
 
     denominators = None
     if global_norm:
@@ -182,7 +212,8 @@ def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id):
                                            device=engine.device)
     for batch in window:
         out = loss_fn(to_device(batch, engine.device), denominators)
-        engine.backward(out.loss)
+        engine.backward(inject(out.loss, step, rank))
+        fault("kill_mid_step", step, rank)
         engine.step()
         meter.add(out.metrics, batch)
 

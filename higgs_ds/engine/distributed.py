@@ -22,7 +22,11 @@ def _free_port():
 
 
 def init_distributed(timeout_minutes=30):
-    """Initialise torch.distributed via DeepSpeed (gloo on CPU, NCCL on GPU). Returns (rank, world_size)."""
+    """Initialise torch.distributed via DeepSpeed (gloo on CPU, NCCL on GPU). Returns (rank, world_size).
+
+    `timeout_minutes` bounds every collective (--dist_timeout_minutes): a rank stuck that long (a dead peer on
+    another node, a hung filesystem) raises instead of hanging. NCCL enforces it through torch's watchdog
+    (TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default), gloo in the call itself."""
     if "RANK" not in os.environ:  # a plain single process
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -58,3 +62,37 @@ def all_reduce_sum(vec):
     out = vec.to(device)
     dist.all_reduce(out)
     return out.cpu()
+
+
+def dead_local_ranks():
+    """Global ranks of this node's sibling ranks (same launcher parent) that are no longer running."""
+    import psutil
+
+    local_size = int(os.environ.get("LOCAL_SIZE") or os.environ.get("LOCAL_WORLD_SIZE") or 0)  # deepspeed / torchrun
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    alive = {local_rank}
+    try:
+        siblings = psutil.Process().parent().children()
+    except (psutil.Error, AttributeError):
+        return []
+    for p in siblings:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "LOCAL_RANK" in (env := p.environ()):
+                alive.add(int(env["LOCAL_RANK"]))
+        except (psutil.Error, ValueError):
+            pass
+    first = int(os.environ.get("RANK", 0)) - local_rank
+    return [first + r for r in range(local_size) if r not in alive]
+
+
+def report_failure(exc, log):
+    """In a multi-rank job, log which ranks died (or that a collective timed out) before `exc` propagates."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    dead = dead_local_ranks()
+    what = (f"rank(s) {dead} on this node died (killed, OOM?): see their last log lines" if dead else
+            "a peer rank (maybe on another node) failed, or a collective exceeded --dist_timeout_minutes")
+    log.error("rank %d stops: %s (%s: %s). The job ends; rerun with --resume auto to continue from the newest "
+              "complete checkpoint", dist.get_rank(), what, type(exc).__name__, str(exc).splitlines()[0][:200])

@@ -65,7 +65,31 @@ def load_ds_config(path, *, micro_batch_size, grad_accum_steps, world_size, lear
     leftover = [k for k, v in _walk(cfg) if v == "auto"]
     if leftover:
         raise ConfigError(f"{path}: no value for \"auto\" field(s) {leftover}")
+    check_sections(cfg, path)
     return cfg, params
+
+
+def check_sections(cfg, path):
+    """`zero_optimization` against DeepSpeed's own pydantic model (unknown keys, bad values), bf16 against the
+    accelerator, and the settings the non-finite step guard relies on (engine/numerics.py)."""
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from pydantic import ValidationError
+
+    from .numerics import check_config
+
+    try:
+        DeepSpeedZeroConfig(**cfg.get("zero_optimization", {}))
+    except ValidationError as e:
+        raise ConfigError("; ".join(f"{path}: zero_optimization.{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                                    for err in e.errors())) from None
+    acc = get_accelerator()
+    if cfg.get("bf16", {}).get("enabled") and not acc.is_bf16_supported():
+        raise ConfigError(f"{path}: bf16.enabled is true but this {acc.device_name()} device does not support bf16; "
+                          f"use a config with \"bf16\": {{\"enabled\": false}} (fp32, e.g. ds_configs/cpu_zero2.json)")
+    problems = check_config(cfg, path)
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _walk(d, prefix=""):

@@ -35,3 +35,10 @@ def fault(name, step, rank=0):
                 os.kill(os.getpid(), signal.SIGKILL)
             return True
     return False
+
+
+def unlabel_audio(batch, step, rank=0):
+    """Fault `no_audio_labels`: every audio label of `batch` becomes -100 (a rank with no trainable audio)."""
+    if batch.get("label_audio_ids") is None or not fault("no_audio_labels", step, rank):
+        return batch
+    return {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, -100)}

@@ -97,8 +97,9 @@ class StepMeter:
         self.n += 1
         self.counts = [a + b for a, b in zip(self.counts, batch_counts(batch))]
 
-    def finish(self, step, lr, grad_norm=None):
-        """All-reduce, write the step's scalars (rank 0) and return its record (same on every rank)."""
+    def finish(self, step, lr, grad_norm=None, extra=None):
+        """All-reduce, write the step's scalars (rank 0) and return its record (same on every rank); `extra`: more
+        scalars, already the same on every rank (e.g. train/skipped_steps)."""
         keys = sorted(self.sums)
         vec = torch.tensor([self.sums[k] / self.n for k in keys] + self.counts, dtype=torch.float64)
         vec = all_reduce_sum(vec)
@@ -110,6 +111,7 @@ class StepMeter:
                   "perf/data_wait_fraction": min(self.wait / dt, 1.0), "perf/peak_memory_gib": peak_memory_gib()}
         if grad_norm is not None:
             record["grad_norm"] = float(grad_norm)
+        record.update(extra or {})
         if self.fpt and self.peak:
             record["perf/mfu"] = tokens / self.world / dt * self.fpt / self.peak
         self.write(record, step)

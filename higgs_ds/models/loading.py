@@ -10,6 +10,10 @@ from .audio_tokenizer import load_audio_tokenizer
 log = logging.getLogger(__name__)
 
 
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
 @dataclasses.dataclass
 class ModelPaths:
     model_path: str
@@ -37,13 +41,17 @@ class ModelPaths:
         return paths
 
     def check(self):
-        for flag, path, must in (("--model_path", self.model_path, "config.json"),
-                                 ("--audio_tokenizer_path", self.audio_tokenizer_path, "config.json"),
-                                 ("--tokenizer_path", self.tokenizer_path, None)):
+        """Every file the loaders need exists (raises FileNotFoundError naming the flag and the missing path)."""
+        for flag, path, needs in (("--model_path", self.model_path, ("config.json", WEIGHTS)),
+                                  ("--audio_tokenizer_path", self.audio_tokenizer_path, ("config.json", "model.pth")),
+                                  ("--tokenizer_path", self.tokenizer_path, (TOKENIZER,))):
             if not os.path.isdir(path):
                 raise FileNotFoundError(f"{flag}: directory not found: {path}")
-            if must and not os.path.isfile(os.path.join(path, must)):
-                raise FileNotFoundError(f"{flag}: {os.path.join(path, must)} not found")
+            for need in needs:
+                names = (need,) if isinstance(need, str) else need
+                if not any(os.path.isfile(os.path.join(path, n)) for n in names):
+                    raise FileNotFoundError(f"{flag}: {os.path.join(path, names[0])} not found"
+                                            + (f" (nor {', '.join(names[1:])})" if len(names) > 1 else ""))
 
 
 def load_text_tokenizer(path):
