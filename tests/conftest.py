@@ -38,6 +38,17 @@ def small_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_code_cache(small_data, tiny_assets, tmp_path_factory):
+    """An audio-code cache dir filled for `small_data`'s train.jsonl (pass as --code_cache_dir: encoding on the fly
+    in every rank of every run would dominate the test time on CPU)."""
+    from higgs_ds.data.code_cache import prepare_codes
+
+    cache = str(tmp_path_factory.mktemp("codes"))
+    prepare_codes([small_data[0]], tiny_assets.audio_tokenizer_path, cache, show_progress=False)
+    return cache
+
+
+@pytest.fixture(scope="session")
 def small_dataset(tiny_bundle, small_data):
     from higgs_ds.data.loaders import load_dataset
 

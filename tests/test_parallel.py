@@ -17,14 +17,8 @@ COMMON = ["--deepspeed", "ds_configs/cpu_zero2.json", "--batch_size", "1", "--nu
 
 
 @pytest.fixture(scope="module")
-def data(small_data, tiny_assets, tmp_path_factory):
-    """--train_data plus a pre-filled audio-code cache of its own (encoding on the fly in every rank of every run
-    would dominate the test time on CPU)."""
-    from higgs_ds.data.code_cache import prepare_codes
-
-    cache = str(tmp_path_factory.mktemp("codes"))
-    prepare_codes([small_data[0]], tiny_assets.audio_tokenizer_path, cache, show_progress=False)
-    return ["--train_data", small_data[0], "--code_cache_dir", cache]
+def data(small_data, small_code_cache):
+    return ["--train_data", small_data[0], "--code_cache_dir", small_code_cache]
 
 
 def _metrics(out):
