@@ -7,7 +7,8 @@
 
 Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> resume -> loop -> adapter.
 Checkpoints: engine/checkpoint.py; metrics (TensorBoard, tqdm): engine/metrics.py; activation checkpointing:
-engine/activation_checkpointing.py.
+engine/activation_checkpointing.py; SIGTERM/SIGINT: engine/preemption.py; NaN/inf steps: engine/numerics.py;
+output-dir checks: engine/preflight.py.
 """
 import os
 import sys
@@ -24,8 +25,9 @@ import time
 import torch
 
 from higgs_ds.args import default_ds_config, parse_args
-from higgs_ds.engine.distributed import all_reduce_sum, init_distributed, report_failure, select_accelerator, setup_logging
-from higgs_ds.engine.numerics import NonFiniteAbort
+from higgs_ds.engine.distributed import (all_reduce_sum, init_distributed, report_failure, select_accelerator,
+                                         setup_logging)
+from higgs_ds.engine.numerics import EXIT_NONFINITE, NonFiniteAbort
 
 log = logging.getLogger("higgs_ds.train")
 
@@ -33,16 +35,16 @@ log = logging.getLogger("higgs_ds.train")
 def main(argv=None):
     """Entry point: `train`, with a clear last message when the run aborts on NaNs or a rank dies."""
     try:
-        return train(argv)
+        return run(argv)
     except NonFiniteAbort as e:
         log.error("%s", e)
-        return 3
+        return EXIT_NONFINITE
     except Exception as e:
         report_failure(e, log)
         raise
 
 
-def train(argv=None):
+def run(argv=None):
     args = parse_args(argv)
     if args.create_sample_data:
         from higgs_ds.data.synthetic import create_sample_data
@@ -146,7 +148,7 @@ def train(argv=None):
 
         preview = AudioPreview(engine.module.get_base_model(), paths, val_set.samples, args.sample_every,
                                meter.writer, args.num_preview_prompts, args.preview_max_new_tokens)
-    guard = StepGuard(args.max_consecutive_skips, args.output_dir, sum(h.get("train/step_skipped", 0) for h in history))
+    guard = StepGuard(args.max_consecutive_skips, args.output_dir, history)
     preempt = Preemption()
     for epoch in range(state.epoch, args.num_epochs):
         if step >= stop_at:
@@ -155,7 +157,8 @@ def train(argv=None):
         start_epoch(loader, epoch, consumed)
         engine.train()
         for window in meter.windows(accumulation_windows(loader, accum)):
-            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id, step + 1, rank)
+            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id,
+                       step + 1, rank)
             step, consumed = step + 1, consumed + accum
             lr = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
             skips = guard.update(engine, step)  # raises NonFiniteAbort after --max_consecutive_skips in a row

@@ -93,15 +93,12 @@ def test_unwritable_and_too_small_output_dir(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_train_py_fails_before_loading_the_model(tmp_path, small_data):
-    """Through train.py: the config error and the output-dir error come before any model or data loads."""
+    """Through train.py: the ZeRO config error comes before any model or data loads (the output-dir check runs
+    right after it, also before loading)."""
     import subprocess
 
     bad = _config(tmp_path, zero_optimization__overlap_comms=True)
-    blocker = tmp_path / "a_file"
-    blocker.write_text("x")
-    for extra, message in ((["--deepspeed", bad], "zero_optimization.overlap_comms: Extra inputs"),
-                           (["--output_dir", str(blocker / "out")], "is not writable")):
-        proc = subprocess.run([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--no_progress", *extra],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-        assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-3000:]
-        assert "LoRA" not in proc.stdout and "loading samples" not in proc.stdout
+    proc = subprocess.run([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--no_progress", "--deepspeed",
+                           bad], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode != 0 and f"{bad}: zero_optimization.overlap_comms: Extra inputs" in proc.stdout
+    assert "LoRA" not in proc.stdout and "loading samples" not in proc.stdout

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from conftest import DEEPSPEED, PYTHON, ROOT
 from higgs_ds.engine.checkpoint import STATE_FILE, complete_tags
 from higgs_ds.engine.faults import ENV
+from higgs_ds.engine.numerics import EXIT_NONFINITE
 from higgs_ds.engine.preemption import EXIT_PREEMPTED
 
 pytestmark = pytest.mark.slow
@@ -123,7 +124,7 @@ def test_one_process_nan_skips_sigterm_resume_and_abort(data, tmp_path):
     first = stopped + 1
     proc = _start(cmd + ["--resume", "auto", "--max_consecutive_skips", "3"], f"nan_loss@{first + 1}-{first + 5}")
     log = _finish(proc)
-    assert proc.returncode == 3, log[-3000:]
+    assert proc.returncode == EXIT_NONFINITE, log[-3000:]
     assert f"resumed from {_tag(out, stopped)}: step {stopped}" in log
     assert f"3 consecutive optimizer steps (up to step {first + 3})" in log
     assert f"the last good checkpoint is {_tag(out, first + 2)}" in log

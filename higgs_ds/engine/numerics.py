@@ -1,12 +1,12 @@
 """Non-finite loss / gradient guard: skip the optimizer step, count it, abort after too many in a row.
 
-Built on DeepSpeed ZeRO (`zero/stage_1_and_2.py`, `zero/stage3.py`, 0.19): at the accumulation boundary the optimizer computes
-the global gradient norm (all-reduced over the data-parallel ranks) and, when it is inf/NaN, marks the step
-an overflow: it zeroes the gradients and returns without touching parameters or optimizer state, and the
-engine does not advance the LR scheduler (`engine.was_step_applied()` is False). In fp32 this needs
-`zero_optimization.compute_grad_norm` (default true); in bf16 also `bf16.check_grad_overflow` (default true):
-(stage 3 checks the norm unconditionally). `check_config` refuses configs that switch it off and warns on ZeRO
-stage 0, where the client optimizer steps on whatever gradients it gets.
+Built on DeepSpeed ZeRO (`zero/stage_1_and_2.py`, `zero/stage3.py`, 0.19): at the accumulation boundary the
+optimizer computes the global gradient norm (all-reduced over the data-parallel ranks) and, when it is inf/NaN,
+marks the step an overflow: it zeroes the gradients and returns without touching parameters or optimizer state,
+and the engine does not advance the LR scheduler (`engine.was_step_applied()` is False). Stages 1/2 need
+`zero_optimization.compute_grad_norm` (default true) in fp32, and `bf16.check_grad_overflow` (default true) in
+bf16; stage 3 checks the norm unconditionally. `check_config` refuses configs that switch the check off and
+warns on ZeRO stage 0, where the client optimizer steps on whatever gradients it gets.
 A NaN/inf loss makes every gradient non-finite, so one mechanism covers both; because the norm is reduced
 across ranks, every rank takes the same decision (no rank steps while another skips, no hang).
 """
@@ -19,6 +19,7 @@ from .checkpoint import complete_tags
 from .faults import fault
 
 log = logging.getLogger(__name__)
+EXIT_NONFINITE = 3  # exit code of a run stopped by --max_consecutive_skips
 
 
 class NonFiniteAbort(RuntimeError):
@@ -63,9 +64,10 @@ def inject(loss, step, rank):
 class StepGuard:
     """After each optimizer step: was it applied? Counts skips; raises `NonFiniteAbort` after `max_consecutive`."""
 
-    def __init__(self, max_consecutive, output_dir, skipped=0):
+    def __init__(self, max_consecutive, output_dir, history=()):
         self.max_consecutive, self.output_dir = max_consecutive, output_dir
-        self.skipped, self.consecutive = skipped, 0
+        self.skipped = sum(h.get("train/step_skipped", 0) for h in history)  # resumed runs keep counting
+        self.consecutive = 0
 
     def update(self, engine, step):
         """Record whether `step` was applied; returns the metrics to log with it."""
