@@ -84,13 +84,13 @@ def run(argv=None):
                      world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                      explicit=args.explicit)
     load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # fail on a bad config before loading
-    check_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
 
     # --- data
     if args.validate_data_only:
         validate_files([p for p in (train_path, val_path) if p], load_text_tokenizer(paths.tokenizer_path), args)
         return 0
+    check_output_dir(args.output_dir)  # writable, before anything loads
     model, tokenizer, audio_tokenizer = load_all(paths)
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path))
