@@ -68,3 +68,42 @@ def test_preemption_flag_is_set_by_sigterm_and_sigint():
         finally:
             p.restore()
         assert signal.getsignal(sig) is previous
+
+
+def test_dead_local_ranks_finds_a_killed_sibling(tmp_path):
+    """A parent (the launcher's role) starts local ranks 0 and 1; rank 1 is SIGKILLed; rank 0 names it."""
+    import subprocess
+    import sys
+
+    rank0 = ("import os, signal, time; from higgs_ds.engine.distributed import dead_local_ranks; "
+             "print('before', dead_local_ranks(), flush=True); os.kill(int(os.environ['PEER']), signal.SIGKILL); "
+             "time.sleep(0.5); print('after', dead_local_ranks(), flush=True)")
+    launcher = f"""
+import os, subprocess, sys
+env = dict(os.environ, LOCAL_SIZE="2", RANK="1", LOCAL_RANK="1")
+peer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+env.update(RANK="0", LOCAL_RANK="0", PEER=str(peer.pid))
+sys.exit(subprocess.run([sys.executable, "-c", {rank0!r}], env=env).returncode)
+"""
+    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["before []", "after [1]"]
+
+
+def test_failure_report_only_for_collective_errors(monkeypatch, caplog):
+    import logging
+
+    import torch.distributed as dist
+
+    from higgs_ds.engine import distributed
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    monkeypatch.setattr(distributed, "dead_local_ranks", lambda: [1])
+    log = logging.getLogger("test_report")
+    with caplog.at_level(logging.ERROR):
+        distributed.report_failure(ValueError("bad sample in train.jsonl:3"), log)
+        assert not caplog.records  # not a distributed failure: its own message is enough
+        distributed.report_failure(RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset"), log)
+    assert "rank 0 stops: rank(s) [1] on this node died" in caplog.text

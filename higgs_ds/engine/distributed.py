@@ -85,11 +85,17 @@ def dead_local_ranks():
     return [first + r for r in range(local_size) if r not in alive]
 
 
+COLLECTIVE_ERRORS = ("gloo", "NCCL", "timed out", "Timed out", "Connection", "Broken pipe")
+
+
 def report_failure(exc, log):
-    """In a multi-rank job, log which ranks died (or that a collective timed out) before `exc` propagates."""
+    """In a multi-rank job, log which ranks died (or that a collective timed out) before `exc` propagates; other
+    errors (bad data, a bug) are left to their own message."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    if not (isinstance(exc, getattr(dist, "DistError", ())) or any(w in str(exc) for w in COLLECTIVE_ERRORS)):
         return
     dead = dead_local_ranks()
     what = (f"rank(s) {dead} on this node died (killed, OOM?): see their last log lines" if dead else

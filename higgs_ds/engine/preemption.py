@@ -42,6 +42,6 @@ class Preemption:
             signal.signal(s, handler)
 
     @staticmethod
-    def message(step, tag_dir):
-        return (f"preempted: stopped after optimizer step {step}, checkpoint {tag_dir} is complete; rerun the same "
-                f"command with --resume auto to continue (exit code {EXIT_PREEMPTED})")
+    def message(step, ckpt_dir):
+        return (f"preempted: stopped after optimizer step {step} and saved its checkpoint under {ckpt_dir}; rerun the "
+                f"same command with --resume auto to continue (exit code {EXIT_PREEMPTED})")
