@@ -7,6 +7,10 @@ other name (e.g. `nan_loss`) makes `fault()` return True there so the caller cor
 
     HIGGS_DS_FAULT="kill_mid_checkpoint@4"       # die after the engine state, before trainer_state.json
     HIGGS_DS_FAULT="nan_loss@3-5#1"              # rank 1 sees a NaN loss at steps 3, 4 and 5
+
+Points in train.py's step: `nan_loss` (loss x NaN), `inf_grad` (finite loss, +inf gradient; both in
+engine/numerics.py), `no_audio_labels` (the batch's audio labels all -100: a rank with no trainable audio),
+`kill_mid_step` (after the backward, before the optimizer step).
 """
 import os
 import signal
