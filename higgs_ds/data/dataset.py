@@ -44,14 +44,14 @@ class VoiceCloningDataset(torch.utils.data.Dataset):
         codes = {}
         for src in tqdm(self.samples, desc="loading samples", disable=not show_progress, unit="sample"):
             input_tokens, label_tokens, audio_contents = tokenize_sample(src, tokenizer)
+            if whisper_processor is not None:  # before encoding: its checks are cheap
+                self.waveform_urls.append(audio_in_urls(src, input_tokens, audio_contents, tokenizer))
             clips = []
             for content in audio_contents:
                 if content.audio_url not in codes:
                     codes[content.audio_url] = self._codes(content.audio_url, src.where, audio_tokenizer, code_cache)
                 clips.append(codes[content.audio_url])
             self.items.append((input_tokens, label_tokens, clips))
-            if whisper_processor is not None:
-                self.waveform_urls.append(audio_in_urls(src, input_tokens, audio_contents, tokenizer))
         if code_cache is not None and self.cache_misses:
             log.warning("%d of %d audio files were not in the code cache %s and were encoded on the fly; run "
                         "`higgs-ds prepare` first", self.cache_misses, len(codes), code_cache.root)
