@@ -131,11 +131,11 @@ def test_whisper_inputs_the_collator_would_misalign_are_rejected(tower_bundle, t
 def _serve_engine(assets, processor_path=None):
     """The official engine on CPU; its hub fetch of openai/whisper-large-v3-turbo goes to the local dir."""
     from boson_multimodal.serve import serve_engine as se
-    from transformers import AutoProcessor
+    from transformers import WhisperProcessor
 
     from higgs_ds.inference.generate import serve_engine
 
-    local = lambda *a, **k: AutoProcessor.from_pretrained(processor_path)  # noqa: E731
+    local = lambda *a, **k: WhisperProcessor.from_pretrained(processor_path)  # noqa: E731
     with mock.patch.object(se.AutoProcessor, "from_pretrained", local):
         return serve_engine(assets.model_path, assets.audio_tokenizer_path, device="cpu", kv_cache_lengths=(64,))
 
@@ -153,7 +153,7 @@ def _assert_batch_is_the_engines(ours, served):
 
 @pytest.mark.slow  # ~40 s on a loaded 2-core machine: builds two serve engines
 @pytest.mark.parametrize("kind", ["no_tower", "tower"])
-def test_collated_batch_is_the_serve_engines(kind, request, tower_data, tower_dataset, small_dataset):
+def test_collated_batch_is_the_serve_engines(kind, request):
     """The engine's own `_prepare_inputs` + collator give our tensors for the same five-message sample; with
     user audio (which the engine cannot prepare in 0.1.1: it passes no waveforms) its collator gives ours."""
     from dataclasses import asdict, replace
@@ -161,11 +161,10 @@ def test_collated_batch_is_the_serve_engines(kind, request, tower_data, tower_da
     from higgs_ds.data.collate import TrainingCollator
 
     if kind == "tower":
-        assets, dataset = request.getfixturevalue("tower"), tower_dataset
-        engine = _serve_engine(assets, assets.whisper_processor_path)
-        cloning = 1
+        assets, dataset = request.getfixturevalue("tower"), request.getfixturevalue("tower_dataset")
+        engine, cloning = _serve_engine(assets, assets.whisper_processor_path), 1
     else:
-        assets, dataset = request.getfixturevalue("tiny_assets"), small_dataset
+        assets, dataset = request.getfixturevalue("tiny_assets"), request.getfixturevalue("small_dataset")
         engine, cloning = _serve_engine(assets), 0
     ours = TrainingCollator(engine.model.config, dataset.whisper_processor)
     _assert_batch_is_the_engines(ours([dataset[cloning]]), engine._prepare_inputs(dataset.samples[cloning].sample))
