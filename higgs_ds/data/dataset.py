@@ -112,8 +112,11 @@ def audio_in_urls(src, input_tokens, audio_contents, tokenizer, max_seconds=30.0
         raise DataError(f"{src.where}: user/system audio (fed to Whisper) after assistant audio: boson's collator "
                         "would pair it with the wrong waveform; put every user/system audio first", "whisper_audio")
     for url in urls:
+        if not os.path.isfile(url):
+            raise DataError(f"{src.where}: audio file not found: {url}", "missing_audio")
         seconds = librosa.get_duration(path=url)
         if seconds > max_seconds:
             raise DataError(f"{src.where}: user/system audio {url} lasts {seconds:.1f} s: boson's collator splits "
-                            f"Whisper inputs over {max_seconds:.0f} s and then misaligns the audio codes", "whisper_audio")
+                            f"Whisper inputs over {max_seconds:.0f} s and then misaligns the audio codes",
+                            "whisper_audio")
     return urls
