@@ -25,6 +25,9 @@ def build_parser():
     g.add_argument("--model_path", help="HiggsAudioModel dir (config.json, weights, tokenizer); default: embedded tiny model")
     g.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: embedded tiny one")
     g.add_argument("--tokenizer_path", help="text tokenizer dir; default: --model_path")
+    g.add_argument("--whisper_processor_path", metavar="DIR",
+                   help="local WhisperProcessor dir (save_pretrained), required when the model config has "
+                        "encode_whisper_embed (Whisper audio tower; the release has it off); never fetched from the hub")
     g = p.add_argument_group("data")
     g.add_argument("--train_data", help="ChatML JSONL / JSON list; default: the embedded synthetic set")
     g.add_argument("--val_data", help="validation ChatML; default: the embedded set's val split when --train_data is unset")
@@ -39,6 +42,9 @@ def build_parser():
     g.add_argument("--max_tokens_per_batch", type=int, default=0,
                    help="token-budget batching: length-bucketed micro-batches of at most this many padded tokens "
                         "(replaces --batch_size for training; 0: fixed --batch_size)")
+    g.add_argument("--num_workers", type=int,
+                   help="DataLoader worker processes per rank (persistent; 0: load in the training process); "
+                        "default 2 with CUDA, 0 on CPU. Pinned memory is used on CUDA")
     g = p.add_argument_group("training")
     g.add_argument("--batch_size", type=int, default=2, help="micro batch per rank (fills train_micro_batch_size_per_gpu)")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
@@ -120,6 +126,12 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 0")
     if args.dist_timeout_minutes <= 0:
         p.error("--dist_timeout_minutes must be > 0")
+    if args.num_workers is None:
+        from .data.loaders import default_num_workers
+
+        args.num_workers = default_num_workers()
+    elif args.num_workers < 0:
+        p.error("--num_workers must be >= 0")
     if args.learning_rate <= 0:
         p.error("--learning_rate must be > 0")
     if args.quick_test:

@@ -66,7 +66,7 @@ def run(argv=None):
     from higgs_ds.engine.preemption import EXIT_PREEMPTED, Preemption
     from higgs_ds.engine.preflight import check_free_space, check_output_dir
     from higgs_ds.loss import LossConfig, compute_loss
-    from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer
+    from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer, load_whisper_processor
     from higgs_ds.models.lora import apply_lora
 
     # --- paths first: building the embedded default (first use) must happen before torch.distributed exists,
@@ -91,9 +91,11 @@ def run(argv=None):
         validate_files([p for p in (train_path, val_path) if p], load_text_tokenizer(paths.tokenizer_path), args)
         return 0
     check_output_dir(args.output_dir)  # writable, before anything loads
+    whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     model, tokenizer, audio_tokenizer = load_all(paths)
     limit = 8 if args.quick_test else None
-    data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path))
+    data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path),
+                   whisper_processor=whisper)
     train_set = load_dataset(train_path, tokenizer, audio_tokenizer, limit, **data_kw)
     val_set = load_dataset(val_path, tokenizer, audio_tokenizer, limit, **data_kw) if val_path else None
     del audio_tokenizer
@@ -105,7 +107,7 @@ def run(argv=None):
     recomputed = enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
     recompute_fraction = len(recomputed) / model.config.text_config.num_hidden_layers
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed,
-                          max_tokens_per_batch=args.max_tokens_per_batch)
+                          max_tokens_per_batch=args.max_tokens_per_batch, num_workers=args.num_workers)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_epochs
     if args.max_steps > 0:
@@ -240,7 +242,8 @@ def evaluate(engine, dataset, config, args, rank, world, loss_fn):
     from higgs_ds.data.loaders import build_loader, to_device
 
     engine.eval()
-    loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False)
+    loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False,
+                          num_workers=args.num_workers)
     sums = {}
     for batch in loader:
         for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():

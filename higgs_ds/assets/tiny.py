@@ -3,6 +3,10 @@
 Layout, the same as the real release so one loading path serves both:
     <cache>/tiny-v2/model/            config.json, model.safetensors, tokenizer files   (--model_path)
     <cache>/tiny-v2/audio_tokenizer/  config.json, model.pth, semantic_teacher/         (--audio_tokenizer_path)
+With the Whisper audio tower on (`ensure_tiny_tower_assets`, tests of the tower path only):
+    <cache>/tiny-tower-v1/model/              the same, plus a tiny Whisper encoder (encode_whisper_embed)
+    <cache>/tiny-tower-v1/audio_tokenizer     -> the tiny-v2 audio tokenizer (a symlink)
+    <cache>/tiny-tower-v1/whisper_processor/  WhisperProcessor.save_pretrained (--whisper_processor_path)
 The cache dir is $HIGGS_DS_CACHE or ~/.cache/higgs_ds. Concurrent ranks wait on a file lock.
 """
 import dataclasses
@@ -20,6 +24,10 @@ TINY_HEAD_STD = 0.125
 TINY_DATA_SAMPLES = 16
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=320, max_position_embeddings=4096, rms_norm_eps=1e-5)
+TINY_TOWER_VERSION = "tiny-tower-v1"
+# Whisper-large-v3 input geometry (128 mel bins, 30 s = 3000 frames -> 1500 positions), tiny width and depth.
+TINY_WHISPER = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
+                    max_source_positions=1500)
 TINY_AUDIO_TOKENIZER = dict(D=64, ratios=[8, 5, 4, 2, 3], sample_rate=24000, bins=1024, n_q=8, codebook_dim=16,
                             semantic_techer="hubert_base_general", semantic_sample_rate=16000,
                             downsample_mode="step_down", vq_scale=1, last_layer_semantic=True)
@@ -37,13 +45,18 @@ class TinyAssets:
     def audio_tokenizer_path(self):
         return os.path.join(self.root, "audio_tokenizer")
 
+    @property
+    def whisper_processor_path(self):
+        return os.path.join(self.root, "whisper_processor")
+
 
 def default_cache_dir():
     return os.environ.get("HIGGS_DS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "higgs_ds")
 
 
-def tiny_higgs_config(tokenizer):
-    """A `HiggsAudioConfig` shaped like the release (dual-FFN on every layer, delay pattern, 8x1024 codebooks)."""
+def tiny_higgs_config(tokenizer, tower=False):
+    """A `HiggsAudioConfig` shaped like the release (dual-FFN on every layer, delay pattern, 8x1024 codebooks);
+    `tower`: with the Whisper audio tower (`TINY_WHISPER`) on, which the release has off."""
     from boson_multimodal.model.higgs_audio import HiggsAudioConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
@@ -53,7 +66,8 @@ def tiny_higgs_config(tokenizer):
     return HiggsAudioConfig(
         text_config=text_config, audio_adapter_type="dual_ffn_fast_forward",
         audio_dual_ffn_layers=list(range(TINY_TEXT["num_hidden_layers"])),
-        use_delay_pattern=True, skip_audio_tower=True, encode_whisper_embed=False, encode_audio_in_tokens=True,
+        use_delay_pattern=True, skip_audio_tower=not tower, encode_whisper_embed=tower, encode_audio_in_tokens=True,
+        audio_encoder_config=dict(TINY_WHISPER) if tower else None,
         audio_decoder_proj_num_layers=0, audio_num_codebooks=8, audio_codebook_size=1024,
         audio_stream_bos_id=1024, audio_stream_eos_id=1025,
         audio_in_token_idx=ids["<|AUDIO|>"], audio_out_token_idx=ids["<|AUDIO_OUT|>"],
@@ -62,14 +76,14 @@ def tiny_higgs_config(tokenizer):
     )
 
 
-def _build_model_dir(path):
+def _build_model_dir(path, tower=False):
     from boson_multimodal.model.higgs_audio import HiggsAudioModel
 
     from .tiny_text_tokenizer import build_tiny_text_tokenizer
 
     tok = build_tiny_text_tokenizer()
     torch.manual_seed(TINY_SEED)
-    model = HiggsAudioModel(tiny_higgs_config(tok))
+    model = HiggsAudioModel(tiny_higgs_config(tok, tower))
     with torch.no_grad():  # a head with room to move: |row| ~ 1 so that LoRA alone can shape the logits
         for head in (model.audio_decoder_proj.audio_lm_head, model.audio_decoder_proj.text_lm_head):
             head.weight.normal_(0.0, TINY_HEAD_STD)
@@ -134,6 +148,22 @@ def _build_tiny(tmp):
 def ensure_tiny_assets(cache_dir=None):
     """Return the tiny assets, building them on first use (~20 s on 2 CPU cores). Safe under concurrent ranks."""
     return TinyAssets(build_once(os.path.join(cache_dir or default_cache_dir(), TINY_VERSION), _build_tiny))
+
+
+def _build_tiny_tower(tmp, audio_tokenizer_path):
+    from .tiny_text_tokenizer import save_tiny_whisper_processor
+
+    _build_model_dir(os.path.join(tmp, "model"), tower=True)
+    os.symlink(os.path.abspath(audio_tokenizer_path), os.path.join(tmp, "audio_tokenizer"))
+    save_tiny_whisper_processor(os.path.join(tmp, "whisper_processor"), TINY_WHISPER["num_mel_bins"])
+
+
+def ensure_tiny_tower_assets(cache_dir=None):
+    """The tiny model with a tiny Whisper audio tower, its audio tokenizer (the tiny one) and a local
+    `WhisperProcessor` (`whisper_processor_path`); built on first use like `ensure_tiny_assets`."""
+    tiny = ensure_tiny_assets(cache_dir)
+    root = os.path.join(cache_dir or default_cache_dir(), TINY_TOWER_VERSION)
+    return TinyAssets(build_once(root, lambda tmp: _build_tiny_tower(tmp, tiny.audio_tokenizer_path)))
 
 
 def ensure_tiny_data(cache_dir=None):

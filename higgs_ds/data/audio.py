@@ -6,6 +6,8 @@ import torch
 
 from .chatml import DataError
 
+SAMPLE_RATE = 24000  # the audio tokenizer's rate: the serve engine loads every clip at it
+
 
 def load_waveform(path, sample_rate, where=""):
     """`librosa.load(path, sr=sample_rate)` (mono, resampled) with clear errors for missing/corrupt/empty audio."""

@@ -1,13 +1,21 @@
-"""A map-style dataset of ChatML voice-cloning samples -> `ChatMLDatasetSample` (what inference builds, plus labels)."""
+"""A map-style dataset of ChatML voice-cloning samples -> `ChatMLDatasetSample` (what inference builds, plus labels).
+
+With a Whisper processor (a model config with `encode_whisper_embed`), each sample also carries the waveforms of
+its audio-in clips (user/system-turn audio, `<|AUDIO|>`), loaded lazily in `__getitem__` (DataLoader workers) at
+24 kHz as the serve engine loads audio; boson's collator resamples them to the processor's rate and computes the
+Whisper features. Assistant-turn audio (`<|AUDIO_OUT|>`, the voice-cloning reference included) never reaches
+Whisper: the serve engine and boson's collator feed it only as codes.
+"""
 import logging
 import os
 
 import numpy as np
 import torch
+from boson_multimodal.constants import AUDIO_IN_TOKEN, AUDIO_OUT_TOKEN
 from boson_multimodal.dataset.chatml_dataset import ChatMLDatasetSample, prepare_chatml_sample
 from tqdm import tqdm
 
-from .audio import encode_audio
+from .audio import SAMPLE_RATE, encode_audio, load_waveform
 from .chatml import DataError
 from .code_cache import file_sha256
 
@@ -26,13 +34,18 @@ class VoiceCloningDataset(torch.utils.data.Dataset):
     """Tokenizes text with `prepare_chatml_sample`; audio codes come from `code_cache` (memory-mapped) when given,
     else (or on a cache miss, with a warning) from encoding every clip once, up front, in memory."""
 
-    def __init__(self, samples, tokenizer, audio_tokenizer, show_progress=True, code_cache=None):
+    def __init__(self, samples, tokenizer, audio_tokenizer, show_progress=True, code_cache=None,
+                 whisper_processor=None):
         self.samples = list(samples)
+        self.whisper_processor = whisper_processor  # the collator's (loaders.build_loader)
+        self.waveform_urls = []  # per sample: audio-in clip paths, when whisper_processor is set
         self.items = []
         self.cache_misses = 0
         codes = {}
         for src in tqdm(self.samples, desc="loading samples", disable=not show_progress, unit="sample"):
             input_tokens, label_tokens, audio_contents = tokenize_sample(src, tokenizer)
+            if whisper_processor is not None:  # before encoding: its checks are cheap
+                self.waveform_urls.append(audio_in_urls(src, input_tokens, audio_contents, tokenizer))
             clips = []
             for content in audio_contents:
                 if content.audio_url not in codes:
@@ -66,11 +79,44 @@ class VoiceCloningDataset(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         input_tokens, label_tokens, clips = self.items[idx]
         clips = [c if torch.is_tensor(c) else torch.from_numpy(c.astype(np.int64)) for c in clips]
-        starts = torch.tensor([0] + [c.shape[1] for c in clips[:-1]], dtype=torch.long).cumsum(0)
+        waves = [torch.from_numpy(load_waveform(url, SAMPLE_RATE, self.samples[idx].where))
+                 for url in (self.waveform_urls[idx] if self.waveform_urls else ())]
         return ChatMLDatasetSample(
             input_ids=torch.LongTensor(input_tokens), label_ids=torch.LongTensor(label_tokens),
             audio_ids_concat=torch.cat(clips, dim=1) if clips else torch.zeros(0, 0, dtype=torch.long),
-            audio_ids_start=starts if clips else torch.zeros(0, dtype=torch.long),
-            audio_waveforms_concat=torch.zeros(0), audio_waveforms_start=torch.zeros(0, dtype=torch.long),
-            audio_sample_rate=torch.zeros(0), audio_speaker_indices=torch.zeros(0, dtype=torch.long),
+            audio_ids_start=_starts(clips), audio_waveforms_concat=torch.cat(waves) if waves else torch.zeros(0),
+            audio_waveforms_start=_starts(waves), audio_sample_rate=torch.full((len(waves),), float(SAMPLE_RATE)),
+            audio_speaker_indices=torch.zeros(0, dtype=torch.long),
         )
+
+
+def _starts(parts):
+    """Start offsets of `parts` (along their last dim) in their concatenation."""
+    return torch.tensor([0] + [p.shape[-1] for p in parts[:-1]], dtype=torch.long).cumsum(0) if parts else \
+        torch.zeros(0, dtype=torch.long)
+
+
+def audio_in_urls(src, input_tokens, audio_contents, tokenizer, max_seconds=30.0):
+    """Paths of the audio-in clips (`<|AUDIO|>`: user/system turns) of a sample, in order, for Whisper.
+
+    boson's collator (0.1.1) indexes these waveforms by audio-in order in one loop and by overall audio order in
+    the next, and splits clips over 30 s into several `<|AUDIO|>` tokens, which shifts the audio-out codes: both
+    are only right when every audio-in clip comes before the first audio-out clip and lasts at most 30 s.
+    """
+    import librosa
+
+    audio_in, audio_out = (tokenizer.convert_tokens_to_ids(t) for t in (AUDIO_IN_TOKEN, AUDIO_OUT_TOKEN))
+    kinds = [t for t in input_tokens if t in (audio_in, audio_out)]
+    urls = [c.audio_url for c, kind in zip(audio_contents, kinds) if kind == audio_in]
+    if audio_out in kinds and audio_in in kinds[kinds.index(audio_out):]:
+        raise DataError(f"{src.where}: user/system audio (fed to Whisper) after assistant audio: boson's collator "
+                        "would pair it with the wrong waveform; put every user/system audio first", "whisper_audio")
+    for url in urls:
+        if not os.path.isfile(url):
+            raise DataError(f"{src.where}: audio file not found: {url}", "missing_audio")
+        seconds = librosa.get_duration(path=url)
+        if seconds > max_seconds:
+            raise DataError(f"{src.where}: user/system audio {url} lasts {seconds:.1f} s: boson's collator splits "
+                            f"Whisper inputs over {max_seconds:.0f} s and then misaligns the audio codes",
+                            "whisper_audio")
+    return urls

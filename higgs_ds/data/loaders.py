@@ -27,11 +27,14 @@ def validate_files(paths, tokenizer, args=None):
     return reports
 
 
-def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, args=None, code_cache=None):
-    """Validate `path` (limits and --on_bad_sample from `args`), then build the dataset from the good samples."""
+def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, args=None, code_cache=None,
+                 whisper_processor=None):
+    """Validate `path` (limits and --on_bad_sample from `args`), then build the dataset from the good samples
+    (with the waveforms Whisper needs when `whisper_processor` is given; see dataset.py)."""
     (report,) = validate_files([path], tokenizer, args)
     samples = report.samples[:limit] if limit else report.samples
-    return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache)
+    return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache,
+                               whisper_processor=whisper_processor)
 
 
 def open_code_cache(args, audio_tokenizer_path):
@@ -43,16 +46,31 @@ def open_code_cache(args, audio_tokenizer_path):
     return CodeCache.for_tokenizer(audio_tokenizer_path, getattr(args, "code_cache_dir", None))
 
 
-def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None):
-    collate = TrainingCollator(config)
-    pin = torch.cuda.is_available()
+def default_num_workers():
+    """--num_workers default: 2 on GPU (overlaps waveform loading and collation with compute), 0 on CPU."""
+    return 2 if torch.cuda.is_available() else 0
+
+
+def loader_kwargs(num_workers):
+    """DataLoader options: workers (persistent, so each epoch does not restart them), pinned memory on CUDA only."""
+    kw = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
+    if num_workers > 0:
+        kw.update(persistent_workers=True, prefetch_factor=2)
+    return kw
+
+
+def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None,
+                 num_workers=0):
+    """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it)."""
+    collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None))
+    kw = loader_kwargs(num_workers)
     if max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,
                                                       rank=rank, seed=seed, shuffle=shuffle)
         log.info("token-budget batches: %d per rank, %.1f%% padding", len(sampler), 100 * sampler.padding_fraction())
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, pin_memory=pin)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kw)
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, pin_memory=pin)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, **kw)
 
 
 def start_epoch(loader, epoch, skip_batches=0):

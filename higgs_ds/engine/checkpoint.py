@@ -175,4 +175,5 @@ def resumable(loader):
         return loader
     return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=SkipSampler(loader.sampler),
                       collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                      drop_last=loader.drop_last)
+                      drop_last=loader.drop_last, persistent_workers=loader.persistent_workers,
+                      prefetch_factor=loader.prefetch_factor)

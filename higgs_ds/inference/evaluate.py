@@ -22,7 +22,8 @@ def evaluate_dataset(model, dataset, batch_size=4):
     model.eval()
     k = model.config.audio_num_codebooks
     sums = {"text_ce": 0.0, "text_n": 0, "audio_ce": 0.0, "audio_n": 0, "cb_ce": [0.0] * k, "cb_correct": [0.0] * k}
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=TrainingCollator(model.config)):
+    collate = TrainingCollator(model.config, getattr(dataset, "whisper_processor", None))
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         m = compute_loss(model, batch, LossConfig()).metrics
         n_t, n_a = int(m["tokens/text"]), int(m["tokens/audio"])
         sums["text_ce"] += float(m["loss/text"]) * n_t
@@ -51,22 +52,25 @@ def main(argv=None):
     p.add_argument("--model_path", help="model dir (default: the adapter's base, or the embedded tiny model)")
     p.add_argument("--audio_tokenizer_path")
     p.add_argument("--adapter", help="adapter dir or training output dir")
+    p.add_argument("--whisper_processor_path", help="local WhisperProcessor dir (models with the Whisper tower)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..data.loaders import load_dataset
-    from ..models.loading import ModelPaths, load_all
+    from ..models.loading import ModelPaths, load_all, load_whisper_processor
     from .export import base_model_path, find_adapter
 
     adapter = find_adapter(args.adapter) if args.adapter else None
     model_path = args.model_path or (base_model_path(adapter) if adapter else None)
-    model, tok, audio_tok = load_all(ModelPaths.resolve(model_path, args.audio_tokenizer_path))
+    paths = ModelPaths.resolve(model_path, args.audio_tokenizer_path)
+    whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)
+    model, tok, audio_tok = load_all(paths)
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    result = evaluate_dataset(model, load_dataset(args.data, tok, audio_tok), args.batch_size)
+    result = evaluate_dataset(model, load_dataset(args.data, tok, audio_tok, whisper_processor=whisper), args.batch_size)
     print(format_table(result))
     if args.output:
         with open(args.output, "w") as f:

@@ -74,3 +74,38 @@ def load_all(paths, dtype=torch.float32, device="cpu"):
     model.set_audio_special_tokens(tokenizer)
     audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device)
     return model, tokenizer, audio_tokenizer
+
+
+def load_whisper_processor(model_path, processor_path=None):
+    """The `WhisperProcessor` that `model_path`'s config needs (`encode_whisper_embed`), from a local dir; None
+    when the config does not use Whisper. Reads only config.json, so a missing or wrong dir fails before the
+    model loads. The serve engine would fetch `openai/whisper-large-v3-turbo` from the hub: never done here."""
+    from boson_multimodal.model.higgs_audio import HiggsAudioConfig
+
+    config = HiggsAudioConfig.from_pretrained(model_path)
+    if not config.encode_whisper_embed:
+        if processor_path:
+            log.warning("--whisper_processor_path %s ignored: %s/config.json has encode_whisper_embed false",
+                        processor_path, model_path)
+        return None
+    if not processor_path:
+        raise ValueError(f"{model_path}/config.json has encode_whisper_embed true (the Whisper audio tower): pass "
+                         "--whisper_processor_path DIR, a local WhisperProcessor dir (e.g. a saved copy of "
+                         "openai/whisper-large-v3-turbo, which the serve engine uses)")
+    if not os.path.isfile(os.path.join(processor_path, "preprocessor_config.json")):
+        raise FileNotFoundError(f"--whisper_processor_path {processor_path}: no preprocessor_config.json there; "
+                                "expected a dir written by WhisperProcessor.save_pretrained")
+    from transformers import WhisperProcessor
+
+    try:
+        processor = WhisperProcessor.from_pretrained(processor_path, local_files_only=True)
+    except Exception as e:  # transformers raises OSError/ValueError/TypeError for the many ways a dir is wrong
+        raise ValueError(f"--whisper_processor_path {processor_path}: not a WhisperProcessor dir "
+                         f"({type(e).__name__}: {e})") from None
+    fe, enc = processor.feature_extractor, config.audio_encoder_config
+    if not config.skip_audio_tower and (fe.feature_size != enc.num_mel_bins or
+                                        fe.nb_max_frames != 2 * enc.max_source_positions):
+        raise ValueError(f"--whisper_processor_path {processor_path}: {fe.feature_size} mel bins x "
+                         f"{fe.nb_max_frames} frames, but the audio tower of {model_path} takes {enc.num_mel_bins} "
+                         f"x {2 * enc.max_source_positions}")
+    return processor

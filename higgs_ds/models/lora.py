@@ -5,11 +5,13 @@ from peft import LoraConfig, get_peft_model
 
 log = logging.getLogger(__name__)
 
-# Regexes over module names (peft full-matches a string `target_modules`).
+# Regexes over module names (peft full-matches a string `target_modules`); the Whisper audio tower (frozen
+# encoder of user-turn audio) never gets adapters from a preset.
+_NOT_TOWER = r"(?!audio_tower\.)"
 LORA_PRESETS = {
-    "attn": r".*\.self_attn\.(q|k|v|o)_proj",
-    "attn_mlp": r".*\.(self_attn\.(q|k|v|o)|mlp\.(gate|up|down))_proj",
-    "attn_mlp_audio": r".*\.(self_attn\.(q|k|v|o)|mlp\.(gate|up|down)|audio_mlp\.(gate|up|down))_proj",
+    "attn": _NOT_TOWER + r".*\.self_attn\.(q|k|v|o)_proj",
+    "attn_mlp": _NOT_TOWER + r".*\.(self_attn\.(q|k|v|o)|mlp\.(gate|up|down))_proj",
+    "attn_mlp_audio": _NOT_TOWER + r".*\.(self_attn\.(q|k|v|o)|mlp\.(gate|up|down)|audio_mlp\.(gate|up|down))_proj",
 }
 
 # --modules_to_save choices -> module names: fully trained (and saved in the adapter) copies of these modules.
