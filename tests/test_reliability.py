@@ -103,11 +103,12 @@ def _assert_skipped(out, skipped_steps, after):
 def test_one_process_nan_skips_sigterm_resume_and_abort(data, tmp_path):
     out = str(tmp_path / "run")
     cmd = [PYTHON, "higgs_ds/train.py", *COMMON, *data, "--output_dir", out]
-    # 1. NaN loss at step 3, inf gradient (finite loss) at step 4: both skipped; SIGTERM after step 6. (Step 1
-    # runs at the warmup's lr 0: the skipped steps come after applied steps that moved the weights.)
-    proc = _start(cmd, "nan_loss@3,inf_grad@4")
+    # 1. NaN loss at step 3, inf gradient (finite loss) at step 4: both skipped; after step 6 SIGTERM to the process
+    # group, as SLURM and Ctrl-C do (DataLoader workers included: they must not die and take the run with them).
+    # (Step 1 runs at the warmup's lr 0: the skipped steps come after applied steps that moved the weights.)
+    proc = _start(cmd + ["--num_workers", "2"], "nan_loss@3,inf_grad@4")
     log = _run_until(proc, "step 6/")
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     log += _finish(proc)
     assert proc.returncode == EXIT_PREEMPTED, log[-3000:]
     assert "received SIGTERM" in log and "--resume auto" in log

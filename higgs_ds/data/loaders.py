@@ -51,11 +51,20 @@ def default_num_workers():
     return 2 if torch.cuda.is_available() else 0
 
 
+def ignore_stop_signals(worker_id=None):
+    """DataLoader `worker_init_fn`: workers ignore SIGTERM/SIGINT sent to the whole process group (SLURM, Ctrl-C),
+    so the main process can finish its step and checkpoint (engine/preemption.py); they still exit with it."""
+    import signal
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def loader_kwargs(num_workers):
     """DataLoader options: workers (persistent, so each epoch does not restart them), pinned memory on CUDA only."""
     kw = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
     if num_workers > 0:
-        kw.update(persistent_workers=True, prefetch_factor=2)
+        kw.update(persistent_workers=True, prefetch_factor=2, worker_init_fn=ignore_stop_signals)
     return kw
 
 

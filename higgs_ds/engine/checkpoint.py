@@ -176,4 +176,4 @@ def resumable(loader):
     return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=SkipSampler(loader.sampler),
                       collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
                       drop_last=loader.drop_last, persistent_workers=loader.persistent_workers,
-                      prefetch_factor=loader.prefetch_factor)
+                      prefetch_factor=loader.prefetch_factor, worker_init_fn=loader.worker_init_fn)
