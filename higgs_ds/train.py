@@ -61,7 +61,7 @@ def run(argv=None):
     from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
     from higgs_ds.engine.ds_config import load_ds_config
-    from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
+    from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, json_safe, peak_flops
     from higgs_ds.engine.numerics import StepGuard
     from higgs_ds.engine.preemption import EXIT_PREEMPTED, Preemption
     from higgs_ds.engine.preflight import check_free_space, check_output_dir
@@ -193,9 +193,9 @@ def run(argv=None):
         os.makedirs(args.output_dir, exist_ok=True)
         engine.module.save_pretrained(os.path.join(args.output_dir, "adapter"))
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
-            json.dump({"history": history, "val": val_loss, "world_size": world, "model_path": paths.model_path,
-                       "audio_tokenizer_path": paths.audio_tokenizer_path, "train_data": train_path,
-                       "val_data": val_path}, f, indent=1)
+            json.dump(json_safe({"history": history, "val": val_loss, "world_size": world,
+                                 "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
+                                 "train_data": train_path, "val_data": val_path}), f, indent=1, allow_nan=False)
         log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
     meter.close()
     torch.distributed.barrier()

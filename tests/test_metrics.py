@@ -69,3 +69,14 @@ def test_training_run_writes_tensorboard_matching_metrics_json(small_data, tiny_
     assert [s["perf/samples_per_s"][h["step"]] for h in history] == pytest.approx(
         [h["perf/samples_per_s"] for h in history], rel=1e-5)
     assert set(s["eval/loss/audio"]) == {2, 3}  # every 2 steps and at the end
+
+
+def test_json_safe_makes_skipped_steps_strict_json():
+    import json
+    import math
+
+    from higgs_ds.engine.metrics import json_safe
+
+    history = [{"step": 3, "loss/total": math.nan, "grad_norm": math.inf, "lr": 1e-4}, {"nested": [-math.inf, 2.0]}]
+    text = json.dumps(json_safe(history), allow_nan=False)
+    assert json.loads(text) == [{"step": 3, "loss/total": None, "grad_norm": None, "lr": 1e-4}, {"nested": [None, 2.0]}]

@@ -13,6 +13,7 @@ Each optimizer step's losses and accuracies are the mean over the step's micro-b
 """
 import logging
 import os
+import math
 import resource
 import time
 
@@ -141,3 +142,14 @@ def default_tensorboard_dir(output_dir, flag):
     if flag is None:
         return os.path.join(output_dir, "tensorboard")
     return None if flag.lower() == "none" else flag
+
+
+def json_safe(obj):
+    """`obj` with every non-finite float (a skipped step's NaN loss or inf grad norm) as None: strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
