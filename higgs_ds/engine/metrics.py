@@ -12,8 +12,8 @@ Each optimizer step's losses and accuracies are the mean over the step's micro-b
   quadratic term is left out. Peak: dense bf16 of the device (table below); "n/a" on CPU or unknown devices.
 """
 import logging
-import os
 import math
+import os
 import resource
 import time
 
