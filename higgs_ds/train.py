@@ -59,7 +59,7 @@ def run(argv=None):
     from higgs_ds.assets import ensure_tiny_data
     from higgs_ds.data.loaders import build_loader, load_dataset, open_code_cache, start_epoch, validate_files
     from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
-    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, resumable
+    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, needs_universal, resumable
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, json_safe, peak_flops
     from higgs_ds.engine.numerics import StepGuard
@@ -84,6 +84,7 @@ def run(argv=None):
                      world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                      explicit=args.explicit)
     load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # fail on a bad config before loading
+    resume_dir = find_resume_dir(args.resume, args.output_dir)  # and on a bad --resume PATH
     torch.manual_seed(args.seed)
 
     # --- data
@@ -114,6 +115,8 @@ def run(argv=None):
         total_steps = min(total_steps, args.max_steps)
     ds_config, opt_kwargs = load_ds_config(ds_path, total_steps=total_steps,
                                            warmup_steps=int(args.warmup_ratio * total_steps), **ds_kwargs)
+    if needs_universal(resume_dir, world):  # another world size wrote it: DeepSpeed's universal checkpoint
+        ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
     params = [p for p in model.parameters() if p.requires_grad]
     check_free_space(args.output_dir, sum(p.numel() for p in params), args.save_every, args.keep_last)
     optimizer = torch.optim.AdamW(params, **opt_kwargs)
@@ -134,7 +137,6 @@ def run(argv=None):
 
     # --- resume, then the loop: one optimizer step = `gradient_accumulation_steps` micro-batches
     ckpt = Checkpointer(engine, args.output_dir, args.save_every, args.keep_last, rank)
-    resume_dir = find_resume_dir(args.resume, args.output_dir)
     if args.resume and resume_dir is None:
         log.info("--resume %s: no complete checkpoint in %s, starting fresh", args.resume, ckpt.dir)
     state = ckpt.load(resume_dir) if resume_dir else TrainerState()

@@ -1,11 +1,18 @@
-"""Periodic checkpoints and exact mid-epoch resume.
+"""Atomic periodic checkpoints and exact mid-epoch resume (docs/CHECKPOINTS.md).
 
-Layout: `<output_dir>/checkpoints/step<N>/` holds DeepSpeed's engine state (trainable weights, optimizer,
+Layout of `<output_dir>/checkpoints/`: `step<N>/` holds DeepSpeed's engine state (trainable weights, optimizer,
 LR scheduler; frozen base weights are excluded), `adapter/` (peft `save_pretrained`), `rng_rank<r>.json` per
-rank and, written last and atomically by rank 0, `trainer_state.json` (step, epoch, micro-batches consumed in
-that epoch, metric history). A tag without `trainer_state.json` is incomplete and never resumed from.
-Resuming skips the consumed micro-batches at the sampler (DistributedSampler + set_epoch is deterministic),
-so the data order, and with it every later loss, matches an uninterrupted run.
+rank and `trainer_state.json` (step, epoch, micro-batches consumed in that epoch, world size, metric history and
+the size of every file of the tag). `latest` names the newest published tag (DeepSpeed's own pointer format, so
+`zero_to_fp32.py` reads it too).
+
+A save writes everything into `step<N>.tmp/`, fsyncs it, and only when every rank's part is on disk does rank 0
+write `trainer_state.json`, rename the dir to `step<N>/` and then move `latest` (written to a temp file,
+fsynced, renamed): a kill at any point leaves the previous checkpoint valid and `latest` on it. A tag is
+complete when its `trainer_state.json` exists and every file it lists has the listed size; `.tmp` leftovers are
+removed at the next save or resume. Resuming skips the consumed micro-batches at the sampler, so the data order,
+and with it every later loss, matches an uninterrupted run. A different world size resumes through DeepSpeed's
+universal checkpoint (engine/universal.py).
 """
 import base64
 import dataclasses
@@ -21,8 +28,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from .faults import fault
+
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
+LATEST = "latest"
+TMP = ".tmp"
 _TAG = re.compile(r"^step(\d+)$")
 
 
@@ -32,6 +43,8 @@ class TrainerState:
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed (per rank)
     history: list = dataclasses.field(default_factory=list)
+    world_size: int = 0  # ranks that wrote the checkpoint (0: not recorded)
+    micro_batch_size: int = 0
 
 
 # --- RNG states as JSON
@@ -64,30 +77,111 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
 
 
+# --- durable writes
+def fsync_path(path):
+    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root):
+    """fsync every file and dir under `root`. Each rank calls it after its own writes, so every file is flushed at
+    least once by its writer; a file that vanishes meanwhile (another rank's temp file, renamed) is skipped."""
+    for dirpath, _, files in os.walk(root):
+        for path in [os.path.join(dirpath, name) for name in files] + [dirpath]:
+            try:
+                fsync_path(path)
+            except FileNotFoundError:
+                pass
+
+
+def write_atomic(path, text):
+    """Write `text` to a temp file, fsync it, rename it over `path`, fsync the directory."""
+    tmp = f"{path}{TMP}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def _write_json(path, obj):
+    write_atomic(path, json.dumps(obj))
+
+
+def _manifest(root):
+    """{relative path: size} of every file under `root`."""
+    return {os.path.relpath(os.path.join(d, n), root): os.path.getsize(os.path.join(d, n))
+            for d, _, files in os.walk(root) for n in files}
+
+
 # --- finding checkpoints
+def read_state(tag_dir):
+    """The tag's trainer_state.json as a dict, or None when the tag is incomplete (missing, unreadable, or a listed
+    file missing or of another size: truncated)."""
+    try:
+        with open(os.path.join(tag_dir, STATE_FILE)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for rel, size in state.get("files", {}).items():  # checkpoints from before the manifest have no "files"
+        path = os.path.join(tag_dir, rel)
+        if not os.path.isfile(path) or os.path.getsize(path) != size:
+            return None
+    return state
+
+
 def complete_tags(ckpt_dir):
     """[(step, tag_dir)] of the complete checkpoints in `ckpt_dir`, oldest first."""
     if not os.path.isdir(ckpt_dir):
         return []
     found = [(int(m.group(1)), os.path.join(ckpt_dir, name)) for name in os.listdir(ckpt_dir)
-             if (m := _TAG.match(name)) and os.path.isfile(os.path.join(ckpt_dir, name, STATE_FILE))]
+             if (m := _TAG.match(name)) and read_state(os.path.join(ckpt_dir, name)) is not None]
     return sorted(found)
 
 
+def latest_tag(ckpt_dir):
+    """The tag dir `latest` names if it is complete, else the newest complete tag (None if there is none)."""
+    try:
+        with open(os.path.join(ckpt_dir, LATEST)) as f:
+            name = f.read().strip()
+    except OSError:
+        name = None
+    if name and _TAG.match(name) and read_state(os.path.join(ckpt_dir, name)) is not None:
+        return os.path.join(ckpt_dir, name)
+    tags = complete_tags(ckpt_dir)
+    if name and tags:
+        log.warning("%s/%s names %r, which is not a complete checkpoint: using %s", ckpt_dir, LATEST, name,
+                    tags[-1][1])
+    return tags[-1][1] if tags else None
+
+
 def find_resume_dir(resume, output_dir):
-    """Tag dir to resume from: `auto` = latest complete one under output_dir (None if there is none); a PATH may
-    be a tag dir, a `checkpoints/` dir or an output dir."""
+    """Tag dir to resume from: `auto` = the latest complete one under output_dir (None if there is none); a PATH
+    may be a tag dir, a `checkpoints/` dir or an output dir."""
     if not resume:
         return None
     if resume == "auto":
-        tags = complete_tags(os.path.join(output_dir, "checkpoints"))
-        return tags[-1][1] if tags else None
+        return latest_tag(os.path.join(output_dir, "checkpoints"))
     if os.path.isfile(os.path.join(resume, STATE_FILE)):
+        if read_state(resume) is None:
+            raise FileNotFoundError(f"--resume {resume}: incomplete or truncated checkpoint (a file that "
+                                    f"{STATE_FILE} lists is missing or has another size)")
         return resume
-    tags = complete_tags(resume) or complete_tags(os.path.join(resume, "checkpoints"))
-    if not tags:
+    found = latest_tag(resume) or latest_tag(os.path.join(resume, "checkpoints"))
+    if found is None:
         raise FileNotFoundError(f"--resume {resume}: no complete checkpoint (a step<N>/ dir with {STATE_FILE})")
-    return tags[-1][1]
+    return found
+
+
+def needs_universal(tag_dir, world_size):
+    """True when `tag_dir` was written by another number of ranks (resume through the universal format)."""
+    saved = (read_state(tag_dir) or {}).get("world_size", 0) if tag_dir else 0
+    return bool(saved) and saved != world_size
 
 
 class Checkpointer:
@@ -96,32 +190,71 @@ class Checkpointer:
     def __init__(self, engine, output_dir, save_every=0, keep_last=0, rank=0):
         self.engine, self.save_every, self.keep_last, self.rank = engine, save_every, keep_last, rank
         self.dir = os.path.join(output_dir, "checkpoints")
+        if engine is not None:  # lets ds_to_universal convert our tags without --inject_missing_state
+            from .universal import mark_convertible
+
+            mark_convertible(engine.module)
+        if rank == 0:
+            self.remove_leftovers()
 
     def due(self, step):
         return self.save_every > 0 and step % self.save_every == 0
 
+    def remove_leftovers(self):
+        """Delete the `.tmp` dirs and files a killed save or prune left behind (rank 0)."""
+        if os.path.isdir(self.dir):
+            for name in os.listdir(self.dir):
+                if name.endswith(TMP):
+                    path = os.path.join(self.dir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
     def save(self, state):
         tag = f"step{state.step}"
-        tag_dir = os.path.join(self.dir, tag)
-        if self.rank == 0 and os.path.isdir(tag_dir):  # a leftover incomplete (or stale) save of this step
-            shutil.rmtree(tag_dir)
+        tmp, final = os.path.join(self.dir, tag + TMP), os.path.join(self.dir, tag)
+        state = dataclasses.replace(state, world_size=dist.get_world_size(),
+                                    micro_batch_size=self.engine.train_micro_batch_size_per_gpu())
+        if self.rank == 0:
+            self.remove_leftovers()
         dist.barrier()
-        self.engine.save_checkpoint(self.dir, tag=tag, exclude_frozen_parameters=True)
-        _write_json(os.path.join(tag_dir, f"rng_rank{self.rank}.json"), rng_state())
+        # DeepSpeed's own `latest` would point at the tag before it is complete: we move it ourselves, last
+        self.engine.save_checkpoint(self.dir, tag=tag + TMP, exclude_frozen_parameters=True, save_latest=False)
+        fault("kill_mid_checkpoint", state.step, self.rank)
+        _write_json(os.path.join(tmp, f"rng_rank{self.rank}.json"), rng_state())
         if self.rank == 0:
-            self.engine.module.save_pretrained(os.path.join(tag_dir, "adapter"))
-        dist.barrier()  # every rank's part is on disk before the state file marks the tag complete
+            self.engine.module.save_pretrained(os.path.join(tmp, "adapter"))
+        fsync_tree(tmp)
+        dist.barrier()  # every rank's part is on disk
         if self.rank == 0:
-            _write_json(os.path.join(tag_dir, STATE_FILE), dataclasses.asdict(state))
-            self._prune()
-            log.info("checkpoint %s written", tag_dir)
+            _write_json(os.path.join(tmp, STATE_FILE), {**dataclasses.asdict(state), "files": _manifest(tmp)})
+            self._publish(tmp, final)
+            fault("kill_before_latest", state.step, self.rank)
+            write_atomic(os.path.join(self.dir, LATEST), tag)
+            self._prune(state.step)
+            log.info("checkpoint %s written", final)
         dist.barrier()
 
+    def _publish(self, tmp, final):
+        if os.path.exists(final):  # same step saved before (e.g. resumed from an older tag): set it aside first
+            os.rename(final, f"{final}.old{TMP}")
+        os.rename(tmp, final)
+        fsync_path(self.dir)
+        shutil.rmtree(f"{final}.old{TMP}", ignore_errors=True)
+
     def load(self, tag_dir):
-        """Load engine + RNG state from `tag_dir`; returns the `TrainerState`."""
-        with open(os.path.join(tag_dir, STATE_FILE)) as f:
-            state = TrainerState(**json.load(f))
+        """Load engine + RNG state from `tag_dir`; returns the `TrainerState` (its data position converted to this
+        world size)."""
+        saved = read_state(tag_dir)
+        saved.pop("files", None)
+        state = TrainerState(**saved)
+        world = dist.get_world_size()
         load_dir, tag = os.path.split(os.path.normpath(tag_dir))
+        if self.engine.load_universal_checkpoint():
+            from .universal import convert
+
+            load_dir, tag = tag_dir, convert(tag_dir, self.rank)
+        elif state.world_size and state.world_size != world:
+            raise RuntimeError(f"{tag_dir} was written by {state.world_size} ranks, this run has {world}: load it "
+                               "with \"checkpoint\": {\"load_universal\": true} in the DeepSpeed config")
         path, _ = self.engine.load_checkpoint(load_dir, tag=tag, load_module_strict=False,
                                               load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:
@@ -130,23 +263,22 @@ class Checkpointer:
         if os.path.isfile(rng_file):
             with open(rng_file) as f:
                 set_rng_state(json.load(f))
+        if state.world_size and state.world_size != world:
+            from .universal import rescale_position
+
+            state = rescale_position(state, world, self.engine.train_micro_batch_size_per_gpu())
         log.info("resumed from %s: step %d, epoch %d, %d micro-batches into the epoch", tag_dir, state.step,
                  state.epoch, state.batches_in_epoch)
         return state
 
-    def _prune(self):
+    def _prune(self, step=None):
+        """Delete all but the newest `keep_last` complete tags up to `step` (newer ones, from a run that was
+        resumed from an older tag, are left alone). Renamed to `.tmp` first: a killed prune leaves no half tag."""
         if self.keep_last > 0:
-            for _, old in complete_tags(self.dir)[:-self.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+            tags = [t for s, t in complete_tags(self.dir) if step is None or s <= step]
+            for old in tags[:-self.keep_last]:
+                os.rename(old, old + TMP)
+                shutil.rmtree(old + TMP, ignore_errors=True)
 
 
 class SkipSampler(Sampler):

@@ -10,7 +10,9 @@ other name (e.g. `nan_loss`) makes `fault()` return True there so the caller cor
 
 Points in train.py's step: `nan_loss` (loss x NaN), `inf_grad` (finite loss, +inf gradient; both in
 engine/numerics.py), `no_audio_labels` (the batch's audio labels all -100: a rank with no trainable audio),
-`kill_mid_step` (after the backward, before the optimizer step).
+`kill_mid_step` (after the backward, before the optimizer step). In engine/checkpoint.py's save:
+`kill_mid_checkpoint` (engine state in `step<N>.tmp/`, nothing else), `kill_before_latest` (`step<N>/` renamed
+into place, `latest` not moved yet).
 """
 import os
 import signal
