@@ -76,8 +76,9 @@ def build_parser():
                    help="save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer steps (0: never)")
     g.add_argument("--keep_last", type=int, default=3, help="keep only the newest K complete checkpoints (0: keep all)")
     g.add_argument("--resume", metavar="auto|PATH",
-                   help="auto: continue from the newest complete checkpoint in output_dir (fresh start if none); "
-                        "PATH: a step<N> dir, a checkpoints/ dir or an output dir")
+                   help="auto: continue from the checkpoint output_dir/checkpoints/latest names, else the newest "
+                        "complete one (fresh start if none); PATH: a step<N> dir, a checkpoints/ dir or an output dir. "
+                        "Another number of ranks resumes through DeepSpeed's universal checkpoint (docs/CHECKPOINTS.md)")
     g.add_argument("--stop_after_steps", type=int, default=0,
                    help="exit after this many optimizer steps in this process, keeping the LR schedule of the full "
                         "run, and checkpoint there when --save_every > 0 (time-boxed jobs; 0: off)")
