@@ -222,7 +222,7 @@ def test_killed_anywhere_and_resumed_the_losses_are_the_uninterrupted_ones(refer
     # a SIGKILL of the launcher's process group at a seeded random time, from mid start-up to a few steps in (as
     # timed by the first killed run): wherever it lands (before the first step, mid-step, mid-checkpoint, after the
     # end), the next run must continue exactly
-    delay = random.Random(world).uniform(0.6, 1.5) * first_kill
+    delay = random.Random(world).uniform(0.7, 2.0) * first_kill
     code, log = _killed(cmd, after=delay)
     landed = [s for s in range(1, 7) if f"step {s}/6 |" in log]
     print(f"random SIGKILL after {delay:.1f}s (exit {code}); steps done in that run: {landed}")
