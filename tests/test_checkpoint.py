@@ -147,7 +147,12 @@ def _history(out):
 
 
 @pytest.fixture(scope="module")
-def reference(small_data_codes, tmp_path_factory):
+def data(small_data, small_code_cache):
+    return ["--train_data", small_data[0], "--code_cache_dir", small_code_cache]
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
     """reference(world) -> (output dir, history): the uninterrupted run, once per world size, shared by the tests
     below. It keeps every checkpoint (--keep_last 0)."""
     done = {}
@@ -155,7 +160,7 @@ def reference(small_data_codes, tmp_path_factory):
     def get(world):
         if world not in done:
             out = str(tmp_path_factory.mktemp(f"reference{world}"))
-            run_cmd(LAUNCH[world] + ARGS + BATCHING[world] + small_data_codes + ["--output_dir", out, "--keep_last", "0"])
+            run_cmd(LAUNCH[world] + ARGS + BATCHING[world] + data + ["--output_dir", out, "--keep_last", "0"])
             done[world] = out, _history(out)
         return done[world]
 
@@ -196,7 +201,7 @@ KILLS = {1: [("kill_mid_step@2", 1),  # backward of step 2's first micro-batch d
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world", [1, 2])
-def test_killed_anywhere_and_resumed_the_losses_are_the_uninterrupted_ones(reference, small_data_codes, tmp_path,
+def test_killed_anywhere_and_resumed_the_losses_are_the_uninterrupted_ones(reference, data, tmp_path,
                                                                           world):
     """One output dir, killed again and again (each run --resume auto), then run to the end: every step's losses,
     grad norm, lr and epoch equal the uninterrupted run's bit for bit (same world size, fp32, CPU: the data order,
@@ -204,7 +209,7 @@ def test_killed_anywhere_and_resumed_the_losses_are_the_uninterrupted_ones(refer
     _, ref = reference(world)
     out = str(tmp_path / "run")
     ckpt = os.path.join(out, "checkpoints")
-    cmd = LAUNCH[world] + ARGS + BATCHING[world] + small_data_codes + ["--output_dir", out, "--resume", "auto"]
+    cmd = LAUNCH[world] + ARGS + BATCHING[world] + data + ["--output_dir", out, "--resume", "auto"]
     prev, t0 = None, time.time()
     for fault, resume_step in KILLS[world]:
         code, log = _killed(cmd, fault=fault)
@@ -258,7 +263,7 @@ def _zero_state(tag_dir):
 
 
 @pytest.mark.slow
-def test_resume_on_another_world_size_through_the_universal_checkpoint(reference, small_data_codes, tmp_path):
+def test_resume_on_another_world_size_through_the_universal_checkpoint(reference, data, tmp_path):
     """2-rank tag step3 (mid-epoch), resumed by 1 rank with accumulation 2 (the same global batch): rank 0 converts
     it with DeepSpeed's ds_to_universal, the engine loads it with checkpoint.load_universal, and the run continues
     on the 2-rank run's trajectory (same samples per step; only the order of fp32 additions differs, as in
@@ -268,7 +273,7 @@ def test_resume_on_another_world_size_through_the_universal_checkpoint(reference
     out = str(tmp_path / "one")
     tag = os.path.join(out, "checkpoints", "step3")
     shutil.copytree(src, tag)  # no `latest`: found by scanning
-    proc = run_cmd(LAUNCH[1] + ARGS + small_data_codes + ["--output_dir", out, "--resume", "auto",
+    proc = run_cmd(LAUNCH[1] + ARGS + data + ["--output_dir", out, "--resume", "auto",
                                                           "--stop_after_steps", "2"])
     assert "world size 2 -> 1: 6 samples into epoch 0 = 6 micro-batches per rank" in proc.stdout
     assert _resumed_from(proc.stdout, os.path.dirname(tag), 3) and "step 6/6" not in proc.stdout
