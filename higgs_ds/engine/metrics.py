@@ -29,6 +29,11 @@ def flops_per_token(model, recompute_fraction=0.0):
     """Training FLOPs per token (formula in the module docstring)."""
     n = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return flops_from_counts(n, n_trainable, recompute_fraction)
+
+
+def flops_from_counts(n, n_trainable, recompute_fraction=0.0):
+    """Training FLOPs per token from parameter counts (all, trainable); see the module docstring."""
     return (4 + 2 * recompute_fraction) * n + 2 * n_trainable
 
 
