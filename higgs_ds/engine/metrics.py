@@ -80,7 +80,7 @@ class StepMeter:
         self._reset()
 
     def _reset(self):
-        self.sums, self.n, self.counts, self.wait = {}, 0, [0, 0, 0], 0.0
+        self.keys, self.sums, self.n, self.counts, self.wait = None, None, 0, [0, 0, 0], 0.0
         self.t0 = time.perf_counter()
 
     def windows(self, iterable):
@@ -96,16 +96,24 @@ class StepMeter:
             yield item
 
     def add(self, metrics, batch):
-        for k, v in metrics.items():
-            if k.startswith(("loss/", "acc/")):
-                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        """Accumulate on the metrics' device: no host sync per micro-batch (one `.tolist()` per step in `finish`)."""
+        keys = sorted(k for k in metrics if k.startswith(("loss/", "acc/")))
+        if keys:
+            vals = torch.stack([torch.as_tensor(metrics[k]).detach().to(torch.float64).reshape(()) for k in keys])
+            if self.keys is None:
+                self.keys, self.sums = keys, vals
+            elif keys != self.keys:
+                raise ValueError(f"metric keys changed within a step: {self.keys} -> {keys}")
+            else:
+                self.sums = self.sums + vals
         self.n += 1
         self.counts = [a + b for a, b in zip(self.counts, batch_counts(batch))]
 
     def finish(self, step, lr, grad_norm=None):
         """All-reduce, write the step's scalars (rank 0) and return its record (same on every rank)."""
-        keys = sorted(self.sums)
-        vec = torch.tensor([self.sums[k] / self.n for k in keys] + self.counts, dtype=torch.float64)
+        keys = self.keys or []
+        sums = self.sums.tolist() if keys else []
+        vec = torch.tensor([v / self.n for v in sums] + self.counts, dtype=torch.float64)
         vec = all_reduce_sum(vec)
         dt = max(time.perf_counter() - self.t0, 1e-9)
         means = (vec[:len(keys)] / self.world).tolist()
