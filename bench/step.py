@@ -11,7 +11,9 @@ A mid-size random Higgs config (default hidden 384, 4 layers, intermediate 1024,
 Memory: each cell runs in its own subprocess with glibc's mmap threshold at 1 MiB (freed tensors go back to the OS,
 so the resident set follows live tensors); peak = ru_maxrss at the end minus the RSS after imports (torch, libs),
 i.e. everything the step allocates: weights, LoRA + AdamW states, activations, loss buffers. `model` is the rise
-after building the model and optimizer, before the first step. Time: median of --steps steps after --warmup.
+after building the model and optimizer, before the first step; `step` = peak - model, what the training step adds,
+printed beside `higgs-ds plan`'s prediction of it (higgs_ds/engine/plan.py). Time: the fastest of --steps steps after
+--warmup (the machine is shared: the minimum is the least disturbed).
 
     python bench/step.py [--tokens 2048] [--hidden 384 --layers 4 --intermediate 1024] [--json]
 """
@@ -61,7 +63,7 @@ def run_one(variant, args):
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return dict(variant=variant, ckpt=ckpt, fused_loss=ours, tokens=args.tokens, step_s=sorted(times)[len(times) // 2],
+    return dict(variant=variant, ckpt=ckpt, fused_loss=ours, tokens=args.tokens, step_s=min(times),
                 peak_bytes=peak, model_bytes=model_bytes, loss=float(loss.detach()),
                 params=sum(p.numel() for p in model.parameters()),
                 trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -84,7 +86,7 @@ def parser():
     ap.add_argument("--intermediate", type=int, default=MID["intermediate_size"])
     ap.add_argument("--lora_r", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     ap.add_argument("--timeout", type=float, default=900)
@@ -106,15 +108,24 @@ def main(argv=None):
         rows.append(spawn(v, args, child_argv))
         rows[-1]["tokens_per_s"] = args.tokens / rows[-1]["step_s"]
     by = {r["variant"]: r for r in rows}
+    from higgs_ds.engine.plan import estimate
+
+    cfg = config_from(args).to_dict()
+    for r in rows:
+        est = estimate(cfg, args.tokens, ckpt="all" if r["ckpt"] else "off", loss="fused" if r["fused_loss"] else "naive",
+                       dtype="fp32", lora_r=args.lora_r)
+        r["plan_step_bytes"] = est["total_gib"] * GiB - 4 * est["params"]
     print(f"CPU ({torch.get_num_threads()} threads), fp32, hidden {args.hidden}, {args.layers} layers, intermediate "
           f"{args.intermediate}, vocab 128256, audio 8x1026; LoRA r={args.lora_r} ({rows[0]['trainable']:,} of "
           f"{rows[0]['params']:,} parameters); {args.tokens} tokens per step")
     print("memory: peak RSS (ru_maxrss) of the cell's own process minus its RSS after imports; model = weights + "
           "LoRA + optimizer before the first step (glibc mmap threshold 1 MiB)")
-    print(f"{'variant':<12}{'ckpt':>6}{'loss':>7}{'step s':>9}{'tok/s':>9}{'peak GiB':>10}{'model GiB':>11}")
+    print(f"{'variant':<12}{'ckpt':>6}{'loss':>7}{'step s':>9}{'tok/s':>9}{'peak GiB':>10}{'model GiB':>11}"
+          f"{'step GiB':>10}{'plan GiB':>10}")
     for r in rows:
         print(f"{r['variant']:<12}{'on' if r['ckpt'] else 'off':>6}{'fused' if r['fused_loss'] else 'full':>7}"
-              f"{r['step_s']:>9.2f}{r['tokens_per_s']:>9.0f}{r['peak_bytes'] / GiB:>10.2f}{r['model_bytes'] / GiB:>11.2f}")
+              f"{r['step_s']:>9.2f}{r['tokens_per_s']:>9.0f}{r['peak_bytes'] / GiB:>10.2f}{r['model_bytes'] / GiB:>11.2f}"
+              f"{(r['peak_bytes'] - r['model_bytes']) / GiB:>10.3f}{r['plan_step_bytes'] / GiB:>10.3f}")
     summary = {"device": "cpu", "args": {k: v for k, v in vars(args).items() if k not in ("one", "json", "out")},
                "memory_method": "ru_maxrss minus post-import RSS, one subprocess per cell, MALLOC_MMAP_THRESHOLD_=1MiB",
                "rows": rows}
