@@ -6,6 +6,7 @@ naive    = peft defaults (fp32 adapters), `model.forward` full logits + plain CE
 higgs_ds = adapters in the model dtype (autocast_adapter_dtype=False), hidden-states-only forward + fused loss,
            optionally layer-wise activation checkpointing
 """
+import json
 import os
 import sys
 
@@ -128,3 +129,13 @@ def step_fn(model, ours, fused_loss=None):
             opt.zero_grad(set_to_none=True)
         return loss
     return step
+
+
+def write_results(summary, out, as_json):
+    """Write the bench's summary to `out`; with `as_json`, also print it as the last stdout line. Returns 0."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(summary, f, indent=1)
+    if as_json:
+        print(json.dumps(summary))
+    return 0

@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GiB, ROOT, build, release_config, step_fn, voice_cloning_batch  # noqa: E402
+from common import GiB, ROOT, build, release_config, step_fn, voice_cloning_batch, write_results  # noqa: E402
 
 from higgs_ds.engine.metrics import PEAK_BF16_FLOPS, flops_per_token  # noqa: E402
 
@@ -139,12 +139,7 @@ def main():
         if n and o:
             summary[f"tokens_per_s_ratio_{seq}"] = round(o["tokens_per_s"] / n["tokens_per_s"], 3)
             summary[f"peak_mem_ratio_{seq}"] = round(n["peak_gib"] / o["peak_gib"], 3)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(summary, f, indent=1)
-    if args.json:
-        print(json.dumps(summary))
-    return 0
+    return write_results(summary, args.out, args.json)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GiB, MID, ROOT, build, higgs_config, step_fn, voice_cloning_batch  # noqa: E402
+from common import GiB, MID, ROOT, build, higgs_config, step_fn, voice_cloning_batch, write_results  # noqa: E402
 
 VARIANTS = {"naive": (False, False), "naive+ckpt": (False, True), "fused": (True, False), "higgs_ds": (True, True)}
 
@@ -141,12 +141,7 @@ def main(argv=None):
     if "fused" in by and "higgs_ds" in by:
         summary["ckpt_on_vs_off"] = {"step_time_ratio": round(by["higgs_ds"]["step_s"] / by["fused"]["step_s"], 3),
                                      "peak_mem_ratio": round(by["fused"]["peak_bytes"] / by["higgs_ds"]["peak_bytes"], 3)}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(summary, f, indent=1)
-    if args.json:
-        print(json.dumps(summary))
-    return 0
+    return write_results(summary, args.out, args.json)
 
 
 if __name__ == "__main__":
