@@ -18,6 +18,29 @@ def add_validation_flags(g):
                    help="longest sample in tokens (text tokens + audio frames at 25 Hz); longer ones are bad samples")
 
 
+def add_checkpointing_flags(g):
+    """Activation checkpointing flags, shared by `higgs-ds train` and `higgs-ds plan`."""
+    g.add_argument("--activation_checkpointing", choices=("off", "all", "every_k"), default="off",
+                   help="recompute decoder-layer activations in the backward: all layers, or every k-th (less "
+                        "memory, ~1/3 more compute per checkpointed layer)")
+    g.add_argument("--checkpoint_every_k", type=int, default=2,
+                   help="with --activation_checkpointing every_k: checkpoint layers 0, k, 2k, ...")
+
+
+def add_lora_flags(g):
+    """LoRA flags, shared by `higgs-ds train` and `higgs-ds plan`."""
+    g.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
+    g.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r)")
+    g.add_argument("--lora_dropout", type=float, default=0.0, help="dropout on the LoRA input")
+    g.add_argument("--lora_preset", choices=sorted(LORA_PRESETS), default="attn_mlp_audio",
+                   help="which linear layers get adapters")
+    g.add_argument("--lora_target_modules", nargs="+", help="explicit module-name suffixes (overrides --lora_preset)")
+    g.add_argument("--modules_to_save", nargs="+", choices=sorted(MODULES_TO_SAVE), default=[],
+                   help="train these modules in full and store them in the adapter: audio_head "
+                        "(audio_decoder_proj.audio_lm_head), audio_embeddings (audio_codebook_embeddings), "
+                        "text_head (audio_decoder_proj.text_lm_head, vocab x hidden: large)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="higgs-ds train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -61,11 +84,7 @@ def build_parser():
     g.add_argument("--tensorboard_dir", help="TensorBoard event dir (rank 0); default output_dir/tensorboard; 'none': off")
     g.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
     g.add_argument("--output_dir", default=os.path.join("outputs", "run"), help="adapter, metrics.json and logs go here")
-    g.add_argument("--activation_checkpointing", choices=("off", "all", "every_k"), default="off",
-                   help="recompute decoder-layer activations in the backward: all layers, or every k-th (less "
-                        "memory, ~1/3 more compute per checkpointed layer)")
-    g.add_argument("--checkpoint_every_k", type=int, default=2,
-                   help="with --activation_checkpointing every_k: checkpoint layers 0, k, 2k, ...")
+    add_checkpointing_flags(g)
     g.add_argument("--sample_every", type=int, default=0,
                    help="every N optimizer steps rank 0 clones --num_preview_prompts validation prompts with the "
                         "serve engine and writes audio + spectrograms to TensorBoard (0: off)")
@@ -94,17 +113,7 @@ def build_parser():
     g.add_argument("--loss_normalization", choices=("global", "local"), default="global",
                    help="global: divide by the labeled-token count of the whole optimizer step over all ranks "
                         "(exact under accumulation and data parallelism); local: per micro-batch mean")
-    g = p.add_argument_group("LoRA")
-    g.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
-    g.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r)")
-    g.add_argument("--lora_dropout", type=float, default=0.0, help="dropout on the LoRA input")
-    g.add_argument("--lora_preset", choices=sorted(LORA_PRESETS), default="attn_mlp_audio",
-                   help="which linear layers get adapters")
-    g.add_argument("--lora_target_modules", nargs="+", help="explicit module-name suffixes (overrides --lora_preset)")
-    g.add_argument("--modules_to_save", nargs="+", choices=sorted(MODULES_TO_SAVE), default=[],
-                   help="train these modules in full and store them in the adapter: audio_head "
-                        "(audio_decoder_proj.audio_lm_head), audio_embeddings (audio_codebook_embeddings), "
-                        "text_head (audio_decoder_proj.text_lm_head, vocab x hidden: large)")
+    add_lora_flags(p.add_argument_group("LoRA"))
     g = p.add_argument_group("DeepSpeed")
     g.add_argument("--deepspeed", help="DeepSpeed JSON config; default ds_configs/zero2.json on GPU, cpu_zero2.json on CPU")
     g.add_argument("--dist_timeout_minutes", type=float, default=30.0,

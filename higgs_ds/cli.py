@@ -7,6 +7,7 @@
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
+    higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
 import json
@@ -36,12 +37,14 @@ def _parser():
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
-                       ("evaluate", "teacher-forced loss and per-codebook accuracy")):
+                       ("evaluate", "teacher-forced loss and per-codebook accuracy"),
+                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
-DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate"}
+DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
+             "plan": ".engine.plan"}
 
 
 def _tiny():

@@ -101,3 +101,31 @@ def test_token_budget_loader_batches_within_budget(small_dataset, tiny_bundle):
     rest = list(loaders[0])
     assert len(rest) == len(batches[0]) - 1
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(rest, batches[0][1:]))
+
+
+def test_fast_delay_pattern_equals_boson():
+    from boson_multimodal.model.higgs_audio.utils import build_delay_pattern_mask
+
+    from higgs_ds.data.collate import delay_pattern
+
+    g = torch.Generator().manual_seed(0)
+    for bsz, k, t in [(1, 8, 1), (1, 8, 37), (3, 4, 5), (2, 1, 9), (1, 8, 0)]:
+        ids = torch.randint(0, 1024, (bsz, k, t), generator=g)
+        for ours, ref in zip(delay_pattern(ids, 1024, 1025), build_delay_pattern_mask(ids, 1024, 1025)):
+            assert ours.dtype == ref.dtype and torch.equal(ours, ref)
+
+
+def test_training_collator_equals_serve_engine_collator(small_dataset, tiny_bundle):
+    """The sped-up collation gives exactly the serve engine's collator output (labels included)."""
+    from dataclasses import asdict, replace
+
+    from higgs_ds.data.collate import TrainingCollator, serve_engine_collator
+
+    config = tiny_bundle[0].config
+    samples = [small_dataset[i] for i in range(4)]
+    ours = TrainingCollator(config)(samples)
+    ref = asdict(serve_engine_collator(config)([replace(s, label_ids=s.label_ids.clone()) for s in samples]))
+    ref = {k: v for k, v in ref.items() if v is not None and k != "reward"}
+    assert ours.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(ours[k], ref[k]), k

@@ -1,6 +1,14 @@
-"""The serve engine's collator, configured exactly as `HiggsAudioServeEngine` builds it, plus training labels."""
-from dataclasses import asdict, replace
+"""The serve engine's collator, configured exactly as `HiggsAudioServeEngine` builds it, plus training labels.
 
+`TrainingCollator` runs that collator with one substitution: boson-multimodal's `build_delay_pattern_mask` builds
+its masks with `torch.tril`/`torch.triu` over int64 tensors, which took ~95 % of the collation time on CPU (docs/PERF.md);
+`delay_pattern` computes the same tensors by index arithmetic (tests/test_data.py checks equality against it).
+"""
+import contextlib
+from dataclasses import fields, replace
+
+import boson_multimodal.data_collator.higgs_audio_collator as _boson_collator
+import torch
 from boson_multimodal.data_collator.higgs_audio_collator import HiggsAudioSampleCollator
 
 
@@ -15,6 +23,32 @@ def serve_engine_collator(config, whisper_processor=None):
     )
 
 
+def delay_pattern(input_ids, bos_token_id, pad_token_id):
+    """`boson_multimodal...utils.build_delay_pattern_mask`, same outputs: codebook k shifted right by k, BOS before,
+    `pad_token_id` after (and -1 there in the second output, the generation mask)."""
+    bsz, k, t = input_ids.shape
+    if t == 0:
+        return _BOSON_DELAY(input_ids, bos_token_id, pad_token_id)
+    col = torch.arange(t + k - 1, device=input_ids.device).unsqueeze(0)
+    row = torch.arange(k, device=input_ids.device).unsqueeze(1)
+    codes = input_ids.gather(2, (col - row).clamp(0, t - 1).expand(bsz, k, -1))
+    after = col >= row + t
+    with_gen_mask = torch.where(col < row, bos_token_id, torch.where(after, -1, codes))
+    return torch.where(after, pad_token_id, with_gen_mask), with_gen_mask
+
+
+_BOSON_DELAY = _boson_collator.build_delay_pattern_mask
+
+
+@contextlib.contextmanager
+def _fast_delay_pattern():
+    _boson_collator.build_delay_pattern_mask = delay_pattern
+    try:
+        yield
+    finally:
+        _boson_collator.build_delay_pattern_mask = _BOSON_DELAY
+
+
 class TrainingCollator:
     """Collate `ChatMLDatasetSample`s into the keyword arguments of `HiggsAudioModel.forward` (labels included)."""
 
@@ -25,6 +59,8 @@ class TrainingCollator:
         # HiggsAudioSampleCollator sets the <|AUDIO_OUT|> labels of its *input* samples to -100 in place: a sample
         # collated twice (a second epoch, a repeated padding batch) would silently lose its audio labels.
         samples = [replace(s, label_ids=s.label_ids.clone()) if s.label_ids is not None else s for s in samples]
-        batch = asdict(self.collator(samples))
-        batch.pop("reward", None)
-        return {k: v for k, v in batch.items() if v is not None}
+        with _fast_delay_pattern():
+            out = self.collator(samples)
+        # the fields as they are (dataclasses.asdict would deep-copy every tensor)
+        return {f.name: getattr(out, f.name) for f in fields(out)
+                if f.name != "reward" and getattr(out, f.name) is not None}

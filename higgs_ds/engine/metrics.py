@@ -30,6 +30,11 @@ def flops_per_token(model, recompute_fraction=0.0):
     """Training FLOPs per token (formula in the module docstring)."""
     n = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return flops_from_counts(n, n_trainable, recompute_fraction)
+
+
+def flops_from_counts(n, n_trainable, recompute_fraction=0.0):
+    """Training FLOPs per token from parameter counts (all, trainable); see the module docstring."""
     return (4 + 2 * recompute_fraction) * n + 2 * n_trainable
 
 
@@ -76,7 +81,7 @@ class StepMeter:
         self._reset()
 
     def _reset(self):
-        self.sums, self.n, self.counts, self.wait = {}, 0, [0, 0, 0], 0.0
+        self.keys, self.sums, self.n, self.counts, self.wait = None, None, 0, [0, 0, 0], 0.0
         self.t0 = time.perf_counter()
 
     def windows(self, iterable):
@@ -92,17 +97,25 @@ class StepMeter:
             yield item
 
     def add(self, metrics, batch):
-        for k, v in metrics.items():
-            if k.startswith(("loss/", "acc/")):
-                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        """Accumulate on the metrics' device: no host sync per micro-batch (one `.tolist()` per step in `finish`)."""
+        keys = sorted(k for k in metrics if k.startswith(("loss/", "acc/")))
+        if keys:
+            vals = torch.stack([torch.as_tensor(metrics[k]).detach().to(torch.float64).reshape(()) for k in keys])
+            if self.keys is None:
+                self.keys, self.sums = keys, vals
+            elif keys != self.keys:
+                raise ValueError(f"metric keys changed within a step: {self.keys} -> {keys}")
+            else:
+                self.sums = self.sums + vals
         self.n += 1
         self.counts = [a + b for a, b in zip(self.counts, batch_counts(batch))]
 
     def finish(self, step, lr, grad_norm=None, extra=None):
         """All-reduce, write the step's scalars (rank 0) and return its record (same on every rank); `extra`: more
         scalars, already the same on every rank (e.g. train/skipped_steps)."""
-        keys = sorted(self.sums)
-        vec = torch.tensor([self.sums[k] / self.n for k in keys] + self.counts, dtype=torch.float64)
+        keys = self.keys or []
+        sums = self.sums.tolist() if keys else []
+        vec = torch.tensor([v / self.n for v in sums] + self.counts, dtype=torch.float64)
         vec = all_reduce_sum(vec)
         dt = max(time.perf_counter() - self.t0, 1e-9)
         means = (vec[:len(keys)] / self.world).tolist()

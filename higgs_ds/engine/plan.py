@@ -1,0 +1,247 @@
+"""`higgs-ds plan`: per-GPU memory and step time of a LoRA run, predicted from the model's config.json alone.
+
+    higgs-ds plan --model_path DIR --ds_config ds_configs/zero2.json --num_gpus 8 --tokens_per_gpu 8192 --gpu h200
+
+Memory (bytes per GPU), no weights loaded:
+- model states: frozen weights (dtype of the DeepSpeed config: bf16/fp16 or fp32) + the trainable LoRA /
+  `modules_to_save` parameters with their gradients, fp32 master copy and AdamW moments under the ZeRO stage and
+  optimizer offload (stage 1/2 as DeepSpeed's `estimate_zero2_model_states_mem_needs`: 2 + 18/N bytes per
+  trainable parameter, 2 on the GPU with offload); without a DeepSpeed config (`--ds_config none`), plain
+  `torch.optim.AdamW` on the model dtype, as bench/step.py and bench/gpu_step.py run it;
+- activations: autograd-saved tensors per token and decoder layer, `a_h * hidden + a_i * intermediate` elements of
+  the model dtype (ACT_ELEMS, counted with `torch.autograd.graph.saved_tensors_hooks` on small random configs;
+  bf16 is larger than fp32 because RMSNorm saves fp32 upcasts); a checkpointed layer keeps only its input
+  (hidden elements) and one layer is recomputed at a time; peft's fp32 adapters (the naive trainer) add
+  FP32_ADAPTER_ELEMS;
+- a transient workspace at the start of the backward (WORKSPACE_ELEMS per token, fitted; see below);
+- loss: the fused chunked loss keeps the gathered labeled rows and their gradient (~T x hidden) and a few
+  16 MiB chunks; the naive loss keeps ~NAIVE_LOGIT_BYTES per logit over all T x vocab positions.
+Error against measurements (tests/test_plan.py, docs/PERF.md): within 15 % on CPU (fp32) and on one H200 (bf16).
+
+Step time: FLOPs per token as train.py's MFU (engine/metrics.py: 4N + 2N_trainable + 2N x recomputed fraction),
+tokens/s/GPU = assumed MFU x peak FLOP/s / FLOPs per token (measured on one H200: 0.32 at 4k tokens, 0.39 at 8k).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from .metrics import PEAK_BF16_FLOPS, flops_from_counts
+
+GiB = 2 ** 30
+ACT_ELEMS = {"fp32": (8.2, 4.0), "bf16": (11.2, 4.0)}  # (a_h, a_i): saved elements / token / layer
+FP32_ADAPTER_ELEMS = (10.0, 1.0)  # extra (a_h, a_i) with peft's default fp32 adapters on a bf16 model
+WORKSPACE_ELEMS = {"fp32": (7.0, 0.0), "bf16": (31.0, 0.0)}  # (w_h, w_i) per token: transient at the peak
+#   (start of the backward) when the last layers are not checkpointed; fitted to bench/step.py (CPU fp32) and
+#   bench/results/gpu_step_h200.json (bf16); 0 with every layer checkpointed (measured: none left over)
+NAIVE_LOGIT_BYTES = 12.0  # full logits, their fp32 log-softmax and its gradient, per logit
+CHUNK_BYTES = 2 * 16 * 2 ** 20  # the fused loss's live chunk buffers (logits chunk + its gradient)
+GPU_MEMORY_GIB = {"h100": 79.1, "h200": 139.8, "a100": 79.1}  # torch.cuda.mem_get_info() total
+HEADROOM = 0.92  # fraction of GPU memory the plan lets a run use (CUDA context, allocator fragmentation)
+LORA_MODULES = {"attn": ("q", "k", "v", "o"), "attn_mlp": ("q", "k", "v", "o", "gate", "up", "down"),
+                "attn_mlp_audio": ("q", "k", "v", "o", "gate", "up", "down", "audio_gate", "audio_up", "audio_down")}
+
+
+@dataclasses.dataclass
+class Dims:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    codebooks: int
+    classes: int  # codebook size + stream BOS/EOS
+    dual_ffn_layers: int
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From a `HiggsAudioConfig.to_dict()` / config.json dict."""
+        t = cfg["text_config"]
+        h, heads = t["hidden_size"], t["num_attention_heads"]
+        dual = len(cfg.get("audio_dual_ffn_layers") or []) if cfg.get("audio_adapter_type", "").startswith("dual_ffn") else 0
+        return cls(h, t["num_hidden_layers"], heads, t.get("num_key_value_heads") or heads,
+                   t.get("head_dim") or h // heads, t["intermediate_size"], t["vocab_size"],
+                   cfg["audio_num_codebooks"], cfg["audio_codebook_size"] + 2, dual)
+
+    def module_shapes(self):
+        """(in, out) of each LoRA-targetable linear of one layer."""
+        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        return {"q": (h, q), "k": (h, kv), "v": (h, kv), "o": (q, h), "gate": (h, i), "up": (h, i), "down": (i, h),
+                "audio_gate": (h, i), "audio_up": (h, i), "audio_down": (i, h)}
+
+
+def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None, modules_to_save=()):
+    """(all parameters incl. LoRA, trainable) of the model with LoRA, as peft builds it."""
+    shapes = d.module_shapes()
+    attn = sum(a * b for k, (a, b) in shapes.items() if k in ("q", "k", "v", "o"))
+    mlp = 3 * d.hidden * d.intermediate
+    base = (2 * d.vocab * d.hidden + 2 * d.codebooks * d.classes * d.hidden + d.hidden
+            + d.layers * (attn + mlp + 2 * d.hidden) + d.dual_ffn_layers * (mlp + 2 * d.hidden))
+    names = [m.replace("_proj", "").replace("audio_mlp.", "audio_") for m in target_modules] if target_modules \
+        else LORA_MODULES[preset]
+    per_layer = sum(lora_r * sum(shapes[n]) for n in names if not n.startswith("audio_"))
+    per_dual = sum(lora_r * sum(shapes[n]) for n in names if n.startswith("audio_"))
+    lora = d.layers * per_layer + d.dual_ffn_layers * per_dual
+    full = {"audio_head": d.codebooks * d.classes * d.hidden, "audio_embeddings": d.codebooks * d.classes * d.hidden,
+            "text_head": d.vocab * d.hidden}
+    saved = sum(full[m] for m in modules_to_save or ())  # a trainable copy beside the frozen original
+    return base + lora + saved, lora + saved
+
+
+def model_states(n_total, n_train, ds_config, num_gpus, dtype="bf16"):
+    """(GPU bytes, host bytes, dtype name) of weights, gradients and optimizer states."""
+    if ds_config is None:  # plain torch AdamW on the model dtype: weights, gradients, two moments
+        b = 2 if dtype == "bf16" else 4
+        return b * n_total + 3 * b * n_train, 0, dtype
+    half = any(ds_config.get(k, {}).get("enabled") for k in ("bf16", "fp16"))
+    b = 2 if half else 4
+    zero = ds_config.get("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    offload = (zero.get("offload_optimizer") or {}).get("device", "none") in ("cpu", "nvme")
+    n = num_gpus
+    frozen = (n_total - n_train) * b / (n if stage == 3 else 1)
+    opt = 16 if half else 8  # fp32 grads + master + 2 moments (mixed) / 2 moments (fp32)
+    if offload and stage in (1, 2):  # DeepSpeed's estimate: 2 B/param on the GPU, the rest on the host
+        return frozen + b * n_train, n_train * max(4 * n, 16) * 1.5, "bf16" if half else "fp32"
+    if stage in (1, 2):
+        train = b * n_train + (b + opt) * n_train / n
+    elif stage == 3:
+        train = (2 * b + opt) * n_train / n
+    else:
+        train = (2 * b + opt) * n_train
+    return frozen + train, 0, "bf16" if half else "fp32"
+
+
+def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp32_adapters=False):
+    """Bytes of activations, backward workspace and loss buffers of one micro-batch of `tokens` tokens."""
+    b = 2 if dtype == "bf16" else 4
+    a_h, a_i = ACT_ELEMS[dtype]
+    per_layer = (a_h * d.hidden + a_i * d.intermediate) * b
+    if fp32_adapters:
+        per_layer += (FP32_ADAPTER_ELEMS[0] * d.hidden + FP32_ADAPTER_ELEMS[1] * d.intermediate) * 2
+    n_ckpt = {"off": 0, "all": d.layers, "every_k": (d.layers + every_k - 1) // every_k}[ckpt]
+    saved = (d.layers - n_ckpt) * per_layer + n_ckpt * d.hidden * b + (per_layer if n_ckpt else 0)
+    w_h, w_i = WORKSPACE_ELEMS[dtype]
+    work = 0 if ckpt == "all" else (w_h * d.hidden + w_i * d.intermediate) * b
+    if loss == "fused":
+        loss_bytes = 2 * d.hidden * b + CHUNK_BYTES / tokens
+    else:
+        loss_bytes = NAIVE_LOGIT_BYTES * d.vocab + 12 * d.codebooks * d.classes
+    return tokens * (saved + work + loss_bytes)
+
+
+def recompute_fraction(d, ckpt, every_k):
+    return {"off": 0, "all": 1.0, "every_k": ((d.layers + every_k - 1) // every_k) / d.layers}[ckpt]
+
+
+def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckpt="off", every_k=2, lora_r=16,
+             preset="attn_mlp_audio", target_modules=None, modules_to_save=(), loss="fused", fp32_adapters=False,
+             mfu=0.35, dtype="bf16"):
+    """A dict of the predicted per-GPU memory (GiB) and throughput; `config` is the config.json dict.
+    `dtype` is the model dtype without a DeepSpeed config (with one, its bf16/fp16 section decides)."""
+    d = Dims.from_config(config)
+    n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save)
+    states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
+    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters)
+    fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
+    peak = PEAK_BF16_FLOPS.get(gpu.upper())
+    tps = mfu * peak / fpt if peak else None
+    out = {"params": n_total, "trainable": n_train, "dtype": dtype, "model_states_gib": states / GiB,
+           "host_optimizer_gib": host / GiB, "activations_gib": act / GiB, "total_gib": (states + act) / GiB,
+           "flops_per_token": fpt, "mfu": mfu, "tokens_per_s_per_gpu": tps,
+           "step_s": tokens_per_gpu / tps if tps else None, "tokens_per_s": tps * num_gpus if tps else None}
+    cap = GPU_MEMORY_GIB.get(gpu.lower())
+    if cap:
+        out.update(gpu_gib=cap, fits=out["total_gib"] <= HEADROOM * cap)
+    return out
+
+
+def suggest(config, kwargs, cap):
+    """The cheapest change that fits: checkpoint more layers first (~1/3 more compute each), then fewer tokens."""
+    budget = HEADROOM * cap
+    for ckpt, k in (("every_k", 4), ("every_k", 2), ("all", 1)):
+        if estimate(config, **{**kwargs, "ckpt": ckpt, "every_k": k})["total_gib"] <= budget:
+            return f"--activation_checkpointing {ckpt}" + (f" --checkpoint_every_k {k}" if ckpt == "every_k" else "")
+    t = kwargs["tokens_per_gpu"]
+    while t > 256:
+        t //= 2
+        if estimate(config, **{**kwargs, "tokens_per_gpu": t, "ckpt": "all"})["total_gib"] <= budget:
+            return f"--activation_checkpointing all --max_tokens_per_batch {t}"
+    return "nothing fits: use ds_configs/zero2_offload.json or a GPU with more memory"
+
+
+def parser():
+    from ..args import add_checkpointing_flags, add_lora_flags
+
+    p = argparse.ArgumentParser(prog="higgs-ds plan", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", help="model dir with config.json (no weights are read); default: the embedded tiny model")
+    p.add_argument("--ds_config", default=os.path.join(os.path.dirname(__file__), "..", "..", "ds_configs", "zero2.json"),
+                   help="DeepSpeed JSON (ZeRO stage, offload, bf16); 'none': plain torch AdamW on the model dtype")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="model dtype with --ds_config none")
+    p.add_argument("--num_gpus", type=int, default=1, help="data-parallel ranks (ZeRO partitions over them)")
+    p.add_argument("--tokens_per_gpu", type=int, required=True, help="merged tokens per micro-batch per GPU")
+    p.add_argument("--gpu", default="h200", choices=sorted(GPU_MEMORY_GIB), help="memory and peak FLOP/s table entry")
+    p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation (one H200: 0.32-0.39)")
+    p.add_argument("--loss", choices=("fused", "naive"), default="fused",
+                   help="naive: full logits + plain CE and peft fp32 adapters (what other trainers run)")
+    p.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
+    add_checkpointing_flags(p)
+    add_lora_flags(p)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.model_path is None:
+        from ..assets import ensure_tiny_assets
+
+        args.model_path = ensure_tiny_assets().model_path
+    path = os.path.join(args.model_path, "config.json")
+    if not os.path.isfile(path):
+        print(f"--model_path: {path} not found", file=sys.stderr)
+        return 2
+    with open(path) as f:
+        config = json.load(f)
+    ds = None
+    if args.ds_config.lower() != "none":
+        try:
+            with open(args.ds_config) as f:
+                ds = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"--ds_config {args.ds_config}: {e}", file=sys.stderr)
+            return 2
+    if args.tokens_per_gpu < 1 or args.num_gpus < 1:
+        print("--tokens_per_gpu and --num_gpus must be >= 1", file=sys.stderr)
+        return 2
+    kwargs = dict(tokens_per_gpu=args.tokens_per_gpu, num_gpus=args.num_gpus, ds_config=ds, gpu=args.gpu,
+                  ckpt=args.activation_checkpointing, every_k=args.checkpoint_every_k, lora_r=args.lora_r,
+                  preset=args.lora_preset, target_modules=args.lora_target_modules,
+                  modules_to_save=args.modules_to_save, loss=args.loss, fp32_adapters=args.loss == "naive", mfu=args.mfu,
+                  dtype=args.dtype)
+    est = estimate(config, **kwargs)
+    if not est["fits"]:
+        est["suggestion"] = suggest(config, kwargs, est["gpu_gib"])
+    if args.json:
+        print(json.dumps(est))
+        return 0
+    print(f"{args.model_path}: {est['params']:,} parameters, {est['trainable']:,} trainable; {est['dtype']}, "
+          f"{os.path.basename(args.ds_config)}, {args.num_gpus} x {args.gpu}, {args.tokens_per_gpu} tokens/GPU, "
+          f"activation checkpointing {args.activation_checkpointing}, {args.loss} loss")
+    print(f"  model states   {est['model_states_gib']:8.2f} GiB/GPU" +
+          (f"   (+ {est['host_optimizer_gib']:.1f} GiB host for the offloaded optimizer)" if est["host_optimizer_gib"] else ""))
+    print(f"  activations    {est['activations_gib']:8.2f} GiB/GPU   (incl. backward workspace and loss buffers)")
+    print(f"  total          {est['total_gib']:8.2f} GiB/GPU of {est['gpu_gib']} ({'fits' if est['fits'] else 'DOES NOT FIT'})")
+    print(f"  step           {est['step_s']:8.3f} s, {est['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, "
+          f"{est['tokens_per_s']:,.0f} tokens/s total at an assumed MFU of {args.mfu:.0%} "
+          f"({est['flops_per_token'] / 1e9:.1f} GFLOP/token)")
+    if not est["fits"]:
+        print(f"WARNING: predicted {est['total_gib']:.1f} GiB > {HEADROOM:.0%} of {est['gpu_gib']} GiB; try {est['suggestion']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
