@@ -16,7 +16,8 @@ import torch
 
 from conftest import DEEPSPEED, PYTHON, ROOT, run_cmd
 from higgs_ds.engine.checkpoint import (LATEST, STATE_FILE, Checkpointer, SkipSampler, complete_tags,
-                                        find_resume_dir, needs_universal, rng_state, set_rng_state, write_atomic)
+                                        find_resume_dir, needs_universal, rng_state, set_rng_state)
+from higgs_ds.durable import write_atomic
 from higgs_ds.engine.faults import ENV
 
 

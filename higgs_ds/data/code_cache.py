@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from ..durable import write_atomic
+
 log = logging.getLogger(__name__)
 MIB = 1 << 20
 
@@ -44,15 +46,6 @@ def default_cache_dir(tokenizer_dir):
     from ..assets.tiny import default_cache_dir as root
 
     return os.path.join(root(), "codes", tokenizer_id(tokenizer_dir))
-
-
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class CodeCache:
@@ -109,14 +102,15 @@ class CodeCache:
             self.reload()  # another writer may have added shards
             name = f"shard-{len(self.index['shards']):05d}.npy"
             data = np.concatenate(arrays, axis=1).astype(np.int16)
-            _atomic_write(os.path.join(self.root, name), lambda f: np.save(f, data))
+            tmp_suffix = f".tmp{os.getpid()}"  # per process: a killed writer's leftover is never reopened
+            write_atomic(os.path.join(self.root, name), lambda f: np.save(f, data), tmp_suffix)
             offset = 0
             for key, a in zip(codes_by_key, arrays):
                 self.index["entries"][key] = [name, offset, int(a.shape[1])]
                 offset += a.shape[1]
             self.index["shards"].append(name)
             self.index["num_codebooks"] = int(data.shape[0])
-            _atomic_write(self.index_path, lambda f: f.write(json.dumps(self.index).encode()))
+            write_atomic(self.index_path, json.dumps(self.index), tmp_suffix)
 
 
 def audio_urls(data_files):

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from ..durable import fsync_path, fsync_tree, write_atomic
 from .faults import fault
 
 log = logging.getLogger(__name__)
@@ -78,37 +79,6 @@ def set_rng_state(state):
 
 
 # --- durable writes
-def fsync_path(path):
-    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root):
-    """fsync every file and dir under `root`. Each rank calls it after its own writes, so every file is flushed at
-    least once by its writer; a file that vanishes meanwhile (another rank's temp file, renamed) is skipped."""
-    for dirpath, _, files in os.walk(root):
-        for path in [os.path.join(dirpath, name) for name in files] + [dirpath]:
-            try:
-                fsync_path(path)
-            except FileNotFoundError:
-                pass
-
-
-def write_atomic(path, text):
-    """Write `text` to a temp file, fsync it, rename it over `path`, fsync the directory."""
-    tmp = f"{path}{TMP}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(os.path.dirname(os.path.abspath(path)))
-
-
 def _write_json(path, obj):
     write_atomic(path, json.dumps(obj))
 

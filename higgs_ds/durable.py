@@ -1,0 +1,38 @@
+"""Durable writes shared by checkpoints (engine/checkpoint.py, engine/universal.py) and the code cache
+(data/code_cache.py): fsync of files and directories, and write-to-temp-then-rename."""
+import os
+
+
+def fsync_path(path):
+    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root):
+    """fsync every file and dir under `root`. Each rank calls it after its own writes, so every file is flushed at
+    least once by its writer; a file that vanishes meanwhile (another rank's temp file, renamed) is skipped."""
+    for dirpath, _, files in os.walk(root):
+        for path in [os.path.join(dirpath, name) for name in files] + [dirpath]:
+            try:
+                fsync_path(path)
+            except FileNotFoundError:
+                pass
+
+
+def write_atomic(path, data, tmp_suffix=".tmp"):
+    """Write `data` (str, bytes, or a callable that writes into a binary file) to `path + tmp_suffix`, fsync it,
+    rename it over `path`, fsync the directory: readers see the old file or the whole new one, never a part."""
+    tmp = f"{path}{tmp_suffix}"
+    with open(tmp, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
