@@ -12,7 +12,7 @@ Memory: each cell runs in its own subprocess with glibc's mmap threshold at 1 Mi
 so the resident set follows live tensors); peak = VmHWM (reset after imports) minus the RSS after imports (torch, libs),
 i.e. everything the step allocates: weights, LoRA + AdamW states, activations, loss buffers. `model` is the rise
 after building the model and optimizer, before the first step; `step` = peak - model, what the training step adds,
-printed beside `higgs-ds plan`'s prediction of it (higgs_ds/engine/plan.py). Time: the fastest of --steps steps after
+printed beside `higgs-ds plan`'s prediction of it (higgs_ds/tools/plan.py). Time: the fastest of --steps steps after
 --warmup (the machine is shared: the minimum is the least disturbed).
 
     python bench/step.py [--tokens 2048] [--hidden 384 --layers 4 --intermediate 1024] [--json]
@@ -119,7 +119,7 @@ def main(argv=None):
         rows.append(spawn(v, args, child_argv))
         rows[-1]["tokens_per_s"] = args.tokens / rows[-1]["step_s"]
     by = {r["variant"]: r for r in rows}
-    from higgs_ds.engine.plan import estimate
+    from higgs_ds.tools.plan import estimate
 
     cfg = config_from(args).to_dict()
     for r in rows:

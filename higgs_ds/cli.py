@@ -11,10 +11,11 @@
 """
 import argparse
 import json
-import logging
+import os
 import sys
 
-from .args import add_validation_flags
+from .config import add_flags
+from .errors import InputNotFound, run_entry_point
 
 
 def _parser():
@@ -24,7 +25,10 @@ def _parser():
     v.add_argument("--data", nargs="+", required=True, help="ChatML JSONL / JSON list files")
     v.add_argument("--tokenizer_path", help="text tokenizer dir (for token lengths); default: the embedded tiny one")
     v.add_argument("--report", help="also write the reports as JSON here")
-    add_validation_flags(v)
+    v.add_argument("--debug", action="store_true", help="show the traceback of a user error")
+    from .data.validate import ValidationConfig
+
+    add_flags(v, ValidationConfig)
     pr = sub.add_parser("prepare", help="fill the audio-code cache, or convert a manifest to ChatML")
     pr.add_argument("--data", nargs="+", help="ChatML files whose audio to encode into the code cache")
     pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: tiny one")
@@ -34,6 +38,7 @@ def _parser():
     pr.add_argument("--pair_by_speaker", action="store_true",
                     help="draw each row's reference from another utterance of the same speaker")
     pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker")
+    pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
@@ -44,7 +49,7 @@ def _parser():
 
 
 DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
-             "plan": ".engine.plan"}
+             "plan": ".tools.plan"}
 
 
 def _tiny():
@@ -54,15 +59,17 @@ def _tiny():
 
 
 def validate(args):
-    from .data.chatml import DataError
-    from .data.loaders import validate_files
-    from .models.loading import load_text_tokenizer
+    """Validate data files; only the text tokenizer is loaded (no model, no DeepSpeed): it starts in about a second."""
+    from transformers import AutoTokenizer
 
-    try:
-        reports = validate_files(args.data, load_text_tokenizer(args.tokenizer_path or _tiny().model_path), args)
-    except DataError as e:
-        print(e, file=sys.stderr)
-        return 1
+    from .config import from_args
+    from .data.validate import ValidationConfig, validate_files
+
+    tokenizer_dir = args.tokenizer_path or _tiny().model_path
+    if not os.path.isdir(tokenizer_dir):
+        raise InputNotFound(f"--tokenizer_path: directory not found: {tokenizer_dir}")
+    reports = validate_files(args.data, AutoTokenizer.from_pretrained(tokenizer_dir),
+                             from_args(ValidationConfig, args))
     for path, report in zip(args.data, reports):
         print(f"{path}\n{report.summary()}")
     if args.report:
@@ -90,7 +97,11 @@ def prepare(args, parser):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    """`higgs-ds COMMAND ...`: a user error is one message and its exit code (docs/ERRORS.md)."""
+    return run_entry_point(_main, argv)
+
+
+def _main(argv):
     if argv[:1] == ["train"]:
         from .train import main as train_main
 
@@ -98,8 +109,10 @@ def main(argv=None):
     if argv[:1] and argv[0] in DELEGATED:
         import importlib
 
-        return importlib.import_module(DELEGATED[argv[0]], __package__).main(argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return run_entry_point(importlib.import_module(DELEGATED[argv[0]], __package__).main, argv[1:])
+    from .logs import setup_logging
+
+    setup_logging()
     parser = _parser()
     args = parser.parse_args(argv)
     return validate(args) if args.command == "validate" else prepare(args, parser)

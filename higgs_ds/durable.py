@@ -2,6 +2,8 @@
 (data/code_cache.py): fsync of files and directories, and write-to-temp-then-rename."""
 import os
 
+TMP = ".tmp"  # suffix of a directory or file being written; renamed away when complete
+
 
 def fsync_path(path):
     """fsync a file or a directory (a directory's fsync makes the names in it durable)."""

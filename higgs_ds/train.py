@@ -5,10 +5,9 @@
     python higgs_ds/train.py --quick_test            # one process, embedded tiny default
     launch/single_node.sh ... --save_every 500 --resume auto   # restartable; see docs/FLAGS.md, launch/
 
-Reads top to bottom: flags -> distributed -> data -> model + LoRA -> DeepSpeed engine -> resume -> loop -> adapter.
-Checkpoints: engine/checkpoint.py; metrics (TensorBoard, tqdm): engine/metrics.py; activation checkpointing:
-engine/activation_checkpointing.py; SIGTERM/SIGINT: engine/preemption.py; NaN/inf steps: engine/numerics.py;
-output-dir checks: engine/preflight.py.
+Reads top to bottom: `build(args) -> Components` (paths, data, model + LoRA, DeepSpeed engine, resume state,
+meters), then `fit(components)` (the loop, then the adapter). The path of a sample and of a step:
+docs/ARCHITECTURE.md. Each component takes its own config dataclass (higgs_ds/config.py).
 """
 import os
 import sys
@@ -21,21 +20,59 @@ import itertools
 import json
 import logging
 import time
+from typing import Any, Optional
 
 import torch
 
 from higgs_ds.args import default_ds_config, parse_args
-from higgs_ds.engine.distributed import (all_reduce_sum, init_distributed, report_failure, select_accelerator,
-                                         setup_logging)
-from higgs_ds.engine.numerics import EXIT_NONFINITE, NonFiniteAbort
+from higgs_ds.config import from_args
+from higgs_ds.errors import EXIT_NONFINITE, EXIT_PREEMPTED, run_entry_point
 
 log = logging.getLogger("higgs_ds.train")
 
 
+@dataclasses.dataclass
+class Components:
+    """Everything `fit` needs, built by `build`."""
+    engine: Any
+    scheduler: Any
+    loader: Any
+    val_set: Any
+    loss_fn: Any
+    checkpointer: Any
+    state: Any
+    meter: Any
+    guard: Any
+    preview: Any
+    eval_cfg: Any
+    rank: int
+    world: int
+    total_steps: int
+    stop_at: int
+    accum: int
+    num_epochs: int
+    log_every: int
+    global_norm: bool
+    audio_out_id: int
+    fallback_lr: float
+    summary: dict  # facts for metrics.json
+
+
 def main(argv=None):
-    """Entry point: `train`, with a clear last message when the run aborts on NaNs or a rank dies."""
+    """Entry point: a user error is one clear message and its exit code (docs/ERRORS.md)."""
+    return run_entry_point(_main, argv)
+
+
+def _main(argv):
+    from higgs_ds.engine.distributed import report_failure
+    from higgs_ds.engine.numerics import NonFiniteAbort
+
+    args = parse_args(argv)
     try:
-        return run(argv)
+        if args.create_sample_data:
+            return create_sample_data(args)
+        components = build(args)
+        return 0 if components is None else fit(components)
     except NonFiniteAbort as e:
         log.error("%s", e)
         return EXIT_NONFINITE
@@ -44,39 +81,30 @@ def main(argv=None):
         raise
 
 
-def run(argv=None):
-    args = parse_args(argv)
-    if args.create_sample_data:
-        from higgs_ds.data.synthetic import create_sample_data
+def create_sample_data(args):
+    from higgs_ds.data.synthetic import create_sample_data as write
 
-        train, val = create_sample_data(args.create_sample_data, num_samples=args.num_sample_data, seed=args.seed)
-        print(f"wrote {args.num_sample_data} samples: {train} and {val}")
-        return 0
+    train, val = write(args.create_sample_data, num_samples=args.num_sample_data, seed=args.seed)
+    print(f"wrote {args.num_sample_data} samples: {train} and {val}")
+    return 0
+
+
+def build(args) -> Optional[Components]:
+    """Paths, data, model + LoRA, engine, resume state and meters; None after --validate_data_only."""
+    from higgs_ds.engine.distributed import init_distributed, select_accelerator
+    from higgs_ds.engine.ds_config import load_ds_config
+    from higgs_ds.engine.evaluation import EvalConfig
+    from higgs_ds.engine.checkpoint import CheckpointConfig, find_resume_dir
+    from higgs_ds.engine.preflight import check_output_dir
+    from higgs_ds.logs import setup_logging
 
     accelerator = select_accelerator()
-    import deepspeed
-
-    from higgs_ds.assets import ensure_tiny_data
-    from higgs_ds.data.loaders import build_loader, load_dataset, open_code_cache, start_epoch, validate_files
-    from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
-    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState, find_resume_dir, needs_universal, resumable
-    from higgs_ds.engine.ds_config import load_ds_config
-    from higgs_ds.engine.metrics import StepMeter, default_tensorboard_dir, flops_per_token, json_safe, peak_flops
-    from higgs_ds.engine.numerics import StepGuard
-    from higgs_ds.engine.preemption import EXIT_PREEMPTED, Preemption
-    from higgs_ds.engine.preflight import check_free_space, check_output_dir
-    from higgs_ds.loss import LossConfig, compute_loss
-    from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer, load_whisper_processor
-    from higgs_ds.models.lora import apply_lora
-
-    # --- paths first: building the embedded default (first use) must happen before torch.distributed exists,
-    # because the audio tokenizer's codebook initialisation all-gathers whenever a process group is up
-    train_path, val_path = args.train_data, args.val_data
-    if train_path is None:
-        train_path, default_val = ensure_tiny_data()
-        val_path = val_path or default_val
-    paths = ModelPaths.resolve(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
-
+    data_cfg, paths = resolve_inputs(args)  # before torch.distributed exists (the tiny assets' build needs that)
+    ckpt_cfg = from_args(CheckpointConfig, args)
+    if args.validate_data_only:
+        setup_logging(0)
+        validate_only(data_cfg, paths)
+        return None
     rank, world = init_distributed(args.dist_timeout_minutes)
     setup_logging(rank)
     ds_path = args.deepspeed or default_ds_config(accelerator)
@@ -84,35 +112,81 @@ def run(argv=None):
                      world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                      explicit=args.explicit)
     load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # fail on a bad config before loading
-    resume_dir = find_resume_dir(args.resume, args.output_dir)  # and on a bad --resume PATH
+    resume_dir = find_resume_dir(ckpt_cfg.resume, ckpt_cfg.output_dir)  # and on a bad --resume PATH
     torch.manual_seed(args.seed)
-
-    # --- data
-    if args.validate_data_only:
-        validate_files([p for p in (train_path, val_path) if p], load_text_tokenizer(paths.tokenizer_path), args)
-        return 0
     check_output_dir(args.output_dir)  # writable, before anything loads
+    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, rank)
+    loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
+    engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
+    eval_cfg = from_args(EvalConfig, args)
+    return build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg, resume_dir, total_steps,
+                      rank, world, paths, data_cfg)
+
+
+def resolve_inputs(args):
+    """(DataConfig, ModelPaths): data paths (the embedded set when unset) and model dirs, checked."""
+    from higgs_ds.assets import ensure_tiny_data, resolve_model_paths
+    from higgs_ds.data.loaders import DataConfig
+    from higgs_ds.data.validate import ValidationConfig
+
+    data_cfg = from_args(DataConfig, args, validation=from_args(ValidationConfig, args))
+    if data_cfg.train_data is None:
+        train, val = ensure_tiny_data()
+        data_cfg = dataclasses.replace(data_cfg, train_data=train, val_data=data_cfg.val_data or val)
+    paths = resolve_model_paths(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
+    return data_cfg, paths
+
+
+def validate_only(data_cfg, paths):
+    """--validate_data_only: every sample of train and val data checked and reported (no model, no DeepSpeed)."""
+    from higgs_ds.data.loaders import validate_files
+    from higgs_ds.models.loading import load_text_tokenizer
+
+    files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p]
+    validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)
+
+
+def build_data_and_model(args, data_cfg, paths, rank):
+    """(model with LoRA and activation checkpointing, train set, val set or None)."""
+    from higgs_ds.data.loaders import load_dataset, open_code_cache
+    from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
+    from higgs_ds.models.loading import load_all, load_whisper_processor
+    from higgs_ds.models.lora import AdapterConfig
+
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     model, tokenizer, audio_tokenizer = load_all(paths)
     limit = 8 if args.quick_test else None
-    data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path),
-                   whisper_processor=whisper)
-    train_set = load_dataset(train_path, tokenizer, audio_tokenizer, limit, **data_kw)
-    val_set = load_dataset(val_path, tokenizer, audio_tokenizer, limit, **data_kw) if val_path else None
-    del audio_tokenizer
-    log.info("data: %d train samples (%s), %d val samples", len(train_set), train_path, len(val_set or []))
+    data_kw = dict(show_progress=rank == 0, validation=data_cfg.validation, whisper_processor=whisper,
+                   code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
+    train_set = load_dataset(data_cfg.train_data, tokenizer, audio_tokenizer, limit, **data_kw)
+    val_set = load_dataset(data_cfg.val_data, tokenizer, audio_tokenizer, limit, **data_kw) if data_cfg.val_data else None
+    log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
+    model = from_args(AdapterConfig, args).apply(model)
+    model.higgs_ds_recompute_fraction = from_args(ActivationCheckpointingConfig, args).apply(model)
+    return model, train_set, val_set
 
-    # --- model, engine
-    model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
-                       args.lora_target_modules, args.modules_to_save)
-    recomputed = enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
-    recompute_fraction = len(recomputed) / model.config.text_config.num_hidden_layers
-    loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed,
-                          max_tokens_per_batch=args.max_tokens_per_batch, num_workers=args.num_workers)
-    steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * args.num_epochs
+
+def build_loader(args, data_cfg, train_set, model_config, rank, world):
+    """(resumable per-rank training loader, total optimizer steps)."""
+    from higgs_ds.data.loaders import build_loader as loader_for
+    from higgs_ds.data.resume import resumable
+
+    loader = loader_for(train_set, model_config, data_cfg.batch_size, rank, world, data_cfg.seed,
+                        max_tokens_per_batch=data_cfg.max_tokens_per_batch, num_workers=data_cfg.num_workers)
+    total_steps = max(1, len(loader) // args.gradient_accumulation_steps) * args.num_epochs
     if args.max_steps > 0:
         total_steps = min(total_steps, args.max_steps)
+    return resumable(loader), total_steps
+
+
+def build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world):
+    """(DeepSpeed engine, LR scheduler, configured LR) around the trainable parameters of `model`."""
+    import deepspeed
+
+    from higgs_ds.engine.checkpoint import needs_universal
+    from higgs_ds.engine.ds_config import load_ds_config
+    from higgs_ds.engine.preflight import check_free_space
+
     ds_config, opt_kwargs = load_ds_config(ds_path, total_steps=total_steps,
                                            warmup_steps=int(args.warmup_ratio * total_steps), **ds_kwargs)
     if needs_universal(resume_dir, world):  # another world size wrote it: DeepSpeed's universal checkpoint
@@ -124,84 +198,108 @@ def run(argv=None):
     log.info("DeepSpeed: ZeRO stage %d, %s, world %d, micro batch %d x accum %d; %d steps",
              engine.zero_optimization_stage(), "bf16" if engine.bfloat16_enabled() else "fp32", world,
              args.batch_size, args.gradient_accumulation_steps, total_steps)
+    return engine, scheduler, opt_kwargs["lr"]
 
-    loss_cfg = LossConfig(text_loss_weight=args.text_loss_weight, audio_loss_weight=args.audio_loss_weight,
-                          codebook_weights=args.codebook_weights, label_smoothing=args.label_smoothing,
-                          z_loss=args.z_loss, normalization=args.loss_normalization)
-    audio_out_id = model.config.audio_out_token_idx
 
-    eval_cfg = dataclasses.replace(loss_cfg, normalization="local")  # validation reports per-batch means
+def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg, resume_dir, total_steps, rank,
+               world, paths, data_cfg):
+    """Loss, checkpointer + resumed state, meter, preview, guards: the `Components` of `fit`."""
+    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
+    from higgs_ds.engine.evaluation import build_preview
+    from higgs_ds.engine.metrics import MetricsConfig, StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
+    from higgs_ds.engine.numerics import StepGuard
+    from higgs_ds.loss import LossConfig, compute_loss
+
+    loss_cfg = from_args(LossConfig, args)
+    eval_loss_cfg = dataclasses.replace(loss_cfg, normalization="local")  # validation reports per-batch means
 
     def loss_fn(batch, denominators=None):
-        return compute_loss(engine, batch, loss_cfg if denominators else eval_cfg, denominators)
+        return compute_loss(engine, batch, loss_cfg if denominators else eval_loss_cfg, denominators)
 
-    # --- resume, then the loop: one optimizer step = `gradient_accumulation_steps` micro-batches
-    ckpt = Checkpointer(engine, args.output_dir, args.save_every, args.keep_last, rank)
-    if args.resume and resume_dir is None:
-        log.info("--resume %s: no complete checkpoint in %s, starting fresh", args.resume, ckpt.dir)
+    ckpt = Checkpointer.from_config(engine, ckpt_cfg, rank)
+    if ckpt_cfg.resume and resume_dir is None:
+        log.info("--resume %s: no complete checkpoint in %s, starting fresh", ckpt_cfg.resume, ckpt.dir)
     state = ckpt.load(resume_dir) if resume_dir else TrainerState()
-    loader = resumable(loader)
-    accum, history, step, t0 = args.gradient_accumulation_steps, state.history, state.step, time.time()
+    metrics_cfg = from_args(MetricsConfig, args)
+    model = engine.module
+    meter = StepMeter(rank, world, total_steps, state.step,
+                      default_tensorboard_dir(args.output_dir, metrics_cfg.tensorboard_dir),
+                      flops_per_token(model, model.higgs_ds_recompute_fraction), peak_flops(engine.bfloat16_enabled()),
+                      progress=not metrics_cfg.no_progress)
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
-    meter = StepMeter(rank, world, total_steps, step, default_tensorboard_dir(args.output_dir, args.tensorboard_dir),
-                      flops_per_token(model, recompute_fraction),
-                      peak_flops(engine.bfloat16_enabled()), progress=not args.no_progress)
-    preview = None
-    if rank == 0 and args.sample_every > 0 and val_set is not None and meter.writer is not None:
-        from higgs_ds.inference.preview import AudioPreview
+    summary = {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
+               "train_data": data_cfg.train_data, "val_data": data_cfg.val_data}
+    return Components(
+        engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
+        state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),
+        preview=build_preview(rank, eval_cfg, engine, paths, val_set, meter.writer),
+        eval_cfg=dataclasses.replace(eval_cfg, num_workers=data_cfg.num_workers), rank=rank, world=world,
+        total_steps=total_steps, stop_at=stop_at, accum=args.gradient_accumulation_steps,
+        num_epochs=args.num_epochs, log_every=metrics_cfg.log_every,
+        global_norm=loss_cfg.normalization == "global", audio_out_id=model.config.audio_out_token_idx,
+        fallback_lr=lr, summary=summary)
 
-        preview = AudioPreview(engine.module.get_base_model(), paths, val_set.samples, args.sample_every,
-                               meter.writer, args.num_preview_prompts, args.preview_max_new_tokens)
-    guard = StepGuard(args.max_consecutive_skips, args.output_dir, history)
-    preempt = Preemption()
-    for epoch in range(state.epoch, args.num_epochs):
-        if step >= stop_at:
+
+def fit(c: Components):
+    """The loop: one optimizer step = `accum` micro-batches; eval, previews, checkpoints, preemption; the adapter."""
+    from higgs_ds.data.loaders import start_epoch
+    from higgs_ds.engine.evaluation import evaluate, report_eval
+    from higgs_ds.engine.checkpoint import TrainerState
+    from higgs_ds.engine.preemption import Preemption
+
+    state, engine, meter, ckpt = c.state, c.engine, c.meter, c.checkpointer
+    history, step, t0, preempt = state.history, state.step, time.time(), Preemption()
+    config = engine.module.config
+    for epoch in range(state.epoch, c.num_epochs):
+        if step >= c.stop_at:
             break
         consumed = state.batches_in_epoch if epoch == state.epoch else 0
-        start_epoch(loader, epoch, consumed)
+        start_epoch(c.loader, epoch, consumed)
         engine.train()
-        for window in meter.windows(accumulation_windows(loader, accum)):
-            train_step(engine, window, loss_fn, meter, args.loss_normalization == "global", audio_out_id,
-                       step + 1, rank)
-            step, consumed = step + 1, consumed + accum
-            lr = scheduler.get_last_lr()[0] if scheduler else opt_kwargs["lr"]
-            skips = guard.update(engine, step)  # raises NonFiniteAbort after --max_consecutive_skips in a row
+        for window in meter.windows(accumulation_windows(c.loader, c.accum)):
+            train_step(engine, window, c.loss_fn, meter, c.global_norm, c.audio_out_id, step + 1, c.rank)
+            step, consumed = step + 1, consumed + c.accum
+            lr = c.scheduler.get_last_lr()[0] if c.scheduler else c.fallback_lr
+            skips = c.guard.update(engine, step)  # raises NonFiniteAbort after --max_consecutive_skips in a row
             record = {**meter.finish(step, lr, engine.get_global_grad_norm(), skips), "epoch": epoch}
             history.append(record)
-            if step % args.log_every == 0 or step == total_steps:
+            if step % c.log_every == 0 or step == c.total_steps:
                 log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
-                         total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
+                         c.total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
-            if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0 and step < stop_at:
-                report_eval(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, meter)
-            if preview is not None and preview.due(step):
-                preview.write(step)
+            if c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at:
+                report_eval(evaluate(engine, c.val_set, config, c.eval_cfg, c.rank, c.world, c.loss_fn), step, meter)
+            if c.preview is not None and c.preview.due(step):
+                c.preview.write(step)
             stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
-            if stop or ckpt.due(step) or (step == stop_at < total_steps and args.save_every > 0):
+            if stop or ckpt.due(step) or (step == c.stop_at < c.total_steps and ckpt.save_every > 0):
                 ckpt.save(TrainerState(step, epoch, consumed, history))
             if stop:
                 log.warning("%s", preempt.message(step, ckpt.dir))
                 meter.close()
                 return EXIT_PREEMPTED
-            if step >= stop_at:
+            if step >= c.stop_at:
                 break
-
-    val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
-    if val_loss is not None:
-        report_eval(val_loss, step, meter)
-
-    # --- adapter
-    if rank == 0:
-        os.makedirs(args.output_dir, exist_ok=True)
-        engine.module.save_pretrained(os.path.join(args.output_dir, "adapter"))
-        with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
-            json.dump(json_safe({"history": history, "val": val_loss, "world_size": world,
-                                 "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-                                 "train_data": train_path, "val_data": val_path}), f, indent=1, allow_nan=False)
-        log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
-    meter.close()
-    torch.distributed.barrier()
+    val = evaluate(engine, c.val_set, config, c.eval_cfg, c.rank, c.world, c.loss_fn) if c.val_set else None
+    if val is not None:
+        report_eval(val, step, meter)
+    save_adapter(c, history, val)
     return 0
+
+
+def save_adapter(c, history, val):
+    """Rank 0 writes the adapter and metrics.json; every rank waits for it."""
+    from higgs_ds.engine.metrics import json_safe
+
+    out = c.checkpointer.output_dir
+    if c.rank == 0:
+        os.makedirs(out, exist_ok=True)
+        c.engine.module.save_pretrained(os.path.join(out, "adapter"))
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(json_safe({"history": history, "val": val, **c.summary}), f, indent=1, allow_nan=False)
+        log.info("adapter written to %s", os.path.join(out, "adapter"))
+    c.meter.close()
+    torch.distributed.barrier()
 
 
 def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id, step, rank):
@@ -225,37 +323,11 @@ def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id, step, 
         meter.add(out.metrics, batch)
 
 
-def report_eval(val, step, meter):
-    meter.write(val, step, "eval/")
-    log.info("validation at step %d: loss %.4f | text %.4f | audio %.4f", step, val["loss/total"], val["loss/text"],
-             val["loss/audio"])
-
-
 def accumulation_windows(loader, size):
     """Group micro-batches into optimizer steps (a trailing partial window is dropped, as DeepSpeed would)."""
     it = iter(loader)
     while len(window := list(itertools.islice(it, size))) == size:
         yield window
-
-
-@torch.no_grad()
-def evaluate(engine, dataset, config, args, rank, world, loss_fn):
-    """Mean of per-batch losses and per-codebook accuracies over the validation set, averaged over ranks."""
-    from higgs_ds.data.loaders import build_loader, to_device
-
-    engine.eval()
-    loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False,
-                          num_workers=args.num_workers)
-    sums = {}
-    for batch in loader:
-        for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():
-            if k.startswith(("loss/", "acc/")):
-                sums[k] = sums.get(k, 0.0) + float(v)
-    keys = sorted(sums)
-    vec = torch.tensor([sums[k] for k in keys] + [float(len(loader))], dtype=torch.float64)
-    vec = all_reduce_sum(vec)
-    engine.train()
-    return {k: v / max(vec[-1].item(), 1.0) for k, v in zip(keys, vec[:-1].tolist())}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from conftest import DEEPSPEED, PYTHON, ROOT, run_cmd
-from higgs_ds.engine.checkpoint import (LATEST, STATE_FILE, Checkpointer, SkipSampler, complete_tags,
+from higgs_ds.data.resume import SkipSampler
+from higgs_ds.engine.checkpoint import (LATEST, STATE_FILE, Checkpointer, complete_tags,
                                         find_resume_dir, needs_universal, rng_state, set_rng_state)
 from higgs_ds.durable import write_atomic
 from higgs_ds.engine.faults import ENV

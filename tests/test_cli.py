@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from higgs_ds.errors import EXIT_DATA
 from higgs_ds.cli import main
 from higgs_ds.data.chatml import read_chatml
 
@@ -14,7 +15,7 @@ def test_validate_reports_and_fails_on_bad_data(small_data, tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())[small_data[0]]["speakers"] == 4
     bad = tmp_path / "bad.jsonl"
     bad.write_text(open(small_data[0]).readline() + "{oops\n")
-    assert main(["validate", "--data", str(bad)]) == 1
+    assert main(["validate", "--data", str(bad)]) == EXIT_DATA
     assert f"[json] {bad}:2" in capsys.readouterr().err
     assert main(["validate", "--data", str(bad), "--on_bad_sample", "skip"]) == 0
 

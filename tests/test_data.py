@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from higgs_ds.data.chatml import DataError, read_chatml
-from higgs_ds.data.synthetic import voice_cloning_sample
+from higgs_ds.data.samples import voice_cloning_sample
 
 
 def _write(path, rows):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from higgs_ds.data.loaders import build_loader, start_epoch
-from higgs_ds.engine.checkpoint import resumable
+from higgs_ds.data.resume import resumable
 
 
 def _loader(dataset, config, mode, workers):

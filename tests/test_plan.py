@@ -1,4 +1,4 @@
-"""`higgs-ds plan` (higgs_ds/engine/plan.py): parameter counts, model states, and memory against measurements.
+"""`higgs-ds plan` (higgs_ds/tools/plan.py): parameter counts, model states, and memory against measurements.
 
 The memory model's stated error (docs/PERF.md): within 15 % of measured peak memory, on CPU (bench/step.py cells, each
 in its own process) and on one H200 (bench/results/gpu_step*_h200.json, the released configuration).
@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from higgs_ds.engine.plan import GiB, Dims, estimate, main, model_states, parameter_counts
+from higgs_ds.tools.plan import GiB, Dims, estimate, main, model_states, parameter_counts
 
 from conftest import ROOT
 

@@ -6,8 +6,9 @@ import pytest
 import soundfile as sf
 
 from higgs_ds.data.chatml import DataError, read_chatml
-from higgs_ds.data.synthetic import speech_like, voice_cloning_sample
-from higgs_ds.data.validate import Limits, validate_data
+from higgs_ds.data.samples import voice_cloning_sample
+from higgs_ds.data.synthetic import speech_like
+from higgs_ds.data.validate import ValidationConfig, validate_data
 
 
 def _wav(path, seconds=0.6, sr=24000, channels=1):
@@ -61,7 +62,7 @@ def corpus(tmp_path):
     return str(path), {i + 1: kind for i, (_, kind) in enumerate(rows)}
 
 
-LIMITS = Limits(min_audio_seconds=0.1, max_audio_seconds=20.0, max_tokens=300)
+LIMITS = ValidationConfig(min_audio_seconds=0.1, max_audio_seconds=20.0, max_tokens=300)
 
 
 def test_fail_mode_lists_every_problem_with_file_line_and_kind(corpus, text_tokenizer):

@@ -18,6 +18,8 @@ import shutil
 import numpy as np
 import torch
 
+from ..constants import cache_root
+
 TINY_VERSION = "tiny-v2"  # v2: top-level hidden_size, as in the released config (CUDA-graph capture reads it)
 TINY_SEED = 1234
 TINY_HEAD_STD = 0.125
@@ -50,8 +52,6 @@ class TinyAssets:
         return os.path.join(self.root, "whisper_processor")
 
 
-def default_cache_dir():
-    return os.environ.get("HIGGS_DS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "higgs_ds")
 
 
 def tiny_higgs_config(tokenizer, tower=False):
@@ -147,7 +147,7 @@ def _build_tiny(tmp):
 
 def ensure_tiny_assets(cache_dir=None):
     """Return the tiny assets, building them on first use (~20 s on 2 CPU cores). Safe under concurrent ranks."""
-    return TinyAssets(build_once(os.path.join(cache_dir or default_cache_dir(), TINY_VERSION), _build_tiny))
+    return TinyAssets(build_once(os.path.join(cache_dir or cache_root(), TINY_VERSION), _build_tiny))
 
 
 def _build_tiny_tower(tmp, audio_tokenizer_path):
@@ -162,7 +162,7 @@ def ensure_tiny_tower_assets(cache_dir=None):
     """The tiny model with a tiny Whisper audio tower, its audio tokenizer (the tiny one) and a local
     `WhisperProcessor` (`whisper_processor_path`); built on first use like `ensure_tiny_assets`."""
     tiny = ensure_tiny_assets(cache_dir)
-    root = os.path.join(cache_dir or default_cache_dir(), TINY_TOWER_VERSION)
+    root = os.path.join(cache_dir or cache_root(), TINY_TOWER_VERSION)
     return TinyAssets(build_once(root, lambda tmp: _build_tiny_tower(tmp, tiny.audio_tokenizer_path)))
 
 
@@ -170,6 +170,6 @@ def ensure_tiny_data(cache_dir=None):
     """(train.jsonl, val.jsonl) of the embedded synthetic voice-cloning set, built on first use."""
     from ..data.synthetic import create_sample_data
 
-    root = build_once(os.path.join(cache_dir or default_cache_dir(), TINY_VERSION + "-data"),
+    root = build_once(os.path.join(cache_dir or cache_root(), TINY_VERSION + "-data"),
                       lambda tmp: create_sample_data(tmp, num_samples=TINY_DATA_SAMPLES))
     return os.path.join(root, "train.jsonl"), os.path.join(root, "val.jsonl")

@@ -9,12 +9,14 @@ import json
 import os
 
 from boson_multimodal.data_types import AudioContent, ChatMLSample, Message, TextContent
+from ..errors import EXIT_DATA, UserError
 
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A bad sample or data file; the message names file:line. `kind` classifies it (schema, json, role, ...)."""
+    exit_code = EXIT_DATA
 
     def __init__(self, message, kind="invalid", file=None, line=None, sample_id=None):
         super().__init__(message)

@@ -43,7 +43,7 @@ def tokenizer_id(tokenizer_dir):
 
 
 def default_cache_dir(tokenizer_dir):
-    from ..assets.tiny import default_cache_dir as root
+    from ..constants import cache_root as root
 
     return os.path.join(root(), "codes", tokenizer_id(tokenizer_dir))
 

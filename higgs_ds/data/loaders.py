@@ -3,47 +3,61 @@
 Batching is either a fixed `batch_size` (seeded `DistributedSampler`) or, with `max_tokens_per_batch`, the
 token-budget sampler (sampler.py). Both give every rank the same number of batches.
 """
+import dataclasses
 import logging
+from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..config import option
 from .collate import TrainingCollator
 from .dataset import VoiceCloningDataset
 from .sampler import TokenBudgetBatchSampler
-from .validate import Limits, validate_data
+from .validate import ValidationConfig, validate_files  # noqa: F401  (validate_files: train.py's door)
 
 log = logging.getLogger(__name__)
 
 
-def validate_files(paths, tokenizer, args=None):
-    """Validate each data file (`--validate_data_only`); log its summary; return its `ValidationReport`s."""
-    reports = []
-    for path in paths:
-        report = validate_data(path, tokenizer, Limits.from_args(args) if args else None,
-                               getattr(args, "on_bad_sample", "fail"))
-        log.info("%s\n%s", path, report.summary())
-        reports.append(report)
-    return reports
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from and how it is batched. batch_size and seed are the training flags of that name."""
+    train_data: Optional[str] = option(None, "ChatML JSONL / JSON list; default: the embedded synthetic set", type=str)
+    val_data: Optional[str] = option(None, "validation ChatML; default: the embedded set's val split when "
+                                           "--train_data is unset", type=str)
+    code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
+                                                 "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
+                                                 "the fly", type=str)
+    no_code_cache: bool = option(False, "encode all audio on the fly; ignore the code cache")
+    max_tokens_per_batch: int = option(0, "token-budget batching: length-bucketed micro-batches of at most this "
+                                          "many padded tokens (replaces --batch_size for training; 0: fixed "
+                                          "--batch_size)", minimum=0)
+    num_workers: Optional[int] = option(None, "DataLoader worker processes per rank (persistent; 0: load in the "
+                                              "training process); default 2 with CUDA, 0 on CPU. Pinned memory is "
+                                              "used on CUDA", type=int, minimum=0)
+    batch_size: int = 2
+    seed: int = 42
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
 
 
-def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, args=None, code_cache=None,
+def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, validation=None, code_cache=None,
                  whisper_processor=None):
-    """Validate `path` (limits and --on_bad_sample from `args`), then build the dataset from the good samples
-    (with the waveforms Whisper needs when `whisper_processor` is given; see dataset.py)."""
-    (report,) = validate_files([path], tokenizer, args)
+    """Validate `path` (a `ValidationConfig`), then build the dataset from the good samples (with the waveforms
+    Whisper needs when `whisper_processor` is given; see dataset.py)."""
+    (report,) = validate_files([path], tokenizer, validation)
     samples = report.samples[:limit] if limit else report.samples
     return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache,
                                whisper_processor=whisper_processor)
 
 
-def open_code_cache(args, audio_tokenizer_path):
-    """The code cache for this audio tokenizer (--code_cache_dir or the default), or None with --no_code_cache."""
+def open_code_cache(config, audio_tokenizer_path):
+    """The code cache for this audio tokenizer (`DataConfig.code_cache_dir` or the default), or None with
+    `no_code_cache`."""
     from .code_cache import CodeCache
 
-    if getattr(args, "no_code_cache", False):
+    if config.no_code_cache:
         return None
-    return CodeCache.for_tokenizer(audio_tokenizer_path, getattr(args, "code_cache_dir", None))
+    return CodeCache.for_tokenizer(audio_tokenizer_path, config.code_cache_dir)
 
 
 def default_num_workers():
@@ -86,7 +100,7 @@ def start_epoch(loader, epoch, skip_batches=0):
     """Reseed the loader's shuffling for `epoch` and skip this rank's first `skip_batches` batches (resume).
 
     Token-budget batches resume through the sampler's own state; fixed-size batches through the `SkipSampler`
-    that `engine.checkpoint.resumable` installs.
+    that `data.resume.resumable` installs.
     """
     if isinstance(loader.batch_sampler, TokenBudgetBatchSampler):
         state = loader.batch_sampler.state_dict()

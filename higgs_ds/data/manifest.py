@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from .chatml import DataError
-from .synthetic import voice_cloning_sample
+from .samples import voice_cloning_sample
 
 log = logging.getLogger(__name__)
 COLUMNS = ("ref_audio", "ref_text", "target_audio", "target_text", "speaker")

@@ -9,8 +9,9 @@ import os
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 24000
-SYSTEM_PROMPT = "Generate speech in the provided voice."
+from ..constants import SAMPLE_RATE
+from .samples import voice_cloning_sample
+
 WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars glow above "
          "quiet rivers and old towns remember every song people sing at night").split()
 
@@ -41,21 +42,6 @@ def _speakers(num_speakers, rng):
 
 def _sentence(rng, lo=3, hi=8):
     return " ".join(rng.choice(WORDS, size=int(rng.integers(lo, hi + 1)))).capitalize() + "."
-
-
-def voice_cloning_sample(ref_audio, ref_text, target_audio, target_text, speaker=None):
-    """The five-message ChatML form that trains the target audio only (start_index 4)."""
-    return {
-        "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": ref_text},
-            {"role": "assistant", "content": {"type": "audio", "audio_url": ref_audio}},
-            {"role": "user", "content": target_text},
-            {"role": "assistant", "content": {"type": "audio", "audio_url": target_audio}},
-        ],
-        "start_index": 4,
-        "speaker": speaker,
-    }
 
 
 def create_sample_data(out_dir, num_samples=32, num_speakers=4, val_fraction=0.125, seed=0,

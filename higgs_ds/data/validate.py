@@ -11,23 +11,24 @@ import os
 
 import numpy as np
 
+from ..config import option
+from ..constants import FRAMES_PER_SECOND, SAMPLE_RATE
+from .audio import probe_audio
 from .chatml import DataError, iter_chatml
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 24000
-FRAMES_PER_SECOND = 25  # the Higgs audio tokenizer: 24 kHz / hop 960
 MAX_LISTED = 50
 
 
 @dataclasses.dataclass
-class Limits:
-    min_audio_seconds: float = 0.1
-    max_audio_seconds: float = 60.0
-    max_tokens: int = 8192
-
-    @classmethod
-    def from_args(cls, args):
-        return cls(args.min_audio_seconds, args.max_audio_seconds, args.max_tokens)
+class ValidationConfig:
+    """Data validation (docs/DATA.md): limits, and what to do with a bad sample."""
+    min_audio_seconds: float = option(0.1, "shorter audio clips are bad samples")
+    max_audio_seconds: float = option(60.0, "longer audio clips are bad samples")
+    max_tokens: int = option(8192, "longest sample in tokens (text tokens + audio frames at 25 Hz); longer ones "
+                                   "are bad samples", minimum=1)
+    on_bad_sample: str = option("fail", "fail: stop after listing every bad sample; skip: use the good ones (bad "
+                                        "ones are counted and listed in the log)", choices=("fail", "skip"))
 
 
 @dataclasses.dataclass
@@ -44,40 +45,6 @@ class Problem:
 
     def __str__(self):
         return f"[{self.kind}] {self.message}"
-
-
-@dataclasses.dataclass
-class AudioInfo:
-    seconds: float
-    sample_rate: int
-    channels: int
-
-
-def probe_audio(path, where):
-    """Decode `path` fully (soundfile, then librosa for other formats); `DataError` if missing/corrupt/empty."""
-    import soundfile as sf
-
-    if not os.path.isfile(path):
-        raise DataError(f"{where}: audio file not found: {path}", "missing_audio")
-    try:
-        wav, sr = sf.read(path, always_2d=True, dtype="float32")
-        channels = wav.shape[1]
-    except Exception:
-        try:
-            import warnings
-
-            import librosa
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "PySoundFile failed. Trying audioread instead."
-                wav, sr = librosa.load(path, sr=None, mono=False)
-            wav = wav.reshape(-1, wav.shape[-1]).T if wav.size else wav.reshape(0, 1)
-            channels = wav.shape[1]
-        except Exception as e:  # soundfile/audioread raise many types for undecodable files
-            raise DataError(f"{where}: cannot decode audio {path}: {type(e).__name__}: {e}", "corrupt_audio") from None
-    if wav.shape[0] == 0:
-        raise DataError(f"{where}: audio file is empty (0 samples): {path}", "empty_audio")
-    return AudioInfo(wav.shape[0] / sr, int(sr), int(channels))
 
 
 @dataclasses.dataclass
@@ -124,7 +91,7 @@ class Validator:
     """Checks samples one by one; audio files are probed once however many samples share them."""
 
     def __init__(self, tokenizer=None, limits=None):
-        self.tokenizer, self.limits = tokenizer, limits or Limits()
+        self.tokenizer, self.limits = tokenizer, limits or ValidationConfig()
         self._audio = {}
 
     def _audio_info(self, path, where):
@@ -177,11 +144,13 @@ class Validator:
             report.speakers.add(src.sample.speaker)
 
 
-def validate_data(paths, tokenizer=None, limits=None, on_bad_sample="fail"):
+def validate_data(paths, tokenizer=None, limits=None, on_bad_sample=None):
     """Read and check every sample of `paths`; returns a `ValidationReport` whose `samples` are the good ones.
 
     on_bad_sample="fail" raises one `DataError` listing every problem; "skip" drops bad samples and logs them.
     """
+    limits = limits or ValidationConfig()
+    on_bad_sample = on_bad_sample or limits.on_bad_sample
     if on_bad_sample not in ("fail", "skip"):
         raise ValueError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
     validator, report = Validator(tokenizer, limits), ValidationReport()
@@ -204,3 +173,13 @@ def validate_data(paths, tokenizer=None, limits=None, on_bad_sample="fail"):
             raise DataError(msg + "\n(fix them, or pass --on_bad_sample skip to train on the good ones)", "invalid")
         log.warning("skipping %s", msg)
     return report
+
+
+def validate_files(paths, tokenizer, config=None):
+    """Validate each data file (`--validate_data_only`); log its summary; return its `ValidationReport`s."""
+    reports = []
+    for path in paths:
+        report = validate_data(path, tokenizer, config)
+        log.info("%s\n%s", path, report.summary())
+        reports.append(report)
+    return reports

@@ -6,13 +6,32 @@ each selected layer's `forward` is replaced by one that runs the original under
 `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` while training with grad enabled: the layer's
 activations are dropped after the forward and recomputed in the backward. Inference is unchanged.
 """
+import dataclasses
 import functools
 import logging
 
 import torch.utils.checkpoint
 
+from ..config import option
+
 log = logging.getLogger(__name__)
 MODES = ("off", "all", "every_k")
+
+
+@dataclasses.dataclass
+class ActivationCheckpointingConfig:
+    activation_checkpointing: str = option("off", "recompute decoder-layer activations in the backward: all layers, "
+                                                  "or every k-th (less memory, ~1/3 more compute per checkpointed "
+                                                  "layer)", choices=MODES)
+    checkpoint_every_k: int = option(2, "with --activation_checkpointing every_k: checkpoint layers 0, k, 2k, ...",
+                                     minimum=1)
+
+    def apply(self, model):
+        """Wrap the chosen layers; returns the fraction of decoder layers recomputed in the backward."""
+        chosen = enable_activation_checkpointing(model, self.activation_checkpointing, self.checkpoint_every_k)
+        from ..models.unwrap import base_higgs_model
+
+        return len(chosen) / len(base_higgs_model(model).layers)
 
 
 def _checkpointed(layer, forward):
@@ -34,7 +53,7 @@ def enable_activation_checkpointing(model, mode="all", every_k=1):
         return []
     if every_k < 1:
         raise ValueError(f"checkpoint_every_k must be >= 1, got {every_k}")
-    from higgs_ds.loss import base_higgs_model
+    from ..models.unwrap import base_higgs_model
 
     layers = base_higgs_model(model).layers
     chosen = [i for i in range(len(layers)) if mode == "all" or i % every_k == 0]

@@ -22,20 +22,36 @@ import os
 import random
 import re
 import shutil
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
 
-from ..durable import fsync_path, fsync_tree, write_atomic
+from ..config import option
+from ..errors import InputNotFound
+from ..durable import TMP, fsync_path, fsync_tree, write_atomic
 from .faults import fault
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 LATEST = "latest"
-TMP = ".tmp"
 _TAG = re.compile(r"^step(\d+)$")
+
+
+@dataclasses.dataclass
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Resumable checkpoints under output_dir/checkpoints (docs/CHECKPOINTS.md)."""
+    save_every: int = option(0, "save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer "
+                                "steps (0: never)", minimum=0)
+    keep_last: int = option(3, "keep only the newest K complete checkpoints (0: keep all)", minimum=0)
+    resume: Optional[str] = option(None, "auto: continue from the checkpoint output_dir/checkpoints/latest names, "
+                                         "else the newest complete one (fresh start if none); PATH: a step<N> dir, a "
+                                         "checkpoints/ dir or an output dir. Another number of ranks resumes through "
+                                         "DeepSpeed's universal checkpoint (docs/CHECKPOINTS.md)",
+                                   type=str, metavar="auto|PATH")
+    output_dir: str = "outputs/run"
 
 
 @dataclasses.dataclass
@@ -139,12 +155,12 @@ def find_resume_dir(resume, output_dir):
         return latest_tag(os.path.join(output_dir, "checkpoints"))
     if os.path.isfile(os.path.join(resume, STATE_FILE)):
         if read_state(resume) is None:
-            raise FileNotFoundError(f"--resume {resume}: incomplete or truncated checkpoint (a file that "
+            raise InputNotFound(f"--resume {resume}: incomplete or truncated checkpoint (a file that "
                                     f"{STATE_FILE} lists is missing or has another size)")
         return resume
     found = latest_tag(resume) or latest_tag(os.path.join(resume, "checkpoints"))
     if found is None:
-        raise FileNotFoundError(f"--resume {resume}: no complete checkpoint (a step<N>/ dir with {STATE_FILE})")
+        raise InputNotFound(f"--resume {resume}: no complete checkpoint (a step<N>/ dir with {STATE_FILE})")
     return found
 
 
@@ -158,7 +174,9 @@ class Checkpointer:
     """Saves every `save_every` optimizer steps into `<output_dir>/checkpoints`, keeping the last `keep_last`."""
 
     def __init__(self, engine, output_dir, save_every=0, keep_last=0, rank=0):
+        """`Checkpointer.from_config(engine, CheckpointConfig, rank)` in training."""
         self.engine, self.save_every, self.keep_last, self.rank = engine, save_every, keep_last, rank
+        self.output_dir = output_dir
         self.dir = os.path.join(output_dir, "checkpoints")
         if engine is not None:  # lets ds_to_universal convert our tags without --inject_missing_state
             from .universal import mark_convertible
@@ -166,6 +184,10 @@ class Checkpointer:
             mark_convertible(engine.module)
         if rank == 0:
             self.remove_leftovers()
+
+    @classmethod
+    def from_config(cls, engine, config, rank):
+        return cls(engine, config.output_dir, config.save_every, config.keep_last, rank)
 
     def due(self, step):
         return self.save_every > 0 and step % self.save_every == 0
@@ -249,33 +271,3 @@ class Checkpointer:
             for old in tags[:-self.keep_last]:
                 os.rename(old, old + TMP)
                 shutil.rmtree(old + TMP, ignore_errors=True)
-
-
-class SkipSampler(Sampler):
-    """Wraps a (Distributed)Sampler; the next `__iter__` drops its first `skip` indices, later ones drop none."""
-
-    def __init__(self, sampler):
-        self.sampler, self.skip = sampler, 0
-
-    def set_epoch(self, epoch):
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        skip, self.skip = self.skip, 0
-        return iter(list(self.sampler)[skip:])
-
-    def __len__(self):
-        return len(self.sampler)
-
-
-def resumable(loader):
-    """The same DataLoader with a `SkipSampler` (set `loader.sampler.skip` in samples before an epoch).
-
-    A loader driven by a batch sampler (token budget) resumes through that sampler's state: returned as is.
-    """
-    if loader.batch_size is None:
-        return loader
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=SkipSampler(loader.sampler),
-                      collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                      drop_last=loader.drop_last, persistent_workers=loader.persistent_workers,
-                      prefetch_factor=loader.prefetch_factor, worker_init_fn=loader.worker_init_fn)

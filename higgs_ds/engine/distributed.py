@@ -41,16 +41,6 @@ def init_distributed(timeout_minutes=30):
     return dist.get_rank(), dist.get_world_size()
 
 
-def setup_logging(rank):
-    """Rank-prefixed logging; INFO on rank 0, WARNING elsewhere."""
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stdout, force=True,
-        format=f"[rank{rank}] %(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-    )
-    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def all_reduce_sum(vec):
     """Sum a CPU tensor over all ranks, on the device the backend needs (NCCL: the current GPU); returns CPU."""
     import torch

@@ -8,9 +8,7 @@ import copy
 import json
 import os
 
-
-class ConfigError(ValueError):
-    """A DeepSpeed config that cannot work with the given command line."""
+from ..errors import ConfigError  # noqa: F401  (raised here; tests import it from here)
 
 
 def _fill(section, key, value, where, cli_flag):

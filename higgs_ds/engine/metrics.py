@@ -11,19 +11,31 @@ Each optimizer step's losses and accuracies are the mean over the step's micro-b
   runs twice; approximating every layer as equally heavy and the non-layer parameters as small); attention's
   quadratic term is left out. Peak: dense bf16 of the device (table below); "n/a" on CPU or unknown devices.
 """
+import dataclasses
 import logging
 import math
 import os
 import resource
 import time
+from typing import Optional
 
 import torch
 
+from ..config import option
+from ..constants import FRAMES_PER_SECOND
 from .distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
-FRAMES_PER_SECOND = 25
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+@dataclasses.dataclass
+class MetricsConfig:
+    """Log lines, TensorBoard and the progress bar."""
+    log_every: int = option(1, "log a line every N optimizer steps", minimum=1)
+    tensorboard_dir: Optional[str] = option(None, "TensorBoard event dir (rank 0); default output_dir/tensorboard; "
+                                                  "'none': off", type=str)
+    no_progress: bool = option(False, "no tqdm progress bar")
 
 
 def flops_per_token(model, recompute_fraction=0.0):

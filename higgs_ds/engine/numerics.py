@@ -15,11 +15,11 @@ import os
 
 import torch
 
+from ..errors import EXIT_NONFINITE  # noqa: F401  (the exit code of NonFiniteAbort)
 from .checkpoint import complete_tags
 from .faults import fault
 
 log = logging.getLogger(__name__)
-EXIT_NONFINITE = 3  # exit code of a run stopped by --max_consecutive_skips
 
 
 class NonFiniteAbort(RuntimeError):

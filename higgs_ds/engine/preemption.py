@@ -13,10 +13,10 @@ import signal
 
 import torch
 
+from ..errors import EXIT_PREEMPTED  # noqa: F401
 from .distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
-EXIT_PREEMPTED = 75
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 

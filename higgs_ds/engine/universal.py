@@ -39,8 +39,7 @@ def convert(tag_dir, rank):
     if rank == 0 and not os.path.isfile(os.path.join(out, "zero", "optimizer_state.pt")):
         from deepspeed.checkpoint import ds_to_universal
 
-        from ..durable import fsync_path, fsync_tree
-        from .checkpoint import TMP
+        from ..durable import TMP, fsync_path, fsync_tree
 
         tmp = out + TMP
         shutil.rmtree(tmp, ignore_errors=True)  # a conversion killed half way

@@ -56,14 +56,17 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..logs import setup_logging
+
+    setup_logging()
     from ..data.loaders import load_dataset
-    from ..models.loading import ModelPaths, load_all, load_whisper_processor
+    from ..assets import resolve_model_paths
+    from ..models.loading import load_all, load_whisper_processor
     from .export import base_model_path, find_adapter
 
     adapter = find_adapter(args.adapter) if args.adapter else None
     model_path = args.model_path or (base_model_path(adapter) if adapter else None)
-    paths = ModelPaths.resolve(model_path, args.audio_tokenizer_path)
+    paths = resolve_model_paths(model_path, args.audio_tokenizer_path)
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)
     model, tok, audio_tok = load_all(paths)
     if adapter:

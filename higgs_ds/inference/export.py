@@ -12,6 +12,8 @@ import shutil
 
 import torch
 
+from ..errors import InputNotFound
+
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -21,7 +23,7 @@ def find_adapter(path):
     for cand in (path, os.path.join(path, "adapter")):
         if os.path.isfile(os.path.join(cand, "adapter_config.json")):
             return cand
-    raise FileNotFoundError(f"--checkpoint: no adapter_config.json in {path} or {path}/adapter")
+    raise InputNotFound(f"--checkpoint: no adapter_config.json in {path} or {path}/adapter")
 
 
 def base_model_path(adapter_dir, override=None):
@@ -30,7 +32,7 @@ def base_model_path(adapter_dir, override=None):
     with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
         base = json.load(f).get("base_model_name_or_path")
     if not base or not os.path.isdir(base):
-        raise FileNotFoundError(f"{adapter_dir}/adapter_config.json names base model {base!r}, which is not a "
+        raise InputNotFound(f"{adapter_dir}/adapter_config.json names base model {base!r}, which is not a "
                                 "local dir: pass --model_path")
     return base
 
@@ -102,6 +104,8 @@ def main(argv=None):
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the merged weights")
     p.add_argument("--model_path", help="base model dir (default: the one recorded in adapter_config.json)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..logs import setup_logging
+
+    setup_logging()
     export(args.checkpoint, args.output, args.merge, args.dtype, args.model_path)
     return 0

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import torch
 
-from ..data.synthetic import SYSTEM_PROMPT
+from ..constants import SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,9 @@ def main(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=1024)
     p.add_argument("--device", choices=("cpu", "cuda"))
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..logs import setup_logging
+
+    setup_logging()
     if args.requests:
         with open(args.requests) as f:
             requests = [json.loads(line) for line in f if line.strip()]

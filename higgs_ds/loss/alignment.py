@@ -7,7 +7,7 @@ against label t would train the copy task (near-zero loss, silent output) — se
 """
 import torch
 
-IGNORE = -100
+from ..constants import IGNORE_INDEX as IGNORE
 
 
 def text_targets(expanded_labels):

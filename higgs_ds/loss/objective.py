@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..config import option
 from .alignment import IGNORE, audio_targets, text_targets
 from .fused import fused_linear_ce
 
@@ -33,13 +34,18 @@ class LossOutput:
 
 @dataclasses.dataclass
 class LossConfig:
-    text_loss_weight: float = 1.0
-    audio_loss_weight: float = 1.0
-    codebook_weights: Optional[Sequence[float]] = None  # per codebook, rescaled to mean 1; None = plain mean
-    label_smoothing: float = 0.0
-    z_loss: float = 0.0  # coefficient of logsumexp(logits)^2 per labeled target
+    """The objective (docs/LOSS.md). The dataclass default normalization is "local"; the flag's is "global"."""
+    text_loss_weight: float = option(1.0, "weight of the text CE term")
+    audio_loss_weight: float = option(1.0, "weight of the audio CE term")
+    codebook_weights: Optional[Sequence[float]] = option(None, "one weight per codebook (rescaled to mean 1)",
+                                                         type=float, nargs="+")
+    label_smoothing: float = option(0.0, "label smoothing of both CE terms")
+    z_loss: float = option(0.0, "coefficient of logsumexp^2 per labeled target")
     chunk_size: Optional[int] = None  # rows of logits per chunk; None = about 4M logits (16 MiB fp32) per chunk
-    normalization: str = "local"  # "local" | "global" (needs Denominators)
+    normalization: str = option("local", "global: divide by the labeled-token count of the whole optimizer step "
+                                          "over all ranks (exact under accumulation and data parallelism); local: "
+                                          "per micro-batch mean", flag="loss_normalization", flag_default="global",
+                                choices=("global", "local"))
 
 
 @dataclasses.dataclass

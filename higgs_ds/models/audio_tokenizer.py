@@ -11,6 +11,8 @@ from unittest import mock
 
 import torch
 
+from ..errors import InputNotFound
+
 SEMANTIC_TEACHER_SUBDIR = "semantic_teacher"
 
 
@@ -57,7 +59,7 @@ def load_audio_tokenizer(tokenizer_dir, device="cpu", semantic_teacher_path=None
     for name in ("config.json", "model.pth"):
         path = os.path.join(tokenizer_dir, name)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"audio tokenizer: {path} not found (expected config.json + model.pth in {tokenizer_dir})")
+            raise InputNotFound(f"audio tokenizer: {path} not found (expected config.json + model.pth in {tokenizer_dir})")
     teacher = find_semantic_teacher(tokenizer_dir, semantic_teacher_path)
     with semantic_teacher_from(teacher):
         tok = load_higgs_audio_tokenizer(tokenizer_dir, device=device)

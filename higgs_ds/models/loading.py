@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from ..errors import ConfigError, InputNotFound
 from .audio_tokenizer import load_audio_tokenizer
 
 log = logging.getLogger(__name__)
@@ -22,19 +23,15 @@ class ModelPaths:
 
     @classmethod
     def resolve(cls, model_path=None, audio_tokenizer_path=None, tokenizer_path=None):
-        """Fill unset paths from the embedded tiny default (built on first use) and check they exist."""
+        """Check the dirs exist (an unset audio tokenizer path is taken from `<model_path>/../audio_tokenizer`, the
+        embedded layout). The embedded tiny default for unset paths: `assets.resolve_model_paths`."""
         sibling = os.path.join(os.path.dirname(os.path.abspath(model_path)), "audio_tokenizer") if model_path else None
         if audio_tokenizer_path is None and sibling and os.path.isfile(os.path.join(sibling, "model.pth")):
             audio_tokenizer_path = sibling  # the embedded layout: <root>/model and <root>/audio_tokenizer
-        if model_path is None or audio_tokenizer_path is None:
-            from ..assets import ensure_tiny_assets
-
-            tiny = ensure_tiny_assets()
-            if model_path is None:
-                model_path = tiny.model_path
-                audio_tokenizer_path = audio_tokenizer_path or tiny.audio_tokenizer_path
-            elif audio_tokenizer_path is None:
-                raise ValueError("--model_path was given without --audio_tokenizer_path: a real model needs its "
+        if model_path is None:
+            raise ConfigError("no model path given")
+        if audio_tokenizer_path is None:
+            raise ConfigError("--model_path was given without --audio_tokenizer_path: a real model needs its "
                                  "audio tokenizer dir (config.json + model.pth)")
         paths = cls(model_path, audio_tokenizer_path, tokenizer_path or model_path)
         paths.check()
@@ -46,11 +43,11 @@ class ModelPaths:
                                   ("--audio_tokenizer_path", self.audio_tokenizer_path, ("config.json", "model.pth")),
                                   ("--tokenizer_path", self.tokenizer_path, (TOKENIZER,))):
             if not os.path.isdir(path):
-                raise FileNotFoundError(f"{flag}: directory not found: {path}")
+                raise InputNotFound(f"{flag}: directory not found: {path}")
             for need in needs:
                 names = (need,) if isinstance(need, str) else need
                 if not any(os.path.isfile(os.path.join(path, n)) for n in names):
-                    raise FileNotFoundError(f"{flag}: {os.path.join(path, names[0])} not found"
+                    raise InputNotFound(f"{flag}: {os.path.join(path, names[0])} not found"
                                             + (f" (nor {', '.join(names[1:])})" if len(names) > 1 else ""))
 
 
@@ -89,23 +86,23 @@ def load_whisper_processor(model_path, processor_path=None):
                         processor_path, model_path)
         return None
     if not processor_path:
-        raise ValueError(f"{model_path}/config.json has encode_whisper_embed true (the Whisper audio tower): pass "
+        raise ConfigError(f"{model_path}/config.json has encode_whisper_embed true (the Whisper audio tower): pass "
                          "--whisper_processor_path DIR, a local WhisperProcessor dir (e.g. a saved copy of "
                          "openai/whisper-large-v3-turbo, which the serve engine uses)")
     if not os.path.isfile(os.path.join(processor_path, "preprocessor_config.json")):
-        raise FileNotFoundError(f"--whisper_processor_path {processor_path}: no preprocessor_config.json there; "
+        raise InputNotFound(f"--whisper_processor_path {processor_path}: no preprocessor_config.json there; "
                                 "expected a dir written by WhisperProcessor.save_pretrained")
     from transformers import WhisperProcessor
 
     try:
         processor = WhisperProcessor.from_pretrained(processor_path, local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/TypeError for the many ways a dir is wrong
-        raise ValueError(f"--whisper_processor_path {processor_path}: not a WhisperProcessor dir "
+        raise ConfigError(f"--whisper_processor_path {processor_path}: not a WhisperProcessor dir "
                          f"({type(e).__name__}: {e})") from None
     fe, enc = processor.feature_extractor, config.audio_encoder_config
     if not config.skip_audio_tower and (fe.feature_size != enc.num_mel_bins or
                                         fe.nb_max_frames != 2 * enc.max_source_positions):
-        raise ValueError(f"--whisper_processor_path {processor_path}: {fe.feature_size} mel bins x "
+        raise ConfigError(f"--whisper_processor_path {processor_path}: {fe.feature_size} mel bins x "
                          f"{fe.nb_max_frames} frames, but the audio tower of {model_path} takes {enc.num_mel_bins} "
                          f"x {2 * enc.max_source_positions}")
     return processor

@@ -27,7 +27,7 @@ import json
 import os
 import sys
 
-from .metrics import PEAK_BF16_FLOPS, flops_from_counts
+from ..engine.metrics import PEAK_BF16_FLOPS, flops_from_counts
 
 GiB = 2 ** 30
 ACT_ELEMS = {"fp32": (8.2, 4.0), "bf16": (11.2, 4.0)}  # (a_h, a_i): saved elements / token / layer
@@ -174,7 +174,9 @@ def suggest(config, kwargs, cap):
 
 
 def parser():
-    from ..args import add_checkpointing_flags, add_lora_flags
+    from ..config import add_flags
+    from ..engine.activation_checkpointing import ActivationCheckpointingConfig
+    from ..models.lora import AdapterConfig
 
     p = argparse.ArgumentParser(prog="higgs-ds plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,8 +191,8 @@ def parser():
     p.add_argument("--loss", choices=("fused", "naive"), default="fused",
                    help="naive: full logits + plain CE and peft fp32 adapters (what other trainers run)")
     p.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
-    add_checkpointing_flags(p)
-    add_lora_flags(p)
+    add_flags(p, ActivationCheckpointingConfig)
+    add_flags(p, AdapterConfig)
     return p
 
 

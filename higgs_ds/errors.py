@@ -1,0 +1,51 @@
+"""User errors and the exit codes of every entry point (docs/ERRORS.md).
+
+A user error (bad data, a missing path, a bad flag combination or config, an unwritable output dir) is one
+`UserError`: the entry point prints its message once (rank 0 under a launcher), no traceback unless --debug, and
+exits with the error's code. Anything else is a bug and keeps its traceback. Codes follow sysexits.h.
+"""
+import os
+import sys
+
+EXIT_OK = 0
+EXIT_BUG = 1  # an unexpected exception: a bug (traceback printed)
+EXIT_USAGE = 2  # bad command-line flags (argparse)
+EXIT_NONFINITE = 3  # training stopped after --max_consecutive_skips non-finite steps in a row
+EXIT_DATA = 65  # EX_DATAERR: bad data (file and line in the message)
+EXIT_NOINPUT = 66  # EX_NOINPUT: a model, tokenizer, data or checkpoint path that does not exist or is incomplete
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: the output dir is not writable or the disk is too full
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after saving a checkpoint; rerun with --resume auto
+EXIT_CONFIG = 78  # EX_CONFIG: a bad DeepSpeed config or flag combination
+
+
+class UserError(Exception):
+    """An error in what the user gave us; its message says what and where."""
+    exit_code = EXIT_CONFIG
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config file or flag combination."""
+    exit_code = EXIT_CONFIG
+
+
+class InputNotFound(UserError, FileNotFoundError):
+    """A path given by the user is missing or incomplete."""
+    exit_code = EXIT_NOINPUT
+
+
+def _is_rank0():
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_entry_point(fn, argv):
+    """`fn(argv)`'s exit code; a `UserError` becomes one `error: ...` line on stderr (rank 0 only) and its code.
+    With --debug in argv the traceback is shown too."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return fn(argv)
+    except UserError as e:
+        if "--debug" in argv:
+            raise
+        if _is_rank0():
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
