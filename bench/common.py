@@ -111,8 +111,9 @@ def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
 def step_fn(model, ours, fused_loss=None):
     """step(batch, optimizer) -> loss: forward, backward, optimizer step. `model` may be a DeepSpeed engine.
     `fused_loss` (default: `ours`) picks our hidden-states-only forward + fused loss over full logits + plain CE."""
-    from higgs_ds.loss import LossConfig, compute_loss
     from reference_loss import plain_loss
+
+    from higgs_ds.loss import LossConfig, compute_loss
 
     cfg = LossConfig()
     fused = ours if fused_loss is None else fused_loss

@@ -26,8 +26,8 @@ def throughput(num_samples, seconds):
     from higgs_ds.data.code_cache import CodeCache, prepare_codes
     from higgs_ds.data.dataset import VoiceCloningDataset
     from higgs_ds.data.synthetic import create_sample_data
-    from higgs_ds.models.loading import load_text_tokenizer
     from higgs_ds.models.audio_tokenizer import load_audio_tokenizer
+    from higgs_ds.models.loading import load_text_tokenizer
 
     tiny = ensure_tiny_assets()
     tok, audio_tok = load_text_tokenizer(tiny.model_path), load_audio_tokenizer(tiny.audio_tokenizer_path)

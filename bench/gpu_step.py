@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GiB, ROOT, build, release_config, step_fn, voice_cloning_batch, write_results  # noqa: E402
+from common import ROOT, GiB, build, release_config, step_fn, voice_cloning_batch, write_results  # noqa: E402
 
 from higgs_ds.engine.metrics import PEAK_BF16_FLOPS, flops_per_token  # noqa: E402
 

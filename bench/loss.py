@@ -42,6 +42,7 @@ def make_inputs(T, device, dtype, seed=0):
 
 def loss_fn(method, h, W, Wa, outputs, batch):
     import torch.nn.functional as F
+
     from higgs_ds.loss import LossConfig, fused_head_loss
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from reference_loss import plain_loss  # the naive reference lives with the tests

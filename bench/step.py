@@ -20,7 +20,6 @@ printed beside `higgs-ds plan`'s prediction of it (higgs_ds/tools/plan.py). Time
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import GiB, MID, ROOT, build, higgs_config, step_fn, voice_cloning_batch, write_results  # noqa: E402
+from common import MID, ROOT, GiB, build, higgs_config, step_fn, voice_cloning_batch, write_results  # noqa: E402
 
 VARIANTS = {"naive": (False, False), "naive+ckpt": (False, True), "fused": (True, False), "higgs_ds": (True, True)}
 
@@ -58,7 +57,8 @@ def run_one(variant, args):
     ours, ckpt = VARIANTS[variant]
     torch.set_num_threads(args.threads or torch.get_num_threads())
     cfg = config_from(args)
-    import boson_multimodal.model.higgs_audio, peft, reference_loss, higgs_ds.loss  # noqa: F401,E401 - before the baseline
+    import boson_multimodal.model.higgs_audio  # noqa: F401,E401 - before the baseline
+
     torch.ones(64, 64) @ torch.ones(64, 64)  # thread pools up before the baseline
     base = rss_bytes()
     _reset_peak_rss()  # a child forked from a large process (pytest) inherits its ru_maxrss: measure VmHWM instead

@@ -91,10 +91,10 @@ def create_sample_data(args):
 
 def build(args) -> Optional[Components]:
     """Paths, data, model + LoRA, engine, resume state and meters; None after --validate_data_only."""
+    from higgs_ds.engine.checkpoint import CheckpointConfig, find_resume_dir
     from higgs_ds.engine.distributed import init_distributed, select_accelerator
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.engine.evaluation import EvalConfig
-    from higgs_ds.engine.checkpoint import CheckpointConfig, find_resume_dir
     from higgs_ds.engine.preflight import check_output_dir
     from higgs_ds.logs import setup_logging
 
@@ -243,8 +243,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
 def fit(c: Components):
     """The loop: one optimizer step = `accum` micro-batches; eval, previews, checkpoints, preemption; the adapter."""
     from higgs_ds.data.loaders import start_epoch
-    from higgs_ds.engine.evaluation import evaluate, report_eval
     from higgs_ds.engine.checkpoint import TrainerState
+    from higgs_ds.engine.evaluation import evaluate, report_eval
     from higgs_ds.engine.preemption import Preemption
 
     state, engine, meter, ckpt = c.state, c.engine, c.meter, c.checkpointer

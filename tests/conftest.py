@@ -1,9 +1,8 @@
 """Shared fixtures: the embedded tiny assets (built once per test session) and a small fixed dataset."""
 import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
+
 os.environ.setdefault("HIGGS_DS_CACHE", os.path.join(ROOT, ".test_cache"))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,17 +61,3 @@ def fresh_model(tiny_assets):
 
     torch.manual_seed(0)
     return load_model(tiny_assets.model_path)
-
-
-def run_cmd(cmd, timeout=900, env=None):
-    """Run a command from the repo root; return CompletedProcess (stdout+stderr merged), failing loudly."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}")
-    return proc
-
-
-PYTHON = sys.executable
-DEEPSPEED = os.path.join(os.path.dirname(sys.executable), "deepspeed")

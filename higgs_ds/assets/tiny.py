@@ -92,11 +92,11 @@ def _build_model_dir(path, tower=False):
 
 
 def _build_audio_tokenizer_dir(path):
+    import boson_multimodal.audio_processing.higgs_audio_tokenizer as hat
     from transformers import HubertConfig, HubertModel
 
-    import boson_multimodal.audio_processing.higgs_audio_tokenizer as hat
-    from ..models.audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, semantic_teacher_from
     from ..data.synthetic import speech_like
+    from ..models.audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, semantic_teacher_from
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # k-means codebook init all-gathers across a live process group (hangs or fails): build before init

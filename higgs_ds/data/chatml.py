@@ -9,6 +9,7 @@ import json
 import os
 
 from boson_multimodal.data_types import AudioContent, ChatMLSample, Message, TextContent
+
 from ..errors import EXIT_DATA, UserError
 
 ROLES = ("system", "user", "assistant")

@@ -7,7 +7,6 @@ import collections
 import dataclasses
 import logging
 import math
-import os
 
 import numpy as np
 

@@ -29,8 +29,8 @@ import torch
 import torch.distributed as dist
 
 from ..config import option
-from ..errors import InputNotFound
 from ..durable import TMP, fsync_path, fsync_tree, write_atomic
+from ..errors import InputNotFound
 from .faults import fault
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,6 @@
 """Process-group setup that works under the deepspeed launcher, torchrun, and a plain `python` process."""
-import logging
 import os
 import socket
-import sys
 
 
 def select_accelerator():

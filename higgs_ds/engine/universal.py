@@ -25,8 +25,11 @@ UNIVERSAL = "universal"
 def mark_convertible(module):
     """DeepSpeed writes `universal_checkpoint_info` into each tag from this module attribute; ds_to_universal
     refuses a tag without it."""
-    from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO, UNIVERSAL_CHECKPOINT_VERSION_KEY,
-                                                UNIVERSAL_CHECKPOINT_VERSION_VALUE)
+    from deepspeed.checkpoint.constants import (
+        UNIVERSAL_CHECKPOINT_INFO,
+        UNIVERSAL_CHECKPOINT_VERSION_KEY,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    )
 
     if getattr(module, UNIVERSAL_CHECKPOINT_INFO, None) is None:
         setattr(module, UNIVERSAL_CHECKPOINT_INFO, {UNIVERSAL_CHECKPOINT_VERSION_KEY:

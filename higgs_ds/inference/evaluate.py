@@ -59,8 +59,8 @@ def main(argv=None):
     from ..logs import setup_logging
 
     setup_logging()
-    from ..data.loaders import load_dataset
     from ..assets import resolve_model_paths
+    from ..data.loaders import load_dataset
     from ..models.loading import load_all, load_whisper_processor
     from .export import base_model_path, find_adapter
 

@@ -4,8 +4,8 @@
 states (`hidden.py`), then the chunked fused head + cross-entropy (`objective.py`, `fused.py`); full-vocab
 logits never exist. The plain reference (full logits + `F.cross_entropy`) lives in tests/reference_loss.py.
 """
-from .alignment import audio_targets, text_targets  # noqa: F401
 from ..models.unwrap import base_higgs_model  # noqa: F401
+from .alignment import audio_targets, text_targets  # noqa: F401
 from .hidden import head_weights, hidden_states_only, model_codebooks
 from .normalize import count_labeled, global_denominators  # noqa: F401
 from .objective import Denominators, LossConfig, LossOutput, fused_head_loss

@@ -13,6 +13,7 @@ of correct argmax predictions come back as metrics (no gradient).
 import torch
 
 from ..constants import IGNORE_INDEX as IGNORE
+
 DEFAULT_CHUNK_ELEMENTS = 1 << 22  # logits elements per chunk when chunk_size is None (16 MiB in fp32)
 
 

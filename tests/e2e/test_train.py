@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import DEEPSPEED, PYTHON, run_cmd
+from tests.helpers import DEEPSPEED, PYTHON, run_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,8 @@ def test_adapter_reloads_with_peft_and_reproduces_the_trained_model(two_rank_run
     from peft import PeftModel
 
     from higgs_ds.data.loaders import build_loader, load_dataset
-    from reference_loss import plain_loss
     from higgs_ds.models.loading import load_model
+    from tests.loss.reference_loss import plain_loss
 
     out, _ = two_rank_run
     metrics = _steps(out)

@@ -7,7 +7,29 @@ import torch
 import torch.nn.functional as F
 
 from higgs_ds.loss import LossOutput
-from higgs_ds.loss.alignment import IGNORE, audio_targets, text_targets
+
+IGNORE = -100  # torch's ignore_index; written here, not imported, so the reference shares nothing with the package
+
+
+def text_targets(expanded_labels):
+    """Written from the facts (shared/NOTES.md), row by row: logits at t are scored against the label at t + 1."""
+    tgt = torch.full_like(expanded_labels, IGNORE)
+    for b in range(expanded_labels.shape[0]):
+        for t in range(expanded_labels.shape[1] - 1):
+            tgt[b, t] = expanded_labels[b, t + 1]
+    return tgt
+
+
+def audio_targets(label_audio_ids, audio_out_ids_start):
+    """Clip by clip: column t of a clip is scored against column t + 1 of the same clip; a clip's last column
+    predicts nothing (never the next clip's first label). Returns (K, N) like the collator's labels."""
+    n = label_audio_ids.shape[1]
+    tgt = torch.full_like(label_audio_ids, IGNORE)
+    starts = [int(s) for s in audio_out_ids_start] + [n]
+    for begin, end in zip(starts[:-1], starts[1:]):
+        for t in range(begin, end - 1):
+            tgt[:, t] = label_audio_ids[:, t + 1]
+    return tgt
 
 
 def _mean_ce(logits, targets):

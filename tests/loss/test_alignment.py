@@ -5,7 +5,7 @@ import torch
 
 from higgs_ds.data.collate import TrainingCollator
 from higgs_ds.loss import audio_targets, text_targets
-from reference_loss import plain_loss
+from tests.loss.reference_loss import plain_loss
 
 
 def test_audio_targets_are_the_next_input_code_within_each_clip(small_dataset, tiny_bundle):

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import DEEPSPEED, run_cmd
+from tests.helpers import DEEPSPEED, run_cmd
 
 pytestmark = pytest.mark.slow
 TRAIN_FLAGS = ["--lora_r", "32", "--lora_alpha", "32", "--modules_to_save", "audio_head", "audio_embeddings",

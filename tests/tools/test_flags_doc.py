@@ -1,8 +1,8 @@
 """docs/FLAGS.md documents every flag of train.py, and every flag has help text."""
 import os
 
-from conftest import ROOT
 from higgs_ds.args import build_parser
+from tests.helpers import ROOT
 
 
 def test_every_flag_is_documented_with_help():

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import torch
 
-from conftest import DEEPSPEED, PYTHON, ROOT, run_cmd
 from higgs_ds.engine.checkpoint import STATE_FILE, complete_tags
+from tests.helpers import DEEPSPEED, PYTHON, ROOT, run_cmd
 
 pytestmark = pytest.mark.slow
 

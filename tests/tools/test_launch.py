@@ -4,7 +4,7 @@ import os
 import re
 import subprocess
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_launch_scripts_parse_and_reference_existing_configs():

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DEEPSPEED, PYTHON, ROOT
 from higgs_ds.engine.checkpoint import STATE_FILE, complete_tags
 from higgs_ds.engine.faults import ENV
 from higgs_ds.engine.numerics import EXIT_NONFINITE
 from higgs_ds.engine.preemption import EXIT_PREEMPTED
+from tests.helpers import DEEPSPEED, PYTHON, ROOT
 
 pytestmark = pytest.mark.slow
 COMMON = ["--deepspeed", "ds_configs/cpu_zero2.json", "--batch_size", "2", "--num_epochs", "50", "--max_steps", "100",

@@ -213,7 +213,7 @@ def test_workers_give_the_same_tower_batches(tower_dataset, tower_bundle):
 
 @pytest.mark.slow  # ~40 s: one train.py process
 def test_train_py_with_the_tower(tower, tower_data, tmp_path):
-    from conftest import PYTHON, run_cmd
+    from tests.helpers import PYTHON, run_cmd
 
     base = [PYTHON, "higgs_ds/train.py", "--model_path", tower.model_path, "--train_data", tower_data[0],
             "--max_steps", "2", "--batch_size", "1", "--output_dir", str(tmp_path / "run"), "--no_progress"]

@@ -17,10 +17,9 @@ from peft import LoraConfig, get_peft_model
 from higgs_ds.assets.tiny import tiny_higgs_config
 from higgs_ds.assets.tiny_text_tokenizer import build_tiny_text_tokenizer
 from higgs_ds.data.collate import TrainingCollator
-from higgs_ds.loss import (Denominators, LossConfig, compute_loss, count_labeled, global_denominators,
-                           hidden_states_only)
-from reference_loss import plain_loss
+from higgs_ds.loss import Denominators, LossConfig, compute_loss, count_labeled, global_denominators, hidden_states_only
 from higgs_ds.loss.fused import fused_linear_ce
+from tests.loss.reference_loss import plain_loss
 
 CODEBOOK = 30  # small codebooks keep the tests fast; C = CODEBOOK + 2 classes
 TOK = build_tiny_text_tokenizer()

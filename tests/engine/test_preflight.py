@@ -6,10 +6,10 @@ from collections import namedtuple
 
 import pytest
 
-from conftest import PYTHON, ROOT
 from higgs_ds.engine.ds_config import ConfigError, load_ds_config
 from higgs_ds.engine.preflight import OutputDirError, check_free_space, check_output_dir, estimate_bytes
 from higgs_ds.models.loading import ModelPaths
+from tests.helpers import ROOT
 
 KW = dict(micro_batch_size=2, grad_accum_steps=1, world_size=1, learning_rate=1e-4, total_steps=10, warmup_steps=1)
 
@@ -89,16 +89,3 @@ def test_unwritable_and_too_small_output_dir(tmp_path, monkeypatch):
         check_free_space(str(tmp_path), 1_000_000, 100, 3)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * need, 9 * need, need))
     check_free_space(str(tmp_path), 1_000_000, 100, 3)
-
-
-@pytest.mark.slow
-def test_train_py_fails_before_loading_the_model(tmp_path, small_data):
-    """Through train.py: the ZeRO config error comes before any model or data loads (the output-dir check runs
-    right after it, also before loading)."""
-    import subprocess
-
-    bad = _config(tmp_path, zero_optimization__overlap_comms=True)
-    proc = subprocess.run([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--no_progress", "--deepspeed",
-                           bad], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-    assert proc.returncode != 0 and f"{bad}: zero_optimization.overlap_comms: Extra inputs" in proc.stdout
-    assert "LoRA" not in proc.stdout and "loading samples" not in proc.stdout

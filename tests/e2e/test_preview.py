@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import PYTHON, run_cmd
+from tests.helpers import PYTHON, run_cmd
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from higgs_ds.errors import EXIT_DATA
 from higgs_ds.cli import main
 from higgs_ds.data.chatml import read_chatml
+from higgs_ds.errors import EXIT_DATA
 
 
 def test_validate_reports_and_fails_on_bad_data(small_data, tmp_path, capsys):
