@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def config_classes():
     """Every component config whose fields are flags of train.py (docs/FLAGS.md), in flag-group order."""
-    from .data.loaders import DataConfig
+    from .data.config import DataConfig
     from .data.validate import ValidationConfig
     from .engine.activation_checkpointing import ActivationCheckpointingConfig
     from .engine.checkpoint import CheckpointConfig
@@ -90,7 +90,7 @@ def parse_args(argv=None):
     if args.dist_timeout_minutes <= 0:
         p.error("--dist_timeout_minutes must be > 0")
     if args.num_workers is None:
-        from .data.loaders import default_num_workers
+        from .data.config import default_num_workers
 
         args.num_workers = default_num_workers()
     if args.learning_rate <= 0:

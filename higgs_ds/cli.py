@@ -60,15 +60,14 @@ def _tiny():
 
 def validate(args):
     """Validate data files; only the text tokenizer is loaded (no model, no DeepSpeed): it starts in about a second."""
-    from transformers import AutoTokenizer
-
     from .config import from_args
     from .data.validate import ValidationConfig, validate_files
+    from .models.loading import load_text_tokenizer
 
     tokenizer_dir = args.tokenizer_path or _tiny().model_path
     if not os.path.isdir(tokenizer_dir):
         raise InputNotFound(f"--tokenizer_path: directory not found: {tokenizer_dir}")
-    reports = validate_files(args.data, AutoTokenizer.from_pretrained(tokenizer_dir),
+    reports = validate_files(args.data, load_text_tokenizer(tokenizer_dir),
                              from_args(ValidationConfig, args))
     for path, report in zip(args.data, reports):
         print(f"{path}\n{report.summary()}")

@@ -33,6 +33,11 @@ class InputNotFound(UserError, FileNotFoundError):
     exit_code = EXIT_NOINPUT
 
 
+def add_debug_flag(parser):
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of a user error too (docs/ERRORS.md)")
+
+
 def _is_rank0():
     return os.environ.get("RANK", "0") == "0"
 

@@ -98,13 +98,13 @@ def build(args) -> Optional[Components]:
     from higgs_ds.engine.preflight import check_output_dir
     from higgs_ds.logs import setup_logging
 
-    accelerator = select_accelerator()
+    setup_logging(int(os.environ.get("RANK", 0)))
     data_cfg, paths = resolve_inputs(args)  # before torch.distributed exists (the tiny assets' build needs that)
-    ckpt_cfg = from_args(CheckpointConfig, args)
+    reports = validate_inputs(data_cfg, paths)  # bad data stops every rank here, before DeepSpeed starts
     if args.validate_data_only:
-        setup_logging(0)
-        validate_only(data_cfg, paths)
         return None
+    accelerator = select_accelerator()
+    ckpt_cfg = from_args(CheckpointConfig, args)
     rank, world = init_distributed(args.dist_timeout_minutes)
     setup_logging(rank)
     ds_path = args.deepspeed or default_ds_config(accelerator)
@@ -115,7 +115,7 @@ def build(args) -> Optional[Components]:
     resume_dir = find_resume_dir(ckpt_cfg.resume, ckpt_cfg.output_dir)  # and on a bad --resume PATH
     torch.manual_seed(args.seed)
     check_output_dir(args.output_dir)  # writable, before anything loads
-    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, rank)
+    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank)
     loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
     engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
     eval_cfg = from_args(EvalConfig, args)
@@ -126,7 +126,7 @@ def build(args) -> Optional[Components]:
 def resolve_inputs(args):
     """(DataConfig, ModelPaths): data paths (the embedded set when unset) and model dirs, checked."""
     from higgs_ds.assets import ensure_tiny_data, resolve_model_paths
-    from higgs_ds.data.loaders import DataConfig
+    from higgs_ds.data.config import DataConfig
     from higgs_ds.data.validate import ValidationConfig
 
     data_cfg = from_args(DataConfig, args, validation=from_args(ValidationConfig, args))
@@ -137,18 +137,20 @@ def resolve_inputs(args):
     return data_cfg, paths
 
 
-def validate_only(data_cfg, paths):
-    """--validate_data_only: every sample of train and val data checked and reported (no model, no DeepSpeed)."""
-    from higgs_ds.data.loaders import validate_files
+def validate_inputs(data_cfg, paths):
+    """Every sample of the train and val data checked and reported, with only the text tokenizer loaded (no model,
+    no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
+    from higgs_ds.data.validate import validate_files
     from higgs_ds.models.loading import load_text_tokenizer
 
     files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p]
-    validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)
+    reports = validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)
+    return reports[0], (reports[1] if data_cfg.val_data else None)
 
 
-def build_data_and_model(args, data_cfg, paths, rank):
-    """(model with LoRA and activation checkpointing, train set, val set or None)."""
-    from higgs_ds.data.loaders import load_dataset, open_code_cache
+def build_data_and_model(args, data_cfg, paths, reports, rank):
+    """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports."""
+    from higgs_ds.data.loaders import dataset_from_report, open_code_cache
     from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
     from higgs_ds.models.loading import load_all, load_whisper_processor
     from higgs_ds.models.lora import AdapterConfig
@@ -156,10 +158,11 @@ def build_data_and_model(args, data_cfg, paths, rank):
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     model, tokenizer, audio_tokenizer = load_all(paths)
     limit = 8 if args.quick_test else None
-    data_kw = dict(show_progress=rank == 0, validation=data_cfg.validation, whisper_processor=whisper,
+    data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
                    code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
-    train_set = load_dataset(data_cfg.train_data, tokenizer, audio_tokenizer, limit, **data_kw)
-    val_set = load_dataset(data_cfg.val_data, tokenizer, audio_tokenizer, limit, **data_kw) if data_cfg.val_data else None
+    train_report, val_report = reports
+    train_set = dataset_from_report(train_report, tokenizer, audio_tokenizer, limit, **data_kw)
+    val_set = dataset_from_report(val_report, tokenizer, audio_tokenizer, limit, **data_kw) if val_report else None
     log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
     model = from_args(AdapterConfig, args).apply(model)
     model.higgs_ds_recompute_fraction = from_args(ActivationCheckpointingConfig, args).apply(model)

@@ -13,6 +13,7 @@ from boson_multimodal.data_types import AudioContent, ChatMLSample, Message, Tex
 from ..errors import EXIT_DATA, UserError
 
 ROLES = ("system", "user", "assistant")
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Windows tools and spreadsheet exports write
 
 
 class DataError(UserError, ValueError):
@@ -103,6 +104,10 @@ def _parse(obj, file, where):
         raise DataError(f"{where}: start_index {start} points at a {messages[start].role} turn without audio; it "
                         "must point at the assistant turn holding the target audio (4 in the five-message form)",
                         "start_index")
+    if messages[-1].role == "user":
+        raise DataError(f"{where}: the last message is a user turn that is never answered (its text has no "
+                        "assistant audio after it); end the sample with the assistant turn holding its audio, or drop "
+                        "the trailing user turn", "unanswered_turn")
     return ChatMLSample(messages=messages, start_index=start, speaker=speaker)
 
 
@@ -111,7 +116,7 @@ def _lines(path):
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a leading byte-order mark is not data
             except UnicodeDecodeError as e:
                 yield n, DataError(f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start})", "encoding", path, n)
                 continue
@@ -126,7 +131,7 @@ def iter_chatml(path):
         return
     if path.endswith(".json"):
         with open(path, "rb") as f:
-            head = f.read(4096).lstrip()
+            head = f.read(4096).removeprefix(BOM).lstrip()
         if head.startswith(b"["):
             yield from _iter_json_list(path)
             return
@@ -149,7 +154,7 @@ def _iter_json_list(path):
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        rows = json.loads(raw.decode("utf-8"))
+        rows = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         yield DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})", "encoding", path, line)

@@ -3,41 +3,18 @@
 Batching is either a fixed `batch_size` (seeded `DistributedSampler`) or, with `max_tokens_per_batch`, the
 token-budget sampler (sampler.py). Both give every rank the same number of batches.
 """
-import dataclasses
 import logging
-from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..config import option
 from .collate import TrainingCollator
+from .config import DataConfig, default_num_workers  # noqa: F401  (their old home)
 from .dataset import VoiceCloningDataset
 from .sampler import TokenBudgetBatchSampler
-from .validate import ValidationConfig, validate_files  # noqa: F401  (validate_files: train.py's door)
+from .validate import validate_files
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the data comes from and how it is batched. batch_size and seed are the training flags of that name."""
-    train_data: Optional[str] = option(None, "ChatML JSONL / JSON list; default: the embedded synthetic set", type=str)
-    val_data: Optional[str] = option(None, "validation ChatML; default: the embedded set's val split when "
-                                           "--train_data is unset", type=str)
-    code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
-                                                 "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
-                                                 "the fly", type=str)
-    no_code_cache: bool = option(False, "encode all audio on the fly; ignore the code cache")
-    max_tokens_per_batch: int = option(0, "token-budget batching: length-bucketed micro-batches of at most this "
-                                          "many padded tokens (replaces --batch_size for training; 0: fixed "
-                                          "--batch_size)", minimum=0)
-    num_workers: Optional[int] = option(None, "DataLoader worker processes per rank (persistent; 0: load in the "
-                                              "training process); default 2 with CUDA, 0 on CPU. Pinned memory is "
-                                              "used on CUDA", type=int, minimum=0)
-    batch_size: int = 2
-    seed: int = 42
-    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
 
 
 def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, validation=None, code_cache=None,
@@ -45,6 +22,12 @@ def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=Tru
     """Validate `path` (a `ValidationConfig`), then build the dataset from the good samples (with the waveforms
     Whisper needs when `whisper_processor` is given; see dataset.py)."""
     (report,) = validate_files([path], tokenizer, validation)
+    return dataset_from_report(report, tokenizer, audio_tokenizer, limit, show_progress, code_cache, whisper_processor)
+
+
+def dataset_from_report(report, tokenizer, audio_tokenizer, limit=None, show_progress=True, code_cache=None,
+                        whisper_processor=None):
+    """The dataset of a `ValidationReport`'s good samples (the first `limit` of them when given)."""
     samples = report.samples[:limit] if limit else report.samples
     return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache,
                                whisper_processor=whisper_processor)
@@ -58,11 +41,6 @@ def open_code_cache(config, audio_tokenizer_path):
     if config.no_code_cache:
         return None
     return CodeCache.for_tokenizer(audio_tokenizer_path, config.code_cache_dir)
-
-
-def default_num_workers():
-    """--num_workers default: 2 on GPU (overlaps waveform loading and collation with compute), 0 on CPU."""
-    return 2 if torch.cuda.is_available() else 0
 
 
 def ignore_stop_signals(worker_id=None):

@@ -8,6 +8,8 @@ import logging
 
 import torch
 
+from ..errors import add_debug_flag
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,7 @@ def main(argv=None):
     p.add_argument("--whisper_processor_path", help="local WhisperProcessor dir (models with the Whisper tower)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--output", help="write the results as JSON here")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from ..logs import setup_logging
 

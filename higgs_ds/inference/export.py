@@ -12,7 +12,7 @@ import shutil
 
 import torch
 
-from ..errors import InputNotFound
+from ..errors import InputNotFound, add_debug_flag
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -103,6 +103,7 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true", help="merge LoRA into the base weights (a full model dir)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the merged weights")
     p.add_argument("--model_path", help="base model dir (default: the one recorded in adapter_config.json)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from ..logs import setup_logging
 

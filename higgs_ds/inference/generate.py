@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..constants import SYSTEM_PROMPT
+from ..errors import add_debug_flag
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,28 @@ def generated_codes(response):
     return revert_delay_pattern(codes)[:, 1:-1]
 
 
+def read_requests(path):
+    """The rows of a requests JSONL; a missing file or a bad line is a user error naming the file and line."""
+    from ..data.chatml import DataError
+    from ..errors import InputNotFound
+
+    if not os.path.isfile(path):
+        raise InputNotFound(f"--requests: file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})", "json") from None
+                missing = [k for k in ("ref_audio", "ref_text", "text") if not isinstance(row, dict) or k not in row]
+                if missing:
+                    raise DataError(f"{path}:{n}: a request needs {missing}", "schema")
+                rows.append(row)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="higgs-ds generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,13 +117,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int)
     p.add_argument("--max_new_tokens", type=int, default=1024)
     p.add_argument("--device", choices=("cpu", "cuda"))
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from ..logs import setup_logging
 
     setup_logging()
     if args.requests:
-        with open(args.requests) as f:
-            requests = [json.loads(line) for line in f if line.strip()]
+        requests = read_requests(args.requests)
     elif args.ref_audio and args.ref_text and args.text:
         requests = [dict(ref_audio=args.ref_audio, ref_text=args.ref_text, text=args.text)]
     else:
@@ -110,6 +133,9 @@ def main(argv=None):
             p.error(f"request {i + 1}: reference audio not found: {r['ref_audio']}")
     import soundfile as sf
 
+    from ..models.loading import ModelPaths
+
+    ModelPaths.resolve(args.model_path, args.audio_tokenizer_path)  # missing dirs: one clear message (exit 66)
     engine = load_engine(args.model_path, args.audio_tokenizer_path, args.adapter, args.device)
     os.makedirs(args.output_dir, exist_ok=True)
     for i, r in enumerate(requests):

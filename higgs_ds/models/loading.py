@@ -30,6 +30,8 @@ class ModelPaths:
             audio_tokenizer_path = sibling  # the embedded layout: <root>/model and <root>/audio_tokenizer
         if model_path is None:
             raise ConfigError("no model path given")
+        if not os.path.isdir(model_path):
+            raise InputNotFound(f"--model_path: directory not found: {model_path}")
         if audio_tokenizer_path is None:
             raise ConfigError("--model_path was given without --audio_tokenizer_path: a real model needs its "
                                  "audio tokenizer dir (config.json + model.pth)")
@@ -52,6 +54,20 @@ class ModelPaths:
 
 
 def load_text_tokenizer(path):
+    """The text tokenizer of `path`. A `PreTrainedTokenizerFast` dir (Llama 3, the release, the tiny default) is
+    loaded by that class directly, which is what `AutoTokenizer` would return, without `AutoTokenizer`'s import of
+    the model stack (transformers' auto classes import accelerate and DeepSpeed): validation starts in a second."""
+    import json
+
+    config = os.path.join(path, "tokenizer_config.json")
+    cls = None
+    if os.path.isfile(config):
+        with open(config) as f:
+            cls = json.load(f).get("tokenizer_class")
+    if cls == "PreTrainedTokenizerFast" or (cls is None and os.path.isfile(os.path.join(path, "tokenizer.json"))):
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)

@@ -28,6 +28,7 @@ import os
 import sys
 
 from ..engine.metrics import PEAK_BF16_FLOPS, flops_from_counts
+from ..errors import add_debug_flag
 
 GiB = 2 ** 30
 ACT_ELEMS = {"fp32": (8.2, 4.0), "bf16": (11.2, 4.0)}  # (a_h, a_i): saved elements / token / layer
@@ -191,6 +192,7 @@ def parser():
     p.add_argument("--loss", choices=("fused", "naive"), default="fused",
                    help="naive: full logits + plain CE and peft fp32 adapters (what other trainers run)")
     p.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
+    add_debug_flag(p)
     add_flags(p, ActivationCheckpointingConfig)
     add_flags(p, AdapterConfig)
     return p

@@ -1,0 +1,34 @@
+"""The data component's config (its fields are train.py flags); light to import (no torch, no model stack)."""
+import dataclasses
+from typing import Optional
+
+from ..config import option
+from .validate import ValidationConfig
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from and how it is batched. batch_size and seed are the training flags of that name."""
+    train_data: Optional[str] = option(None, "ChatML JSONL / JSON list; default: the embedded synthetic set", type=str)
+    val_data: Optional[str] = option(None, "validation ChatML; default: the embedded set's val split when "
+                                           "--train_data is unset", type=str)
+    code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
+                                                 "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
+                                                 "the fly", type=str)
+    no_code_cache: bool = option(False, "encode all audio on the fly; ignore the code cache")
+    max_tokens_per_batch: int = option(0, "token-budget batching: length-bucketed micro-batches of at most this "
+                                          "many padded tokens (replaces --batch_size for training; 0: fixed "
+                                          "--batch_size)", minimum=0)
+    num_workers: Optional[int] = option(None, "DataLoader worker processes per rank (persistent; 0: load in the "
+                                              "training process); default 2 with CUDA, 0 on CPU. Pinned memory is "
+                                              "used on CUDA", type=int, minimum=0)
+    batch_size: int = 2
+    seed: int = 42
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+
+
+def default_num_workers():
+    """--num_workers default: 2 on GPU (overlaps waveform loading and collation with compute), 0 on CPU."""
+    import torch
+
+    return 2 if torch.cuda.is_available() else 0
