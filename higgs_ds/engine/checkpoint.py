@@ -40,7 +40,6 @@ _TAG = re.compile(r"^step(\d+)$")
 
 
 @dataclasses.dataclass
-@dataclasses.dataclass
 class CheckpointConfig:
     """Resumable checkpoints under output_dir/checkpoints (docs/CHECKPOINTS.md)."""
     save_every: int = option(0, "save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer "
