@@ -2,7 +2,7 @@
 
 `TrainingCollator` runs that collator with one substitution: boson-multimodal's `build_delay_pattern_mask` builds
 its masks with `torch.tril`/`torch.triu` over int64 tensors, which took ~95 % of the collation time on CPU (docs/PERF.md);
-`delay_pattern` computes the same tensors by index arithmetic (tests/test_data.py checks equality against it).
+`delay_pattern` computes the same tensors by index arithmetic (tests/data/test_dataset.py checks equality against it).
 """
 import contextlib
 from dataclasses import fields, replace

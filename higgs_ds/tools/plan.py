@@ -16,7 +16,7 @@ Memory (bytes per GPU), no weights loaded:
 - a transient workspace at the start of the backward (WORKSPACE_ELEMS per token, fitted; see below);
 - loss: the fused chunked loss keeps the gathered labeled rows and their gradient (~T x hidden) and a few
   16 MiB chunks; the naive loss keeps ~NAIVE_LOGIT_BYTES per logit over all T x vocab positions.
-Error against measurements (tests/test_plan.py, docs/PERF.md): within 15 % on CPU (fp32) and on one H200 (bf16).
+Error against measurements (tests/tools/test_plan.py, docs/PERF.md): within 15 % on CPU (fp32) and on one H200 (bf16).
 
 Step time: FLOPs per token as train.py's MFU (engine/metrics.py: 4N + 2N_trainable + 2N x recomputed fraction),
 tokens/s/GPU = assumed MFU x peak FLOP/s / FLOPs per token (measured on one H200: 0.32 at 4k tokens, 0.39 at 8k).
