@@ -2,7 +2,7 @@
 validation: Higgs configs (the released one, mid-size random ones), voice-cloning shaped batches, the model with
 LoRA, and the training step of each trainer.
 
-naive    = peft defaults (fp32 adapters), `model.forward` full logits + plain CE (tests/reference_loss.py)
+naive    = peft defaults (fp32 adapters), `model.forward` full logits + plain CE (tests/loss/reference_loss.py)
 higgs_ds = adapters in the model dtype (autocast_adapter_dtype=False), hidden-states-only forward + fused loss,
            optionally layer-wise activation checkpointing
 """
@@ -13,9 +13,11 @@ import sys
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (ROOT, os.path.join(ROOT, "tests")):
+for _p in (ROOT,):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+from higgs_ds.constants import IGNORE_INDEX as IGNORE  # noqa: E402
+
 GiB = 2 ** 30
 LLAMA3_ROPE = dict(rope_type="llama3", factor=32.0, high_freq_factor=4.0, low_freq_factor=1.0,
                    original_max_position_embeddings=8192)
@@ -67,12 +69,12 @@ def voice_cloning_batch(cfg, seq, samples_per_seq, dev, seed=0):
         clip = [cfg.audio_out_bos_token_id, cfg.audio_out_token_idx, cfg.audio_eos_token_id]
         ids += body + clip
         target = c % 2 == 1
-        labels += [-100] * seg + ([cfg.audio_out_bos_token_id, -100, cfg.audio_eos_token_id] if target else [-100] * 3)
+        labels += [IGNORE] * seg + ([cfg.audio_out_bos_token_id, IGNORE, cfg.audio_eos_token_id] if target else [IGNORE] * 3)
     pad = seq - A + n_clips - len(ids)  # each <|AUDIO_OUT|> expands to its clip: len(ids) - n_clips + A == seq
     ids += torch.randint(0, 128000, (pad,), generator=g).tolist()
-    labels += [-100] * pad
+    labels += [IGNORE] * pad
     codes = torch.randint(0, 1024, (8, A), generator=g)
-    lab_a = torch.full((8, A), -100)
+    lab_a = torch.full((8, A), IGNORE)
     starts, s = [], 0
     for c, n in enumerate(lens):
         starts.append(s)
@@ -111,7 +113,7 @@ def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
 def step_fn(model, ours, fused_loss=None):
     """step(batch, optimizer) -> loss: forward, backward, optimizer step. `model` may be a DeepSpeed engine.
     `fused_loss` (default: `ours`) picks our hidden-states-only forward + fused loss over full logits + plain CE."""
-    from reference_loss import plain_loss
+    from tests.loss.reference_loss import plain_loss
 
     from higgs_ds.loss import LossConfig, compute_loss
 

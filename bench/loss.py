@@ -16,6 +16,9 @@ import sys
 import time
 from types import SimpleNamespace
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from higgs_ds.constants import IGNORE_INDEX as IGNORE  # noqa: E402
+
 H, V, K, C = 3072, 128256, 8, 1026
 EXTRAS = {"cce": "cut_cross_entropy", "liger": "liger_kernel"}
 
@@ -27,13 +30,13 @@ def make_inputs(T, device, dtype, seed=0):
     Wa = torch.empty(K * C, H, dtype=dtype, device=device).normal_(0, 0.02)
     h = torch.randn(1, T, H, generator=g).to(device, dtype).requires_grad_()
     n_text, n_ref = int(0.05 * T), int(0.45 * T)
-    labels = torch.full((1, T), -100, dtype=torch.long)
+    labels = torch.full((1, T), IGNORE, dtype=torch.long)
     text_pos = torch.randperm(n_text, generator=g)[: int(0.03 * T)]
     labels[0, text_pos] = torch.randint(0, V, (len(text_pos),), generator=g)
     mask = torch.zeros(1, T, dtype=torch.bool)
     mask[0, n_text:] = True
     n_audio = T - n_text
-    lab_audio = torch.full((K, n_audio), -100, dtype=torch.long)
+    lab_audio = torch.full((K, n_audio), IGNORE, dtype=torch.long)
     lab_audio[:, n_ref + 1:] = torch.randint(0, C, (K, n_audio - n_ref - 1), generator=g)
     outputs = SimpleNamespace(expanded_labels=labels.to(device), audio_out_mask=mask.to(device))
     batch = {"label_audio_ids": lab_audio.to(device), "audio_out_ids_start": torch.tensor([0, n_ref], device=device)}

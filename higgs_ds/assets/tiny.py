@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 import torch
 
-from ..constants import cache_root
+from ..constants import SAMPLE_RATE, cache_root
 
 TINY_VERSION = "tiny-v2"  # v2: top-level hidden_size, as in the released config (CUDA-graph capture reads it)
 TINY_SEED = 1234
@@ -30,7 +30,7 @@ TINY_TOWER_VERSION = "tiny-tower-v1"
 # Whisper-large-v3 input geometry (128 mel bins, 30 s = 3000 frames -> 1500 positions), tiny width and depth.
 TINY_WHISPER = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
                     max_source_positions=1500)
-TINY_AUDIO_TOKENIZER = dict(D=64, ratios=[8, 5, 4, 2, 3], sample_rate=24000, bins=1024, n_q=8, codebook_dim=16,
+TINY_AUDIO_TOKENIZER = dict(D=64, ratios=[8, 5, 4, 2, 3], sample_rate=SAMPLE_RATE, bins=1024, n_q=8, codebook_dim=16,
                             semantic_techer="hubert_base_general", semantic_sample_rate=16000,
                             downsample_mode="step_down", vq_scale=1, last_layer_semantic=True)
 
@@ -115,7 +115,7 @@ def _build_audio_tokenizer_dir(path):
     rng = np.random.default_rng(TINY_SEED)
     warm = np.concatenate([speech_like(rng, 2.0, f0=f0) for f0 in (110.0, 160.0, 220.0)])
     with torch.no_grad():
-        tk.encode(warm, 24000)
+        tk.encode(warm, SAMPLE_RATE)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(TINY_AUDIO_TOKENIZER, f, indent=2)
     torch.save(tk.state_dict(), os.path.join(path, "model.pth"))

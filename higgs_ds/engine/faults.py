@@ -17,6 +17,8 @@ into place, `latest` not moved yet).
 import os
 import signal
 
+from ..constants import IGNORE_INDEX
+
 ENV = "HIGGS_DS_FAULT"
 
 
@@ -47,4 +49,4 @@ def unlabel_audio(batch, step, rank=0):
     """Fault `no_audio_labels`: every audio label of `batch` becomes -100 (a rank with no trainable audio)."""
     if batch.get("label_audio_ids") is None or not fault("no_audio_labels", step, rank):
         return batch
-    return {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, -100)}
+    return {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, IGNORE_INDEX)}

@@ -32,6 +32,30 @@ def audio_targets(label_audio_ids, audio_out_ids_start):
     return tgt
 
 
+def reference_terms(outputs, batch, config):
+    """(loss, text, audio, n_text, n_audio) of a `LossConfig`'s objective, "local" normalisation: label smoothing,
+    z-loss and codebook weights written out per term over the full logits of the unmodified forward."""
+    logits = outputs.logits.float()
+    eps, zl = config.label_smoothing, config.z_loss
+
+    def ce_sum(lg, tg):
+        ce = F.cross_entropy(lg, tg, ignore_index=IGNORE, label_smoothing=eps, reduction="sum")
+        return ce + zl * (torch.logsumexp(lg, -1)[tg != IGNORE] ** 2).sum()
+
+    t_tg = text_targets(outputs.expanded_labels).reshape(-1)
+    n_text = (t_tg != IGNORE).sum()
+    text = ce_sum(logits.reshape(-1, logits.shape[-1]), t_tg) / n_text.clamp(min=1)
+    a_tg = audio_targets(batch["label_audio_ids"], batch["audio_out_ids_start"]).t()  # (N, K)
+    K = a_tg.shape[1]
+    w = torch.ones(K) if config.codebook_weights is None else torch.tensor(config.codebook_weights, dtype=torch.float)
+    w = w * K / w.sum()
+    n_audio = (a_tg != IGNORE).sum()
+    a_lg = outputs.audio_logits.float()
+    audio = sum(w[k] * ce_sum(a_lg[:, k], a_tg[:, k]) for k in range(K)) / n_audio.clamp(min=1)
+    loss = config.text_loss_weight * text + config.audio_loss_weight * audio
+    return loss, text, audio, n_text, n_audio
+
+
 def _mean_ce(logits, targets):
     """Mean CE over non-ignored targets; an all-ignored input gives a 0 that still carries a graph."""
     n = (targets != IGNORE).sum()

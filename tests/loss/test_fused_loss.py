@@ -19,7 +19,7 @@ from higgs_ds.assets.tiny_text_tokenizer import build_tiny_text_tokenizer
 from higgs_ds.data.collate import TrainingCollator
 from higgs_ds.loss import Denominators, LossConfig, compute_loss, count_labeled, global_denominators, hidden_states_only
 from higgs_ds.loss.fused import fused_linear_ce
-from tests.loss.reference_loss import plain_loss
+from tests.loss.reference_loss import plain_loss, reference_terms
 
 CODEBOOK = 30  # small codebooks keep the tests fast; C = CODEBOOK + 2 classes
 TOK = build_tiny_text_tokenizer()
@@ -72,36 +72,9 @@ def collate(cfg, samples):
     return TrainingCollator(cfg)(samples)
 
 
-# ---------------------------------------------------------------- the independent reference
 def reference_loss(model, batch, config):
-    """Unmodified forward; text shift per row, audio shift inside each clip written out explicitly."""
-    out = model(**batch)
-    logits, labels = out.logits.float(), out.expanded_labels
-    V = logits.shape[-1]
-    eps, zl = config.label_smoothing, config.z_loss
-
-    def ce_sum(lg, tg):
-        ce = F.cross_entropy(lg, tg, ignore_index=-100, label_smoothing=eps, reduction="sum")
-        return ce + zl * (torch.logsumexp(lg, -1)[tg != -100] ** 2).sum()
-
-    t_lg, t_tg = logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1)
-    n_text = (t_tg != -100).sum()
-    text = ce_sum(t_lg, t_tg) / n_text.clamp(min=1)
-
-    a_lg, lab = out.audio_logits, batch["label_audio_ids"]
-    K = lab.shape[0]
-    bounds = batch["audio_out_ids_start"].tolist() + [lab.shape[1]]
-    rows, cols = [], []
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        rows += list(range(s, e - 1))
-        cols += list(range(s + 1, e))
-    a_lg, a_tg = a_lg[rows].float(), lab[:, cols].t()  # (M, K, C), (M, K)
-    w = torch.ones(K) if config.codebook_weights is None else torch.tensor(config.codebook_weights, dtype=torch.float)
-    w = w * K / w.sum()
-    n_audio = (a_tg != -100).sum()
-    audio = sum(w[k] * ce_sum(a_lg[:, k], a_tg[:, k]) for k in range(K)) / n_audio.clamp(min=1)
-    loss = config.text_loss_weight * text + config.audio_loss_weight * audio
-    return loss, text, audio, n_text, n_audio
+    """The unmodified forward scored by the independent reference (tests/loss/reference_loss.py)."""
+    return reference_terms(model(**batch), batch, config)
 
 
 def grads_of(model, loss, extra=()):
