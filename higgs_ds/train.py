@@ -108,7 +108,8 @@ def run(argv=None):
     recomputed = enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
     recompute_fraction = len(recomputed) / model.config.text_config.num_hidden_layers
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed,
-                          max_tokens_per_batch=args.max_tokens_per_batch, num_workers=args.num_workers)
+                          max_tokens_per_batch=args.max_tokens_per_batch, num_workers=args.num_workers,
+                          plan=True)  # issue 17: host-side index plan -> sync-free forward + loss (data/plan.py)
     steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_epochs
     if args.max_steps > 0:
@@ -245,7 +246,7 @@ def evaluate(engine, dataset, config, args, rank, world, loss_fn):
 
     engine.eval()
     loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False,
-                          num_workers=args.num_workers)
+                          num_workers=args.num_workers, plan=True)  # issue 17: sync-free forward
     sums = {}
     for batch in loader:
         for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():
