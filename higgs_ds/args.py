@@ -29,6 +29,11 @@ def add_checkpointing_flags(g):
 
 def add_lora_flags(g):
     """LoRA flags, shared by `higgs-ds train` and `higgs-ds plan`."""
+    g.add_argument("--finetune", choices=("lora", "audio", "full"), default="lora",  # issue 17 (models/finetune.py)
+                   help="lora: LoRA adapters (--lora_preset), writes adapter/; audio: the audio path in full (dual-FFN "
+                        "audio MLPs and norms, audio head, codebook embeddings) + LoRA on the text path, writes "
+                        "adapter/; full: every weight (bf16, ZeRO-2/3, activation checkpointing advised), writes "
+                        "model/, a full model dir")
     g.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
     g.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r)")
     g.add_argument("--lora_dropout", type=float, default=0.0, help="dropout on the LoRA input")

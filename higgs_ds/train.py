@@ -65,9 +65,9 @@ def run(argv=None):
     from higgs_ds.engine.numerics import StepGuard
     from higgs_ds.engine.preemption import EXIT_PREEMPTED, Preemption
     from higgs_ds.engine.preflight import check_free_space, check_output_dir
-    from higgs_ds.loss import LossConfig, compute_loss
+    from higgs_ds.loss import LossConfig, base_higgs_model, compute_loss
     from higgs_ds.models.loading import ModelPaths, load_all, load_text_tokenizer, load_whisper_processor
-    from higgs_ds.models.lora import apply_lora
+    from higgs_ds.models.finetune import prepare_model, save_final
 
     # --- paths first: building the embedded default (first use) must happen before torch.distributed exists,
     # because the audio tokenizer's codebook initialisation all-gathers whenever a process group is up
@@ -103,8 +103,8 @@ def run(argv=None):
     log.info("data: %d train samples (%s), %d val samples", len(train_set), train_path, len(val_set or []))
 
     # --- model, engine
-    model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_preset,
-                       args.lora_target_modules, args.modules_to_save)
+    model = prepare_model(model, args.finetune, args.lora_r, args.lora_alpha, args.lora_dropout,  # issue 17
+                          args.lora_preset, args.lora_target_modules, args.modules_to_save)
     recomputed = enable_activation_checkpointing(model, args.activation_checkpointing, args.checkpoint_every_k)
     recompute_fraction = len(recomputed) / model.config.text_config.num_hidden_layers
     loader = build_loader(train_set, model.config, args.batch_size, rank, world, args.seed,
@@ -151,7 +151,7 @@ def run(argv=None):
     if rank == 0 and args.sample_every > 0 and val_set is not None and meter.writer is not None:
         from higgs_ds.inference.preview import AudioPreview
 
-        preview = AudioPreview(engine.module.get_base_model(), paths, val_set.samples, args.sample_every,
+        preview = AudioPreview(base_higgs_model(engine), paths, val_set.samples, args.sample_every,
                                meter.writer, args.num_preview_prompts, args.preview_max_new_tokens)
     guard = StepGuard(args.max_consecutive_skips, args.output_dir, history)
     preempt = Preemption()
@@ -191,15 +191,14 @@ def run(argv=None):
     if val_loss is not None:
         report_eval(val_loss, step, meter)
 
-    # --- adapter
+    # --- adapter (lora, audio) or full model dir (full); gathers ZeRO-3 partitions on every rank (issue 17)
+    artefact = save_final(engine, args.finetune, args.output_dir, paths.tokenizer_path, rank)
     if rank == 0:
-        os.makedirs(args.output_dir, exist_ok=True)
-        engine.module.save_pretrained(os.path.join(args.output_dir, "adapter"))
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
             json.dump(json_safe({"history": history, "val": val_loss, "world_size": world,
                                  "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-                                 "train_data": train_path, "val_data": val_path}), f, indent=1, allow_nan=False)
-        log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
+                                 "train_data": train_path, "val_data": val_path, "finetune": args.finetune,
+                                 "artefact": artefact}), f, indent=1, allow_nan=False)
     meter.close()
     torch.distributed.barrier()
     return 0

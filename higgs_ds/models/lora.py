@@ -23,16 +23,18 @@ MODULES_TO_SAVE = {
 
 
 def apply_lora(model, r=16, alpha=32, dropout=0.0, preset="attn_mlp_audio", target_modules=None,
-               modules_to_save=()):
+               modules_to_save=(), extra_modules_to_save=()):
     """Wrap `model` in a `PeftModel`; adapters keep the model's dtype (no fp32 upcast of activations).
 
-    `modules_to_save`: keys of `MODULES_TO_SAVE`, trained in full and stored in the adapter.
+    `modules_to_save`: keys of `MODULES_TO_SAVE`, trained in full and stored in the adapter;
+    `extra_modules_to_save`: more module names (peft matches name suffixes), e.g. `models/finetune.py`'s audio path.
     """
     targets = target_modules or LORA_PRESETS[preset]
     unknown = sorted(set(modules_to_save or ()) - set(MODULES_TO_SAVE))
     if unknown:
         raise ValueError(f"unknown modules_to_save {unknown}; choose from {sorted(MODULES_TO_SAVE)}")
-    to_save = [MODULES_TO_SAVE[m] for m in modules_to_save or ()] or None
+    to_save = [MODULES_TO_SAVE[m] for m in modules_to_save or ()] + list(extra_modules_to_save or ())
+    to_save = list(dict.fromkeys(to_save)) or None
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         modules_to_save=to_save)
     peft_model = get_peft_model(model, config, autocast_adapter_dtype=False)
