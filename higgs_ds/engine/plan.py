@@ -73,13 +73,19 @@ class Dims:
                 "audio_gate": (h, i), "audio_up": (h, i), "audio_down": (i, h)}
 
 
-def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None, modules_to_save=()):
-    """(all parameters incl. LoRA, trainable) of the model with LoRA, as peft builds it."""
+def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None, modules_to_save=(), finetune="lora"):
+    """(all parameters incl. LoRA and saved copies, trainable) of the model `--finetune` builds (models/finetune.py):
+    lora: peft LoRA (+ `modules_to_save` copies); audio: LoRA on the text path (attn_mlp) + trained copies of the
+    audio path (dual-FFN audio MLPs and norms, audio head, codebook embeddings); full: every weight, no peft."""
     shapes = d.module_shapes()
     attn = sum(a * b for k, (a, b) in shapes.items() if k in ("q", "k", "v", "o"))
     mlp = 3 * d.hidden * d.intermediate
     base = (2 * d.vocab * d.hidden + 2 * d.codebooks * d.classes * d.hidden + d.hidden
             + d.layers * (attn + mlp + 2 * d.hidden) + d.dual_ffn_layers * (mlp + 2 * d.hidden))
+    if finetune == "full":
+        return base, base
+    if finetune == "audio":
+        preset, modules_to_save = "attn_mlp", set(modules_to_save or ()) | {"audio_head", "audio_embeddings"}
     names = [m.replace("_proj", "").replace("audio_mlp.", "audio_") for m in target_modules] if target_modules \
         else LORA_MODULES[preset]
     per_layer = sum(lora_r * sum(shapes[n]) for n in names if not n.startswith("audio_"))
@@ -88,6 +94,8 @@ def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None,
     full = {"audio_head": d.codebooks * d.classes * d.hidden, "audio_embeddings": d.codebooks * d.classes * d.hidden,
             "text_head": d.vocab * d.hidden}
     saved = sum(full[m] for m in modules_to_save or ())  # a trainable copy beside the frozen original
+    if finetune == "audio":  # trained copies of the audio FFN + its two norms of every dual-FFN layer
+        saved += d.dual_ffn_layers * (mlp + 2 * d.hidden)
     return base + lora + saved, lora + saved
 
 
@@ -139,11 +147,11 @@ def recompute_fraction(d, ckpt, every_k):
 
 def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckpt="off", every_k=2, lora_r=16,
              preset="attn_mlp_audio", target_modules=None, modules_to_save=(), loss="fused", fp32_adapters=False,
-             mfu=0.35, dtype="bf16"):
+             mfu=0.35, dtype="bf16", finetune="lora"):
     """A dict of the predicted per-GPU memory (GiB) and throughput; `config` is the config.json dict.
     `dtype` is the model dtype without a DeepSpeed config (with one, its bf16/fp16 section decides)."""
     d = Dims.from_config(config)
-    n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save)
+    n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
     states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
     act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters)
     fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
@@ -221,14 +229,15 @@ def main(argv=None):
                   ckpt=args.activation_checkpointing, every_k=args.checkpoint_every_k, lora_r=args.lora_r,
                   preset=args.lora_preset, target_modules=args.lora_target_modules,
                   modules_to_save=args.modules_to_save, loss=args.loss, fp32_adapters=args.loss == "naive", mfu=args.mfu,
-                  dtype=args.dtype)
+                  dtype=args.dtype, finetune=args.finetune)
     est = estimate(config, **kwargs)
     if not est["fits"]:
         est["suggestion"] = suggest(config, kwargs, est["gpu_gib"])
     if args.json:
         print(json.dumps(est))
         return 0
-    print(f"{args.model_path}: {est['params']:,} parameters, {est['trainable']:,} trainable; {est['dtype']}, "
+    print(f"{args.model_path}: {est['params']:,} parameters, {est['trainable']:,} trainable (--finetune "
+          f"{args.finetune}); {est['dtype']}, "
           f"{os.path.basename(args.ds_config)}, {args.num_gpus} x {args.gpu}, {args.tokens_per_gpu} tokens/GPU, "
           f"activation checkpointing {args.activation_checkpointing}, {args.loss} loss")
     print(f"  model states   {est['model_states_gib']:8.2f} GiB/GPU" +
