@@ -88,8 +88,9 @@ def voice_cloning_batch(cfg, seq, samples_per_seq, dev, seed=0):
     return {k: v.to(dev) for k, v in b.items()}
 
 
-def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
-    """A random-weight `HiggsAudioModel` in `dtype` with peft LoRA (preset attn_mlp_audio), in train mode."""
+def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16, finetune="lora"):
+    """A random-weight `HiggsAudioModel` in `dtype` with peft LoRA (preset attn_mlp_audio), in train mode;
+    `finetune` audio / full: what `--finetune` trains instead (higgs_ds/models/finetune.py)."""
     from boson_multimodal.model.higgs_audio import HiggsAudioModel
     from peft import LoraConfig, get_peft_model
 
@@ -100,6 +101,14 @@ def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
     with torch.device(dev):
         model = HiggsAudioModel(cfg)
     torch.set_default_dtype(torch.float32)
+    if finetune != "lora":
+        from higgs_ds.models.finetune import prepare_model
+
+        model = prepare_model(model, finetune, r=lora_r, alpha=2 * lora_r)
+        if ckpt:
+            from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
+            enable_activation_checkpointing(model, "all")
+        return model.train()
     lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=LORA_PRESETS["attn_mlp_audio"])
     model = get_peft_model(model, lora, autocast_adapter_dtype=not ours)
     if ckpt:

@@ -14,6 +14,8 @@ Memory (bytes per GPU), no weights loaded:
   (hidden elements) and one layer is recomputed at a time; peft's fp32 adapters (the naive trainer) add
   FP32_ADAPTER_ELEMS;
 - a transient workspace at the start of the backward (WORKSPACE_ELEMS per token, fitted; see below);
+- the AdamW step's temporaries, about one fp32 copy of the (ZeRO-partitioned) trainable parameters: what makes
+  `--finetune full` peak (`optimizer_transient`); LoRA's are negligible;
 - loss: the fused chunked loss keeps the gathered labeled rows and their gradient (~T x hidden) and a few
   16 MiB chunks; the naive loss keeps ~NAIVE_LOGIT_BYTES per logit over all T x vocab positions.
 Error against measurements (tests/test_plan.py, docs/PERF.md): within 15 % on CPU (fp32) and on one H200 (bf16).
@@ -123,6 +125,15 @@ def model_states(n_total, n_train, ds_config, num_gpus, dtype="bf16"):
     return frozen + train, 0, "bf16" if half else "fp32"
 
 
+def optimizer_transient(n_train, ds_config, num_gpus):
+    """Bytes of the AdamW step's temporaries: torch's foreach AdamW holds about one fp32 copy of the parameters it
+    steps (measured on CPU with `--finetune full`: bench/step.py; negligible for LoRA); ZeRO steps a 1/N partition."""
+    zero = (ds_config or {}).get("zero_optimization", {})
+    if (zero.get("offload_optimizer") or {}).get("device", "none") in ("cpu", "nvme"):
+        return 0  # the step runs on the host
+    return 4 * n_train / (num_gpus if zero.get("stage", 0) >= 1 else 1)
+
+
 def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp32_adapters=False):
     """Bytes of activations, backward workspace and loss buffers of one micro-batch of `tokens` tokens."""
     b = 2 if dtype == "bf16" else 4
@@ -154,6 +165,7 @@ def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckp
     n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
     states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
     act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters)
+    act += optimizer_transient(n_train, ds_config, num_gpus)  # peak: activations, or the step's temporaries
     fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
     peak = PEAK_BF16_FLOPS.get(gpu.upper())
     tps = mfu * peak / fpt if peak else None
