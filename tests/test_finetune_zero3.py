@@ -68,7 +68,9 @@ def test_audio_finetune_adapter_holds_the_audio_path_and_exports_merged(runs, tm
     assert delta > 1e-4  # the audio FFN itself was trained (not only LoRA)
 
 
-def test_full_finetune_under_zero3_writes_a_model_dir_that_reproduces_the_run(runs, small_data, tiny_bundle, tmp_path):
+def test_full_finetune_under_zero3_writes_a_model_dir_that_reproduces_the_run(runs, small_data, small_code_cache,
+                                                                             tiny_assets, tiny_bundle, tmp_path):
+    from higgs_ds.data.code_cache import CodeCache
     from higgs_ds.data.loaders import build_loader, load_dataset
     from higgs_ds.models.loading import load_model
     from reference_loss import plain_loss
@@ -80,7 +82,8 @@ def test_full_finetune_under_zero3_writes_a_model_dir_that_reproduces_the_run(ru
     assert os.path.isfile(os.path.join(exported, "model.safetensors"))
     model = load_model(exported).eval()
     _, tok, audio_tok = tiny_bundle
-    val = load_dataset(small_data[0], tok, audio_tok, show_progress=False)
+    cache = CodeCache.for_tokenizer(tiny_assets.audio_tokenizer_path, small_code_cache)
+    val = load_dataset(small_data[0], tok, audio_tok, show_progress=False, code_cache=cache)
     losses = []
     for rank in range(2):  # the engine averaged per-batch losses over both ranks' shards
         with torch.no_grad():

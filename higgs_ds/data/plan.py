@@ -53,6 +53,7 @@ class StepPlan:
     text_shape: tuple  # (B, T) of the collated input_ids
     has_padding: bool
     left_padding: bool
+    round_to: int = ROUND_TO
 
     def _map(self, fn):
         return dataclasses.replace(self, **{k: fn(getattr(self, k)) for k in _TENSORS if getattr(self, k) is not None})

@@ -53,7 +53,8 @@ def _merge(*args, **kwargs):
     a = a.arguments
     embeds = a["inputs_embeds"]
     b, t, h = embeds.shape
-    if a["audio_features_embed"] is not None or (b, t) != plan.text_shape or a["left_padding"] != plan.left_padding:
+    if (a["audio_features_embed"] is not None or (b, t) != plan.text_shape or a["left_padding"] != plan.left_padding
+            or a["round_to"] != plan.round_to):
         raise RuntimeError(f"the batch's {PLAN_KEY} does not describe this forward (input {tuple(embeds.shape)}, "
                            f"plan {plan.text_shape}; Whisper features and cached decoding are not planned)")
     parts = [embeds.new_zeros(1, h), embeds.reshape(b * t, h)]
