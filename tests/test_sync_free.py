@@ -164,3 +164,16 @@ def test_plan_travels_with_the_batch(tiny_config, small_dataset):
     moved = to_device(batch, torch.device("cpu"))
     assert isinstance(moved[PLAN_KEY], StepPlan) and torch.equal(moved[PLAN_KEY].source, batch[PLAN_KEY].source)
     assert PLAN_KEY not in TrainingCollator(tiny_config)([small_dataset[0]])
+
+
+def test_no_audio_labels_fault_updates_the_plan(tiny_config, small_dataset, fresh_model, monkeypatch):
+    """engine/faults.py's `no_audio_labels` drops the plan's audio rows too: same loss as boson's path."""
+    from higgs_ds.engine.faults import unlabel_audio
+
+    monkeypatch.setenv("HIGGS_DS_FAULT", "no_audio_labels@1")
+    batch = unlabel_audio(_batches(tiny_config, small_dataset)["padded_clips"], 1)
+    with torch.no_grad():
+        ours = compute_loss(fresh_model, batch, LossConfig())
+        ref = compute_loss(fresh_model, _without_plan(batch), LossConfig())
+    assert int(ours.metrics["tokens/audio"]) == int(ref.metrics["tokens/audio"]) == 0
+    torch.testing.assert_close(ours.loss, ref.loss)
