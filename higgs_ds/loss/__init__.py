@@ -31,5 +31,5 @@ def compute_loss(model, batch, config=None, denominators=None):
 
 
 __all__ = ["compute_loss", "LossConfig", "Denominators", "LossOutput", "fused_head_loss",
-           "hidden_states_only", "head_weights", "head_modules", "base_higgs_model", "count_labeled", "global_denominators",
-           "audio_targets", "text_targets"]
+           "hidden_states_only", "head_weights", "head_modules", "base_higgs_model", "count_labeled",
+           "global_denominators", "audio_targets", "text_targets"]
