@@ -90,8 +90,9 @@ def voice_cloning_batch(cfg, seq, samples_per_seq, dev, seed=0):
     return {k: v.to(dev) for k, v in b.items()}
 
 
-def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
-    """A random-weight `HiggsAudioModel` in `dtype` with peft LoRA (preset attn_mlp_audio), in train mode."""
+def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16, finetune="lora"):
+    """A random-weight `HiggsAudioModel` in `dtype` with peft LoRA (preset attn_mlp_audio), in train mode;
+    `finetune` audio / full: what `--finetune` trains instead (higgs_ds/models/finetune.py)."""
     from boson_multimodal.model.higgs_audio import HiggsAudioModel
     from peft import LoraConfig, get_peft_model
 
@@ -102,6 +103,14 @@ def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
     with torch.device(dev):
         model = HiggsAudioModel(cfg)
     torch.set_default_dtype(torch.float32)
+    if finetune != "lora":
+        from higgs_ds.models.finetune import prepare_model
+
+        model = prepare_model(model, finetune, r=lora_r, alpha=2 * lora_r)
+        if ckpt:
+            from higgs_ds.engine.activation_checkpointing import enable_activation_checkpointing
+            enable_activation_checkpointing(model, "all")
+        return model.train()
     lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=LORA_PRESETS["attn_mlp_audio"])
     model = get_peft_model(model, lora, autocast_adapter_dtype=not ours)
     if ckpt:
@@ -113,9 +122,8 @@ def build(cfg, ours, ckpt, dev, dtype=torch.bfloat16, lora_r=16):
 def step_fn(model, ours, fused_loss=None):
     """step(batch, optimizer) -> loss: forward, backward, optimizer step. `model` may be a DeepSpeed engine.
     `fused_loss` (default: `ours`) picks our hidden-states-only forward + fused loss over full logits + plain CE."""
-    from tests.loss.reference_loss import plain_loss
-
     from higgs_ds.loss import LossConfig, compute_loss
+    from tests.loss.reference_loss import plain_loss
 
     cfg = LossConfig()
     fused = ours if fused_loss is None else fused_loss

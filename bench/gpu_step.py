@@ -43,11 +43,15 @@ def engine_for(model, world):
     return engine, opt
 
 
-def measure(name, ours, ckpt, seq, args, dev, rank, world):
+def measure(name, ours, ckpt, seq, args, dev, rank, world, finetune="lora"):
+    from higgs_ds.data.loaders import to_device
+    from higgs_ds.data.plan import add_plan
+
     cfg = release_config()
-    model = build(cfg, ours, ckpt, dev)
+    model = build(cfg, ours, ckpt, dev, finetune=finetune)
     runner, opt = engine_for(model, world)
-    batch = voice_cloning_batch(cfg, seq, max(1, seq // 2048), dev, seed=rank)
+    batch = voice_cloning_batch(cfg, seq, max(1, seq // 2048), "cpu", seed=rank)
+    batch = to_device(add_plan(batch, cfg) if ours else batch, dev)  # ours: the host-side plan, sync-free step
     step = step_fn(runner, ours)
     for _ in range(args.warmup):
         step(batch, opt)
@@ -60,7 +64,7 @@ def measure(name, ours, ckpt, seq, args, dev, rank, world):
     torch.cuda.synchronize()
     ms = (time.perf_counter() - t0) / args.steps * 1e3
     peak = torch.cuda.max_memory_allocated()
-    res = dict(name=name, seq=seq, ckpt=ckpt, gpus=world, step_ms=round(ms, 1), tokens_per_s=round(seq / ms * 1e3),
+    res = dict(name=name, seq=seq, ckpt=ckpt, gpus=world, finetune=finetune, step_ms=round(ms, 1), tokens_per_s=round(seq / ms * 1e3),
                peak_gib=round(peak / GiB, 2), activations_gib=round((peak - base) / GiB, 2),
                loss=float(loss.detach()), flops_per_token=flops_per_token(model, 1.0 if ckpt else 0.0))
     del model, runner, opt, batch
@@ -86,6 +90,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq", default="4096,8192", help="merged tokens per GPU per step")
     ap.add_argument("--ckpt", action="store_true", help="also run higgs_ds with activation checkpointing")
+    ap.add_argument("--finetune", default="lora",
+                    help="comma list of --finetune modes for the higgs_ds rows: lora,audio,full (naive: LoRA)")
     ap.add_argument("--num_gpus", type=int, default=1, help="> 1: relaunch under `deepspeed --num_gpus N` (ZeRO-2)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
@@ -111,10 +117,14 @@ def main():
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
     rows = []
     for seq in [int(s) for s in args.seq.split(",")]:
-        variants = [("naive", False, False), ("higgs_ds", True, False)] + ([("higgs_ds+ckpt", True, True)] if args.ckpt else [])
-        for name, ours, ckpt in variants:
+        variants = [("naive", False, False, "lora")]
+        for ft in args.finetune.split(","):
+            tag = "" if ft == "lora" else f"[{ft}]"
+            variants += [(f"higgs_ds{tag}", True, False, ft)] + ([(f"higgs_ds+ckpt{tag}", True, True, ft)]
+                                                                 if args.ckpt else [])
+        for name, ours, ckpt, ft in variants:
             try:
-                r = measure(name, ours, ckpt, seq, args, dev, rank, world)
+                r = measure(name, ours, ckpt, seq, args, dev, rank, world, ft)
             except torch.cuda.OutOfMemoryError:
                 r = dict(name=name, seq=seq, ckpt=ckpt, gpus=world, error="OOM")
                 torch.cuda.empty_cache()

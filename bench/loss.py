@@ -48,7 +48,7 @@ def loss_fn(method, h, W, Wa, outputs, batch):
 
     from higgs_ds.loss import LossConfig, fused_head_loss
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-    from reference_loss import plain_loss  # the naive reference lives with the tests
+    from tests.loss.reference_loss import plain_loss  # the naive reference lives with the tests
     if method == "naive":  # what HiggsAudioModel.forward + plain_loss do
         logits = F.linear(h, W)
         audio_logits = F.linear(h[outputs.audio_out_mask], Wa).view(-1, K, C).float()

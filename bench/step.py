@@ -62,9 +62,12 @@ def run_one(variant, args):
     torch.ones(64, 64) @ torch.ones(64, 64)  # thread pools up before the baseline
     base = rss_bytes()
     _reset_peak_rss()  # a child forked from a large process (pytest) inherits its ru_maxrss: measure VmHWM instead
-    model = build(cfg, ours, ckpt, "cpu", torch.float32, args.lora_r)
+    model = build(cfg, ours, ckpt, "cpu", torch.float32, args.lora_r, args.finetune if ours else "lora")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = voice_cloning_batch(cfg, args.tokens, max(1, args.tokens // 2048), "cpu")
+    if ours:  # the training step: the batch's host-side index plan (sync-free forward, higgs_ds/data/plan.py)
+        from higgs_ds.data.plan import add_plan
+        batch = add_plan(batch, cfg)
     model_bytes = rss_bytes() - base
     step = step_fn(model, ours)
     times = []
@@ -75,6 +78,7 @@ def run_one(variant, args):
             times.append(time.perf_counter() - t0)
     peak = _peak_rss_bytes() - base
     return dict(variant=variant, ckpt=ckpt, fused_loss=ours, tokens=args.tokens, step_s=min(times),
+                finetune=args.finetune if ours else "lora",
                 peak_bytes=peak, model_bytes=model_bytes, loss=float(loss.detach()),
                 params=sum(p.numel() for p in model.parameters()),
                 trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -96,6 +100,8 @@ def parser():
     ap.add_argument("--layers", type=int, default=MID["num_hidden_layers"])
     ap.add_argument("--intermediate", type=int, default=MID["intermediate_size"])
     ap.add_argument("--lora_r", type=int, default=16)
+    ap.add_argument("--finetune", choices=("lora", "audio", "full"), default="lora",
+                    help="what is trained (higgs_ds/models/finetune.py); audio/full apply to the fused cells only")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -124,7 +130,7 @@ def main(argv=None):
     cfg = config_from(args).to_dict()
     for r in rows:
         est = estimate(cfg, args.tokens, ckpt="all" if r["ckpt"] else "off", loss="fused" if r["fused_loss"] else "naive",
-                       dtype="fp32", lora_r=args.lora_r)
+                       dtype="fp32", lora_r=args.lora_r, finetune=args.finetune if r["fused_loss"] else "lora")
         r["plan_step_bytes"] = est["total_gib"] * GiB - 4 * est["params"]
     print(f"CPU ({torch.get_num_threads()} threads), fp32, hidden {args.hidden}, {args.layers} layers, intermediate "
           f"{args.intermediate}, vocab 128256, audio 8x1026; LoRA r={args.lora_r} ({rows[0]['trainable']:,} of "

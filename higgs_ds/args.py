@@ -16,7 +16,7 @@ def config_classes():
     from .engine.evaluation import EvalConfig
     from .engine.metrics import MetricsConfig
     from .loss import LossConfig
-    from .models.lora import AdapterConfig
+    from .models.finetune import AdapterConfig
 
     return dict(data=(DataConfig, ValidationConfig), metrics=(MetricsConfig,), eval=(EvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),

@@ -140,11 +140,16 @@ def resolve_inputs(args):
 def validate_inputs(data_cfg, paths):
     """Every sample of the train and val data checked and reported, with only the text tokenizer loaded (no model,
     no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
+    from higgs_ds.data.chatml import DataError
     from higgs_ds.data.validate import validate_files
     from higgs_ds.models.loading import load_text_tokenizer
 
     files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p]
     reports = validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)
+    for path, report in zip(files, reports):
+        if not report.samples:  # --on_bad_sample skip dropped every sample: nothing to train or validate on
+            raise DataError(f"{path}: none of its {report.num_read} samples is usable:\n{report.problem_listing()}",
+                            "empty_data")
     return reports[0], (reports[1] if data_cfg.val_data else None)
 
 
@@ -152,8 +157,8 @@ def build_data_and_model(args, data_cfg, paths, reports, rank):
     """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports."""
     from higgs_ds.data.loaders import dataset_from_report, open_code_cache
     from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
+    from higgs_ds.models.finetune import AdapterConfig
     from higgs_ds.models.loading import load_all, load_whisper_processor
-    from higgs_ds.models.lora import AdapterConfig
 
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     model, tokenizer, audio_tokenizer = load_all(paths)
@@ -175,7 +180,8 @@ def build_loader(args, data_cfg, train_set, model_config, rank, world):
     from higgs_ds.data.resume import resumable
 
     loader = loader_for(train_set, model_config, data_cfg.batch_size, rank, world, data_cfg.seed,
-                        max_tokens_per_batch=data_cfg.max_tokens_per_batch, num_workers=data_cfg.num_workers)
+                        max_tokens_per_batch=data_cfg.max_tokens_per_batch, num_workers=data_cfg.num_workers,
+                        plan=True)  # host-side index plan -> sync-free forward + loss (data/plan.py)
     total_steps = max(1, len(loader) // args.gradient_accumulation_steps) * args.num_epochs
     if args.max_steps > 0:
         total_steps = min(total_steps, args.max_steps)
@@ -231,7 +237,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
                       progress=not metrics_cfg.no_progress)
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
     summary = {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-               "train_data": data_cfg.train_data, "val_data": data_cfg.val_data}
+               "train_data": data_cfg.train_data, "val_data": data_cfg.val_data, "finetune": args.finetune,
+               "tokenizer_path": paths.tokenizer_path}
     return Components(
         engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),
@@ -286,21 +293,22 @@ def fit(c: Components):
     val = evaluate(engine, c.val_set, config, c.eval_cfg, c.rank, c.world, c.loss_fn) if c.val_set else None
     if val is not None:
         report_eval(val, step, meter)
-    save_adapter(c, history, val)
+    save_artefact(c, history, val)
     return 0
 
 
-def save_adapter(c, history, val):
-    """Rank 0 writes the adapter and metrics.json; every rank waits for it."""
+def save_artefact(c, history, val):
+    """The adapter (lora, audio) or full model dir (full; ZeRO-3 partitions gathered on every rank), then rank 0's
+    metrics.json; every rank waits for it."""
     from higgs_ds.engine.metrics import json_safe
+    from higgs_ds.models.finetune import save_final
 
     out = c.checkpointer.output_dir
+    artefact = save_final(c.engine, c.summary["finetune"], out, c.summary["tokenizer_path"], c.rank)
     if c.rank == 0:
-        os.makedirs(out, exist_ok=True)
-        c.engine.module.save_pretrained(os.path.join(out, "adapter"))
         with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(json_safe({"history": history, "val": val, **c.summary}), f, indent=1, allow_nan=False)
-        log.info("adapter written to %s", os.path.join(out, "adapter"))
+            json.dump(json_safe({"history": history, "val": val, **c.summary, "artefact": artefact}), f, indent=1,
+                      allow_nan=False)
     c.meter.close()
     torch.distributed.barrier()
 

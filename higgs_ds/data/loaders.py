@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .collate import TrainingCollator
 from .config import DataConfig, default_num_workers  # noqa: F401  (their old home)
 from .dataset import VoiceCloningDataset
+from .plan import StepPlan
 from .sampler import TokenBudgetBatchSampler
 from .validate import validate_files
 
@@ -61,9 +62,10 @@ def loader_kwargs(num_workers):
 
 
 def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None,
-                 num_workers=0):
-    """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it)."""
-    collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None))
+                 num_workers=0, plan=False):
+    """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it);
+    `plan`: batches carry their host-side index plan (the sync-free step, data/plan.py)."""
+    collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None), plan=plan)
     kw = loader_kwargs(num_workers)
     if max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,
@@ -91,4 +93,5 @@ def start_epoch(loader, epoch, skip_batches=0):
 
 
 def to_device(batch, device):
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) or isinstance(v, StepPlan) else v
+            for k, v in batch.items()}

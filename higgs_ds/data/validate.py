@@ -168,8 +168,6 @@ def validate_data(paths, tokenizer=None, limits=None, on_bad_sample=None):
     if report.num_read == 0:
         raise DataError(f"{', '.join([paths] if isinstance(paths, str) else paths)}: no samples (empty data file)",
                         "empty_data")
-    if report.problems and not report.samples:
-        raise DataError(f"none of the {report.num_read} samples is usable:\n{report.problem_listing()}", "invalid")
     if report.problems:
         msg = (f"{len(report.problems)} bad sample(s) of {report.num_read}:\n{report.problem_listing()}\n"
                f"{report.summary()}")

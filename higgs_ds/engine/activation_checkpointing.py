@@ -4,8 +4,11 @@
 `num_activation_checkpointing_layers` is unused, HF `gradient_checkpointing_enable()` does not apply), so
 each selected layer's `forward` is replaced by one that runs the original under
 `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` while training with grad enabled: the layer's
-activations are dropped after the forward and recomputed in the backward. Inference is unchanged.
+activations are dropped after the forward and recomputed in the backward. Inference is unchanged. The
+recomputation runs in a copy of the forward's `contextvars` context, so it sees what the forward saw (the
+sync-free forward's index plan, models/sync_free.py).
 """
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -38,7 +41,8 @@ def _checkpointed(layer, forward):
     @functools.wraps(forward)
     def run(*args, **kwargs):
         if layer.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            context = contextvars.copy_context()
+            return torch.utils.checkpoint.checkpoint(context.run, forward, *args, use_reentrant=False, **kwargs)
         return forward(*args, **kwargs)
 
     run.higgs_ds_checkpointed = True

@@ -169,6 +169,12 @@ def needs_universal(tag_dir, world_size):
     return bool(saved) and saved != world_size
 
 
+def _adapter_copy_possible(engine):
+    """A peft adapter copy of the weights fits in a checkpoint: LoRA / `--finetune audio` (not `full`, whose weights
+    are the DeepSpeed checkpoint itself), and not under ZeRO-3 (partitioned: the final save gathers them instead)."""
+    return hasattr(engine.module, "peft_config") and engine.zero_optimization_stage() != 3
+
+
 class Checkpointer:
     """Saves every `save_every` optimizer steps into `<output_dir>/checkpoints`, keeping the last `keep_last`."""
 
@@ -211,7 +217,7 @@ class Checkpointer:
         self.engine.save_checkpoint(self.dir, tag=tag + TMP, exclude_frozen_parameters=True, save_latest=False)
         fault("kill_mid_checkpoint", state.step, self.rank)
         _write_json(os.path.join(tmp, f"rng_rank{self.rank}.json"), rng_state())
-        if self.rank == 0:
+        if self.rank == 0 and _adapter_copy_possible(self.engine):
             self.engine.module.save_pretrained(os.path.join(tmp, "adapter"))
         fsync_tree(tmp)
         dist.barrier()  # every rank's part is on disk

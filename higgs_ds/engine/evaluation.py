@@ -34,7 +34,7 @@ def evaluate(engine, dataset, model_config, config, rank, world, loss_fn):
 
     engine.eval()
     loader = build_loader(dataset, model_config, config.batch_size, rank, world, config.seed, shuffle=False,
-                          num_workers=config.num_workers)
+                          num_workers=config.num_workers, plan=True)  # sync-free forward (data/plan.py)
     sums = {}
     for batch in loader:
         for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():
@@ -58,6 +58,7 @@ def build_preview(rank, config, engine, paths, val_set, writer):
     if rank != 0 or config.sample_every <= 0 or val_set is None or writer is None:
         return None
     from ..inference.preview import AudioPreview
+    from ..models.unwrap import base_higgs_model
 
-    return AudioPreview(engine.module.get_base_model(), paths, val_set.samples, config.sample_every, writer,
+    return AudioPreview(base_higgs_model(engine), paths, val_set.samples, config.sample_every, writer,
                         config.num_preview_prompts, config.preview_max_new_tokens)

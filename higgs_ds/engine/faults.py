@@ -49,4 +49,8 @@ def unlabel_audio(batch, step, rank=0):
     """Fault `no_audio_labels`: every audio label of `batch` becomes -100 (a rank with no trainable audio)."""
     if batch.get("label_audio_ids") is None or not fault("no_audio_labels", step, rank):
         return batch
-    return {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, IGNORE_INDEX)}
+    out = {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, IGNORE_INDEX)}
+    plan = batch.get("sync_free_plan")  # the host-side index plan (data/plan.py) holds the loss's labeled rows
+    if plan is not None:
+        out["sync_free_plan"] = plan.without_audio_labels()
+    return out

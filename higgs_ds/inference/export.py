@@ -1,5 +1,7 @@
 """`higgs-ds export`: a trained adapter -> adapter-only dir, or a merged full model dir for the serve engine.
 
+A `--finetune full` run leaves a full model dir (`model/`) instead of an adapter: it is copied as it is.
+
 The merged dir holds config.json, model.safetensors and the text tokenizer, i.e. exactly what
 `HiggsAudioServeEngine(model_dir, audio_tokenizer_dir)` loads. After merging, the merged model and the
 LoRA model are run on the same probe batch and must agree (max |Δ| of the hidden-state logits is reported).
@@ -24,6 +26,15 @@ def find_adapter(path):
         if os.path.isfile(os.path.join(cand, "adapter_config.json")):
             return cand
     raise InputNotFound(f"--checkpoint: no adapter_config.json in {path} or {path}/adapter")
+
+
+def find_full_model(path):
+    """A `--finetune full` output (model/ inside) or a full model dir itself; None for adapter checkpoints."""
+    for cand in (os.path.join(path, "model"), path):
+        if os.path.isfile(os.path.join(cand, "config.json")) and not os.path.isfile(
+                os.path.join(cand, "adapter_config.json")):
+            return cand
+    return None
 
 
 def base_model_path(adapter_dir, override=None):
@@ -71,6 +82,11 @@ def export(checkpoint, output, merge=False, dtype="fp32", model_path=None, toler
     """Write the adapter (and, with `merge`, a full model dir). Returns the max probe difference or None."""
     from ..models.loading import load_text_tokenizer
 
+    full = find_full_model(checkpoint)
+    if full is not None:  # --finetune full: the weights are the model; nothing to merge
+        shutil.copytree(full, output, dirs_exist_ok=True)
+        log.info("full model dir %s copied to %s", full, output)
+        return None
     adapter_dir = find_adapter(checkpoint)
     os.makedirs(output, exist_ok=True)
     if not merge:

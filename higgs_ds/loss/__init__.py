@@ -4,9 +4,10 @@
 states (`hidden.py`), then the chunked fused head + cross-entropy (`objective.py`, `fused.py`); full-vocab
 logits never exist. The plain reference (full logits + `F.cross_entropy`) lives in tests/reference_loss.py.
 """
+from ..models import sync_free  # noqa: F401
 from ..models.unwrap import base_higgs_model  # noqa: F401
 from .alignment import audio_targets, text_targets  # noqa: F401
-from .hidden import head_weights, hidden_states_only, model_codebooks
+from .hidden import head_modules, head_weights, hidden_states_only, model_codebooks
 from .normalize import count_labeled, global_denominators  # noqa: F401
 from .objective import Denominators, LossConfig, LossOutput, fused_head_loss
 
@@ -15,16 +16,21 @@ def compute_loss(model, batch, config=None, denominators=None):
     """`LossOutput` for a collated batch (keyword args of `HiggsAudioModel.forward`, already on device).
 
     `model` is the bare model, a peft `PeftModel` or a DeepSpeed engine; it is called as `model(**batch)` so
-    engine hooks run. `denominators` is required when `config.normalization == "global"`.
+    engine hooks run. `denominators` is required when `config.normalization == "global"`. A batch holding a
+    `StepPlan` (`data/plan.py`, under `sync_free.PLAN_KEY`) runs the forward and the loss without host syncs.
     """
     config = config or LossConfig()
-    text_w, audio_w = head_weights(model)
+    text_head, audio_head = head_modules(model)  # modules, not weights: ZeRO-3 gathers them in their own call
     n_codebooks, _ = model_codebooks(model)
-    with hidden_states_only(model):
-        outputs = model(**batch)
-    return fused_head_loss(outputs.logits, outputs, batch, text_w, audio_w, n_codebooks, config, denominators)
+    plan = batch.get(sync_free.PLAN_KEY)
+    kwargs = {k: v for k, v in batch.items() if k != sync_free.PLAN_KEY}
+    with hidden_states_only(model), sync_free.use(plan):
+        outputs = model(**kwargs)
+    rows = plan.loss_rows() if plan is not None else None
+    return fused_head_loss(outputs.logits, outputs, batch, text_head, audio_head, n_codebooks, config, denominators,
+                           rows)
 
 
 __all__ = ["compute_loss", "LossConfig", "Denominators", "LossOutput", "fused_head_loss",
-           "hidden_states_only", "head_weights", "base_higgs_model", "count_labeled", "global_denominators",
-           "audio_targets", "text_targets"]
+           "hidden_states_only", "head_weights", "head_modules", "base_higgs_model", "count_labeled",
+           "global_denominators", "audio_targets", "text_targets"]

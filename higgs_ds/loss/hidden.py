@@ -3,8 +3,10 @@
 `hidden_states_only(model)` temporarily replaces `audio_decoder_proj.forward` with one that returns the
 hidden states untouched: inside the block `outputs.logits` is (B, T, H), `outputs.audio_logits` is None, and
 `expanded_labels` / `audio_out_mask` are as usual. The loss then applies the head weights itself
-(`head_weights`). `model` may be the bare model, a peft `PeftModel`, or a DeepSpeed engine (`.module`).
-ZeRO-3 is not supported: its partitioned head weights are empty outside their module's forward.
+(`head_modules`). `model` may be the bare model, a peft `PeftModel`, or a DeepSpeed engine (`.module`).
+Under ZeRO-3 a head's weight is partitioned (empty) outside its module's forward: `call_with_weight` runs the loss
+as the head module's forward, so ZeRO-3's own module hooks gather the weight for the forward and again for the
+backward, where the head's gradient accumulates into the gathered parameter and ZeRO-3 reduces and partitions it.
 """
 import contextlib
 
@@ -39,6 +41,29 @@ def head_weights(model):
             raise RuntimeError(f"{name}.weight has shape {tuple(w.shape)}: partitioned (ZeRO-3?) weights are "
                                "not supported by the fused loss")
     return text_w, audio_w
+
+
+def head_modules(model):
+    """(text_lm_head, audio_lm_head) modules that run (a peft `modules_to_save` wrapper's active copy)."""
+    base = base_higgs_model(model)
+    _check_supported(base)
+    proj = _active(base.audio_decoder_proj)
+    return _active(proj.text_lm_head), _active(proj.audio_lm_head)
+
+
+def call_with_weight(module, fn, *args):
+    """`fn(module.weight, *args)` run as `module`'s forward (through `module.__call__` and so its hooks: under
+    ZeRO-3 the weight is gathered for it and for its backward)."""
+    had_own = "forward" in module.__dict__
+    previous = module.__dict__.get("forward")
+    module.forward = lambda *a: fn(module.weight, *a)
+    try:
+        return module(*args)
+    finally:
+        if had_own:
+            module.forward = previous
+        else:
+            del module.forward
 
 
 def _hidden_passthrough(hidden_states, audio_out_mask, *args, **kwargs):

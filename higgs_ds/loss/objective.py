@@ -24,6 +24,7 @@ import torch
 from ..config import option
 from .alignment import IGNORE, audio_targets, text_targets
 from .fused import fused_linear_ce
+from .hidden import call_with_weight
 
 
 @dataclasses.dataclass
@@ -58,10 +59,19 @@ class Denominators:
 def _codebook_weights(config, k, device):
     if config.codebook_weights is None:
         return torch.ones(k, device=device)
-    w = torch.as_tensor(list(config.codebook_weights), dtype=torch.float32, device=device)
+    w = torch.as_tensor(list(config.codebook_weights), dtype=torch.float32)  # checked on the host
     if w.numel() != k or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"codebook_weights must be {k} non-negative numbers with a positive sum, got {w.tolist()}")
-    return w * (k / w.sum())
+    return (w * (k / w.sum())).to(device, non_blocking=True)
+
+
+def _head_ce(head, h, targets, scale, n_groups, config):
+    """`fused_linear_ce` of `h` against a head given as its weight, or as its module (run inside the module's call,
+    so DeepSpeed ZeRO-3 gathers the partitioned weight: `hidden.call_with_weight`)."""
+    eps, zl, chunk = config.label_smoothing, config.z_loss, config.chunk_size
+    if isinstance(head, torch.nn.Module):
+        return call_with_weight(head, lambda w, x: fused_linear_ce(x, w, targets, scale, n_groups, eps, zl, chunk), h)
+    return fused_linear_ce(h, head, targets, scale, n_groups, eps, zl, chunk)
 
 
 def _rows(hidden, flat_positions):
@@ -75,7 +85,10 @@ def _denominator(config, denominators, name, local_count):
         raise ValueError(f"normalization must be 'local' or 'global', got {config.normalization!r}")
     if denominators is None:
         raise ValueError("normalization='global' needs Denominators (see higgs_ds.loss.normalize)")
-    return torch.as_tensor(getattr(denominators, name), dtype=torch.float32, device=local_count.device)
+    value = getattr(denominators, name)
+    if torch.is_tensor(value):
+        return value.to(device=local_count.device, dtype=torch.float32)
+    return float(value)  # a Python number divides on the device without a host-to-device copy
 
 
 def text_rows(expanded_labels, shape, device):
@@ -102,25 +115,32 @@ def audio_rows(audio_out_mask, label_audio_ids, audio_out_ids_start, n_codebooks
     return positions.index_select(0, keep), tgt.index_select(0, keep)
 
 
-def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config, denominators=None):
-    """`LossOutput` from the hidden states (B, T, H), the forward's outputs and the collated batch."""
-    dev, eps, zl, chunk = hidden.device, config.label_smoothing, config.z_loss, config.chunk_size
-    t_pos, t_tgt = text_rows(outputs.expanded_labels, hidden.shape[:2], dev)
-    a_pos, a_tgt = audio_rows(outputs.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),
-                              n_codebooks, dev)
+def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config, denominators=None, rows=None):
+    """`LossOutput` from the hidden states (B, T, H), the forward's outputs and the collated batch. `text_w` and
+    `audio_w`: the heads' weights, or their modules (required under ZeRO-3, see `_head_ce`).
+
+    `rows`: (text positions, text targets, audio positions, audio targets, n_text, per-codebook audio counts) as
+    computed on the host (`data.plan.StepPlan.loss_rows`); None finds them here (`nonzero`: host syncs)."""
+    dev = hidden.device
+    if rows is None:
+        t_pos, t_tgt = text_rows(outputs.expanded_labels, hidden.shape[:2], dev)
+        a_pos, a_tgt = audio_rows(outputs.audio_out_mask, batch.get("label_audio_ids"),
+                                  batch.get("audio_out_ids_start"), n_codebooks, dev)
+        n_text, n_k = torch.tensor(t_pos.numel(), device=dev), None
+    else:
+        t_pos, t_tgt, a_pos, a_tgt, n_text, n_k = rows
     # one gather (and so one B x T x H gradient buffer) for both heads
     h_text, h_audio = _rows(hidden, torch.cat([t_pos, a_pos])).split([t_pos.numel(), a_pos.numel()])
 
-    n_text = torch.tensor(t_pos.numel(), device=dev)
     t_scale = torch.ones_like(t_tgt, dtype=torch.float32) / _denominator(config, denominators, "text", n_text)
-    text_loss, text_ce, _ = fused_linear_ce(h_text, text_w, t_tgt, t_scale, 1, eps, zl, chunk)
+    text_loss, text_ce, _ = _head_ce(text_w, h_text, t_tgt, t_scale, 1, config)
 
     valid = a_tgt != IGNORE
-    n_k = valid.sum(0)
+    n_k = valid.sum(0) if n_k is None else n_k
     n_audio = n_k.sum()
     cb_w = _codebook_weights(config, n_codebooks, dev)
     a_scale = valid * cb_w / _denominator(config, denominators, "audio", n_audio)
-    audio_loss, ce_k, correct_k = fused_linear_ce(h_audio, audio_w, a_tgt, a_scale, n_codebooks, eps, zl, chunk)
+    audio_loss, ce_k, correct_k = _head_ce(audio_w, h_audio, a_tgt, a_scale, n_codebooks, config)
 
     loss = config.text_loss_weight * text_loss + config.audio_loss_weight * audio_loss
     metrics = {"loss/text": text_ce[0] / n_text.clamp(min=1),

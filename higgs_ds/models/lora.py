@@ -1,9 +1,5 @@
 """LoRA through peft, without `task_type` (peft's CAUSAL_LM wrapper passes `labels=`, which Higgs rejects)."""
-import dataclasses
 import logging
-from typing import List, Optional
-
-from ..config import option
 
 log = logging.getLogger(__name__)
 
@@ -24,30 +20,12 @@ MODULES_TO_SAVE = {
 }
 
 
-@dataclasses.dataclass
-class AdapterConfig:
-    """The LoRA adapter: rank, scaling, which layers get adapters, which modules train in full."""
-    lora_r: int = option(16, "LoRA rank", minimum=1)
-    lora_alpha: int = option(32, "LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = option(0.0, "dropout on the LoRA input")
-    lora_preset: str = option("attn_mlp_audio", "which linear layers get adapters", choices=sorted(LORA_PRESETS))
-    lora_target_modules: Optional[List[str]] = option(None, "explicit module-name suffixes (overrides --lora_preset)",
-                                                      type=str, nargs="+")
-    modules_to_save: List[str] = option([], "train these modules in full and store them in the adapter: audio_head "
-                                            "(audio_decoder_proj.audio_lm_head), audio_embeddings "
-                                            "(audio_codebook_embeddings), text_head (audio_decoder_proj.text_lm_head, "
-                                            "vocab x hidden: large)", nargs="+", choices=sorted(MODULES_TO_SAVE))
-
-    def apply(self, model):
-        return apply_lora(model, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_preset,
-                          self.lora_target_modules, self.modules_to_save)
-
-
 def apply_lora(model, r=16, alpha=32, dropout=0.0, preset="attn_mlp_audio", target_modules=None,
-               modules_to_save=()):
+               modules_to_save=(), extra_modules_to_save=()):
     """Wrap `model` in a `PeftModel`; adapters keep the model's dtype (no fp32 upcast of activations).
 
-    `modules_to_save`: keys of `MODULES_TO_SAVE`, trained in full and stored in the adapter.
+    `modules_to_save`: keys of `MODULES_TO_SAVE`, trained in full and stored in the adapter;
+    `extra_modules_to_save`: more module names (peft matches name suffixes), e.g. `models/finetune.py`'s audio path.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -55,7 +33,8 @@ def apply_lora(model, r=16, alpha=32, dropout=0.0, preset="attn_mlp_audio", targ
     unknown = sorted(set(modules_to_save or ()) - set(MODULES_TO_SAVE))
     if unknown:
         raise ValueError(f"unknown modules_to_save {unknown}; choose from {sorted(MODULES_TO_SAVE)}")
-    to_save = [MODULES_TO_SAVE[m] for m in modules_to_save or ()] or None
+    to_save = [MODULES_TO_SAVE[m] for m in modules_to_save or ()] + list(extra_modules_to_save or ())
+    to_save = list(dict.fromkeys(to_save)) or None
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         modules_to_save=to_save)
     peft_model = get_peft_model(model, config, autocast_adapter_dtype=False)

@@ -14,6 +14,8 @@ Memory (bytes per GPU), no weights loaded:
   (hidden elements) and one layer is recomputed at a time; peft's fp32 adapters (the naive trainer) add
   FP32_ADAPTER_ELEMS;
 - a transient workspace at the start of the backward (WORKSPACE_ELEMS per token, fitted; see below);
+- the AdamW step's temporaries, about one fp32 copy of the (ZeRO-partitioned) trainable parameters: what makes
+  `--finetune full` peak (`optimizer_transient`); LoRA's are negligible;
 - loss: the fused chunked loss keeps the gathered labeled rows and their gradient (~T x hidden) and a few
   16 MiB chunks; the naive loss keeps ~NAIVE_LOGIT_BYTES per logit over all T x vocab positions.
 Error against measurements (tests/tools/test_plan.py, docs/PERF.md): within 15 % on CPU (fp32) and on one H200 (bf16).
@@ -74,13 +76,19 @@ class Dims:
                 "audio_gate": (h, i), "audio_up": (h, i), "audio_down": (i, h)}
 
 
-def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None, modules_to_save=()):
-    """(all parameters incl. LoRA, trainable) of the model with LoRA, as peft builds it."""
+def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None, modules_to_save=(), finetune="lora"):
+    """(all parameters incl. LoRA and saved copies, trainable) of the model `--finetune` builds (models/finetune.py):
+    lora: peft LoRA (+ `modules_to_save` copies); audio: LoRA on the text path (attn_mlp) + trained copies of the
+    audio path (dual-FFN audio MLPs and norms, audio head, codebook embeddings); full: every weight, no peft."""
     shapes = d.module_shapes()
     attn = sum(a * b for k, (a, b) in shapes.items() if k in ("q", "k", "v", "o"))
     mlp = 3 * d.hidden * d.intermediate
     base = (2 * d.vocab * d.hidden + 2 * d.codebooks * d.classes * d.hidden + d.hidden
             + d.layers * (attn + mlp + 2 * d.hidden) + d.dual_ffn_layers * (mlp + 2 * d.hidden))
+    if finetune == "full":
+        return base, base
+    if finetune == "audio":
+        preset, modules_to_save = "attn_mlp", set(modules_to_save or ()) | {"audio_head", "audio_embeddings"}
     names = [m.replace("_proj", "").replace("audio_mlp.", "audio_") for m in target_modules] if target_modules \
         else LORA_MODULES[preset]
     per_layer = sum(lora_r * sum(shapes[n]) for n in names if not n.startswith("audio_"))
@@ -89,6 +97,8 @@ def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None,
     full = {"audio_head": d.codebooks * d.classes * d.hidden, "audio_embeddings": d.codebooks * d.classes * d.hidden,
             "text_head": d.vocab * d.hidden}
     saved = sum(full[m] for m in modules_to_save or ())  # a trainable copy beside the frozen original
+    if finetune == "audio":  # trained copies of the audio FFN + its two norms of every dual-FFN layer
+        saved += d.dual_ffn_layers * (mlp + 2 * d.hidden)
     return base + lora + saved, lora + saved
 
 
@@ -116,6 +126,15 @@ def model_states(n_total, n_train, ds_config, num_gpus, dtype="bf16"):
     return frozen + train, 0, "bf16" if half else "fp32"
 
 
+def optimizer_transient(n_train, ds_config, num_gpus):
+    """Bytes of the AdamW step's temporaries: torch's foreach AdamW holds about one fp32 copy of the parameters it
+    steps (measured on CPU with `--finetune full`: bench/step.py; negligible for LoRA); ZeRO steps a 1/N partition."""
+    zero = (ds_config or {}).get("zero_optimization", {})
+    if (zero.get("offload_optimizer") or {}).get("device", "none") in ("cpu", "nvme"):
+        return 0  # the step runs on the host
+    return 4 * n_train / (num_gpus if zero.get("stage", 0) >= 1 else 1)
+
+
 def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp32_adapters=False):
     """Bytes of activations, backward workspace and loss buffers of one micro-batch of `tokens` tokens."""
     b = 2 if dtype == "bf16" else 4
@@ -140,13 +159,14 @@ def recompute_fraction(d, ckpt, every_k):
 
 def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckpt="off", every_k=2, lora_r=16,
              preset="attn_mlp_audio", target_modules=None, modules_to_save=(), loss="fused", fp32_adapters=False,
-             mfu=0.35, dtype="bf16"):
+             mfu=0.35, dtype="bf16", finetune="lora"):
     """A dict of the predicted per-GPU memory (GiB) and throughput; `config` is the config.json dict.
     `dtype` is the model dtype without a DeepSpeed config (with one, its bf16/fp16 section decides)."""
     d = Dims.from_config(config)
-    n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save)
+    n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
     states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
     act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters)
+    act += optimizer_transient(n_train, ds_config, num_gpus)  # peak: activations, or the step's temporaries
     fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
     peak = PEAK_BF16_FLOPS.get(gpu.upper())
     tps = mfu * peak / fpt if peak else None
@@ -177,7 +197,7 @@ def suggest(config, kwargs, cap):
 def parser():
     from ..config import add_flags
     from ..engine.activation_checkpointing import ActivationCheckpointingConfig
-    from ..models.lora import AdapterConfig
+    from ..models.finetune import AdapterConfig
 
     p = argparse.ArgumentParser(prog="higgs-ds plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,14 +245,15 @@ def main(argv=None):
                   ckpt=args.activation_checkpointing, every_k=args.checkpoint_every_k, lora_r=args.lora_r,
                   preset=args.lora_preset, target_modules=args.lora_target_modules,
                   modules_to_save=args.modules_to_save, loss=args.loss, fp32_adapters=args.loss == "naive", mfu=args.mfu,
-                  dtype=args.dtype)
+                  dtype=args.dtype, finetune=args.finetune)
     est = estimate(config, **kwargs)
     if not est["fits"]:
         est["suggestion"] = suggest(config, kwargs, est["gpu_gib"])
     if args.json:
         print(json.dumps(est))
         return 0
-    print(f"{args.model_path}: {est['params']:,} parameters, {est['trainable']:,} trainable; {est['dtype']}, "
+    print(f"{args.model_path}: {est['params']:,} parameters, {est['trainable']:,} trainable (--finetune "
+          f"{args.finetune}); {est['dtype']}, "
           f"{os.path.basename(args.ds_config)}, {args.num_gpus} x {args.gpu}, {args.tokens_per_gpu} tokens/GPU, "
           f"activation checkpointing {args.activation_checkpointing}, {args.loss} loss")
     print(f"  model states   {est['model_states_gib']:8.2f} GiB/GPU" +

@@ -10,16 +10,19 @@ from higgs_ds.tools.plan import GiB, estimate
 from tests.helpers import ROOT
 from tests.tools.test_plan import TOL
 
-CPU_CELLS = [("fused", 256, 2, 512, 1024), ("higgs_ds", 256, 2, 512, 2048), ("naive", 256, 2, 512, 768)]
+CPU_CELLS = [("fused", 256, 2, 512, 1024, "lora"), ("higgs_ds", 256, 2, 512, 2048, "lora"),
+             ("naive", 256, 2, 512, 768, "lora"), ("fused", 128, 2, 256, 1024, "audio"),
+             ("fused", 128, 2, 256, 1024, "full")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, hidden, layers, inter, tokens", CPU_CELLS)
-def test_cpu_measured_peak(variant, hidden, layers, inter, tokens):
+@pytest.mark.parametrize("variant, hidden, layers, inter, tokens, finetune", CPU_CELLS)
+def test_cpu_measured_peak(variant, hidden, layers, inter, tokens, finetune):
     """What one step adds on top of the built model (activations, loss buffers, grads, AdamW states), measured as in
     bench/step.py (own process, ru_maxrss), vs the plan for the same config (fp32, no DeepSpeed)."""
     cmd = [sys.executable, os.path.join(ROOT, "bench", "step.py"), "--one", variant, "--hidden", str(hidden),
-           "--layers", str(layers), "--intermediate", str(inter), "--tokens", str(tokens), "--warmup", "0", "--steps", "1"]
+           "--layers", str(layers), "--intermediate", str(inter), "--tokens", str(tokens), "--warmup", "0", "--steps", "1",
+           "--finetune", finetune]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
                        env=dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20)))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -30,7 +33,8 @@ def test_cpu_measured_peak(variant, hidden, layers, inter, tokens):
     args = type("A", (), dict(hidden=hidden, layers=layers, intermediate=inter))
     cfg = config_from(args).to_dict()
     ckpt = "all" if cell["ckpt"] else "off"
-    est = estimate(cfg, tokens, ckpt=ckpt, loss="fused" if cell["fused_loss"] else "naive", dtype="fp32")
+    est = estimate(cfg, tokens, ckpt=ckpt, loss="fused" if cell["fused_loss"] else "naive", dtype="fp32",
+                   finetune=finetune)
     assert (est["params"], est["trainable"]) == (cell["params"], cell["trainable"])
     predicted = est["total_gib"] * GiB - 4 * est["params"]
     measured = cell["peak_bytes"] - cell["model_bytes"]

@@ -47,3 +47,5 @@ def test_offload_and_zero3_configs_resolve():
     assert off["zero_force_ds_cpu_optimizer"] is False  # the client torch AdamW steps on CPU
     z3, _ = load_ds_config("ds_configs/zero3.json", **KW)
     assert z3["zero_optimization"]["stage"] == 3 and z3["bf16"]["enabled"] is True
+    cpu3, _ = load_ds_config("ds_configs/cpu_zero3.json", **KW)
+    assert cpu3["zero_optimization"]["stage"] == 3 and cpu3["bf16"]["enabled"] is False

@@ -88,3 +88,19 @@ def test_cli_warns_and_suggests(capsys):
     assert estimate(_release(), 24576, gpu="h100", ckpt=ckpt, every_k=k)["fits"]
     assert main(["--model_path", os.path.dirname(RELEASE), "--ds_config", "/nonexistent.json", "--tokens_per_gpu", "8"]) == 2
     assert "/nonexistent.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("finetune", ["lora", "audio", "full"])
+def test_parameter_counts_match_each_finetune_mode(tiny_assets, finetune):
+    """`--finetune` modes (models/finetune.py): the plan's (all, trainable) == the model `prepare_model` builds."""
+    from boson_multimodal.model.higgs_audio import HiggsAudioConfig, HiggsAudioModel
+
+    from higgs_ds.models.finetune import prepare_model
+
+    with open(os.path.join(tiny_assets.model_path, "config.json")) as f:
+        cfg = json.load(f)
+    with torch.device("meta"):
+        model = prepare_model(HiggsAudioModel(HiggsAudioConfig(**cfg)), finetune, r=8)
+    real = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
+    assert parameter_counts(Dims.from_config(cfg), 8, finetune=finetune) == real
+    assert estimate(cfg, 512, lora_r=8, finetune=finetune)["trainable"] == real[1]
