@@ -7,6 +7,7 @@
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
+    higgs-ds convert --input DIR|ORG/NAME[@REV] --output DIR [--to boson|native]
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
@@ -38,13 +39,14 @@ def _parser():
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
                        ("evaluate", "teacher-forced loss and per-codebook accuracy"),
-                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)")):
+                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
+                       ("convert", "model dir or Hub id: boson <-> transformers-native layout (docs/INTEROP.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
 DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
-             "plan": ".engine.plan"}
+             "plan": ".engine.plan", "convert": ".models.convert"}
 
 
 def _tiny():
@@ -84,12 +86,26 @@ def prepare(args, parser):
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
     from .data.code_cache import prepare_codes
 
-    stats = prepare_codes(args.data, args.audio_tokenizer_path or _tiny().audio_tokenizer_path, args.code_cache_dir)
+    from .models.sources import audio_tokenizer_dir  # issue 16: Hub ids / native dirs
+
+    stats = prepare_codes(args.data, audio_tokenizer_dir(args.audio_tokenizer_path) or _tiny().audio_tokenizer_path,
+                          args.code_cache_dir)
     print(json.dumps(stats))
     return 0
 
 
 def main(argv=None):
+    """Dispatch; a model source that cannot be found (models/hub.py SourceError) is one message, exit 2."""
+    from .models.hub import SourceError  # issue 16
+
+    try:
+        return _main(argv)
+    except SourceError as e:
+        print(f"higgs-ds: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         from .train import main as train_main

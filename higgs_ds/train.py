@@ -28,6 +28,7 @@ from higgs_ds.args import default_ds_config, parse_args
 from higgs_ds.engine.distributed import (all_reduce_sum, init_distributed, report_failure, select_accelerator,
                                          setup_logging)
 from higgs_ds.engine.numerics import EXIT_NONFINITE, NonFiniteAbort
+from higgs_ds.models.hub import SourceError
 
 log = logging.getLogger("higgs_ds.train")
 
@@ -39,6 +40,9 @@ def main(argv=None):
     except NonFiniteAbort as e:
         log.error("%s", e)
         return EXIT_NONFINITE
+    except SourceError as e:  # issue 16: a Hub id / model dir that cannot be found: one message, no traceback
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
         report_failure(e, log)
         raise

@@ -25,8 +25,10 @@ def find_adapter(path):
 
 
 def base_model_path(adapter_dir, override=None):
+    from ..models.sources import model_dir
+
     if override:
-        return override
+        return model_dir(override)
     with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
         base = json.load(f).get("base_model_name_or_path")
     if not base or not os.path.isdir(base):

@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from . import sources
 from .audio_tokenizer import load_audio_tokenizer
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,10 @@ class ModelPaths:
 
     @classmethod
     def resolve(cls, model_path=None, audio_tokenizer_path=None, tokenizer_path=None):
-        """Fill unset paths from the embedded tiny default (built on first use) and check they exist."""
+        """Fill unset paths from the embedded tiny default (built on first use) and check they exist. Hub repo ids
+        and transformers-native dirs become local boson-format dirs first (models/sources.py)."""
+        audio_tokenizer_path = audio_tokenizer_path or sources.default_audio_tokenizer(model_path)
+        model_path, audio_tokenizer_path = sources.model_dir(model_path), sources.audio_tokenizer_dir(audio_tokenizer_path)
         sibling = os.path.join(os.path.dirname(os.path.abspath(model_path)), "audio_tokenizer") if model_path else None
         if audio_tokenizer_path is None and sibling and os.path.isfile(os.path.join(sibling, "model.pth")):
             audio_tokenizer_path = sibling  # the embedded layout: <root>/model and <root>/audio_tokenizer
