@@ -199,9 +199,13 @@ def run(argv=None):
         os.makedirs(args.output_dir, exist_ok=True)
         engine.module.save_pretrained(os.path.join(args.output_dir, "adapter"))
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+            run_facts = {"args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
+                         "data": {"train": train_set.report.to_dict(),  # issue 16: the exported model card's facts
+                                  **({"val": val_set.report.to_dict()} if val_set else {})}}
             json.dump(json_safe({"history": history, "val": val_loss, "world_size": world,
                                  "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-                                 "train_data": train_path, "val_data": val_path}), f, indent=1, allow_nan=False)
+                                 "train_data": train_path, "val_data": val_path, **run_facts}),
+                      f, indent=1, allow_nan=False)
         log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
     meter.close()
     torch.distributed.barrier()

@@ -33,8 +33,10 @@ def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=Tru
     (with the waveforms Whisper needs when `whisper_processor` is given; see dataset.py)."""
     (report,) = validate_files([path], tokenizer, args)
     samples = report.samples[:limit] if limit else report.samples
-    return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache,
-                               whisper_processor=whisper_processor)
+    dataset = VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress,
+                                  code_cache=code_cache, whisper_processor=whisper_processor)
+    dataset.report = report  # its summary goes into metrics.json (and from there into the exported model card)
+    return dataset
 
 
 def open_code_cache(args, audio_tokenizer_path):

@@ -12,12 +12,13 @@ import os
 import shutil
 import sys
 
-from . import lm_format
+from . import hub, lm_format
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "chat_template.jinja")
 MAX_SHARD = "5GB"
+SOURCE_FILE = "higgs_ds_source.json"  # in a converted dir: where it came from
 
 
 def read_json(path):
@@ -89,6 +90,13 @@ def native_to_boson_dir(src, dst):
         sd["audio_decoder_proj.text_lm_head.weight"] = sd["embed_tokens.weight"].clone()
     write_state_dict(sd, dst)
     copy_tokenizer(src, dst, to_boson=True)
+    write_json({"source": native_source_name(src), "format": "native"}, os.path.join(dst, SOURCE_FILE))
+
+
+def native_source_name(src):
+    """`org/name@rev` for a hub snapshot dir, else the absolute path (recorded for exports and model cards)."""
+    ref = hub.ref_from_path(src)
+    return str(ref) if ref else os.path.abspath(src)
 
 
 def model_format(model_dir):
@@ -148,12 +156,10 @@ def main(argv=None):
                    help="target layout: boson-multimodal's HiggsAudioModel or transformers' HiggsAudioV2")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .hub import SourceError, resolve
-
     try:
-        src = resolve(args.input, "model", "--input")
+        src = hub.resolve(args.input, "model", "--input")
         have = convert(src, args.output, args.to)
-    except (SourceError, lm_format.FormatError) as e:
+    except (hub.SourceError, lm_format.FormatError) as e:
         print(f"higgs-ds convert: {e}", file=sys.stderr)
         return 2
     print(f"{args.input} ({have}) -> {args.output} ({args.to})")

@@ -25,6 +25,7 @@ REQUIRED = {"model": [("config.json",), ("model.safetensors", "model.safetensors
             "audio_tokenizer": [("config.json",), ("model.pth", "model.safetensors")],
             "semantic_teacher": [("config.json",)]}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
+_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -92,6 +93,12 @@ def resolve(spec, kind, flag):
     """A local path stays as it is; a repo id becomes its snapshot dir in the hub cache."""
     ref = parse_ref(spec)
     return spec if ref is None else download(ref, kind, flag)
+
+
+def ref_from_path(path):
+    """HubRef of a snapshot dir of the hub cache (`.../models--org--name/snapshots/<rev>`), else None."""
+    m = _SNAPSHOT.search(os.path.realpath(path)) or _SNAPSHOT.search(os.path.abspath(path))
+    return HubRef(f"{m[1]}/{m[2]}", m[3]) if m else None
 
 
 def semantic_teacher_ref(tokenizer_config):
