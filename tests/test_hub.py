@@ -36,14 +36,14 @@ def snapshot(cache, repo, rev):
     return os.path.join(cache, "models--" + repo.replace("/", "--"), "snapshots", rev)
 
 
-def test_parse_ref(tmp_path):
+def test_parse_ref(tmp_path, monkeypatch):
     assert hub.parse_ref("org/name") == hub.HubRef("org/name")
     assert hub.parse_ref("org/name@v1.0") == hub.HubRef("org/name", "v1.0")
     assert str(hub.parse_ref(hub.MODEL_REPO)) == f"{hub.MODEL_REPO}@{hub.PINNED[hub.MODEL_REPO]}"
     assert str(hub.parse_ref("org/name")) == "org/name@main"
     (tmp_path / "org").mkdir()
     (tmp_path / "org" / "name").mkdir()
-    os.chdir(tmp_path)  # a local dir shaped like a repo id stays a path
+    monkeypatch.chdir(tmp_path)  # a local dir shaped like a repo id stays a path
     assert hub.parse_ref("org/name") is None
     assert hub.parse_ref("/abs/path") is None and hub.parse_ref("./rel/x") is None and hub.parse_ref("name") is None
 
@@ -91,6 +91,11 @@ def test_missing_files_name_repo_revision_and_fix(hub_cache, tiny_assets):
     msg = str(e.value)
     assert f"someone/partial@main" in msg and "lacks model.safetensors" in msg
     assert f"hf download someone/partial --revision main" in msg
+
+
+def test_a_missing_relative_dir_says_both(hub_cache):
+    with pytest.raises(hub.SourceError, match=r"data/model@main: not in the local cache .* no local directory"):
+        hub.resolve("data/model", "model", "--model_path")
 
 
 def test_cli_error_is_one_message(hub_cache):

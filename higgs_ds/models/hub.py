@@ -92,7 +92,14 @@ def download(ref, kind, flag):
 def resolve(spec, kind, flag):
     """A local path stays as it is; a repo id becomes its snapshot dir in the hub cache."""
     ref = parse_ref(spec)
-    return spec if ref is None else download(ref, kind, flag)
+    if ref is None:
+        return spec
+    try:
+        return download(ref, kind, flag)
+    except SourceError as e:
+        if ref.revision is None and "/" in spec and not spec.startswith(tuple(PINNED)):
+            raise SourceError(f"{e} (and there is no local directory {os.path.abspath(spec)})") from None
+        raise
 
 
 def ref_from_path(path):
