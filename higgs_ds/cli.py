@@ -7,7 +7,7 @@
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
-    higgs-ds convert --input DIR|ORG/NAME[@REV] --output DIR [--to boson|native]
+    higgs-ds convert --input DIR|ORG/NAME[@REV] --output DIR [--to boson|native] [--audio_tokenizer]
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
@@ -46,7 +46,7 @@ def _parser():
 
 
 DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
-             "plan": ".engine.plan", "convert": ".models.convert"}
+             "plan": ".engine.plan", "convert": ".models.convert_cli"}
 
 
 def _tiny():

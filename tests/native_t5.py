@@ -4,6 +4,7 @@ inputs. Imports nothing from higgs_ds (which needs transformers 4 and boson-mult
 
     python native_t5.py make OUT CONFIG.json          # random tiny native checkpoint with a text head
     python native_t5.py run MODEL_DIR INPUTS.pt OUT.pt [ADAPTER_DIR]
+    python native_t5.py encode AUDIO_TOKENIZER_DIR WAV.pt OUT.pt
 """
 import json
 import sys
@@ -41,6 +42,17 @@ def run(model_dir, inputs_path, out, adapter=None):
                 "class": type(model).__name__}, out)
 
 
+@torch.no_grad()
+def encode(tokenizer_dir, wav_path, out):
+    """Codes of a (1, 1, T) 24 kHz waveform; every weight of the checkpoint must fit (no missing/unexpected)."""
+    from transformers import HiggsAudioV2TokenizerModel
+
+    model, info = HiggsAudioV2TokenizerModel.from_pretrained(tokenizer_dir, output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    assert not bad, bad
+    torch.save({"codes": model.eval().encode(torch.load(wav_path)).audio_codes}, out)
+
+
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
-    {"make": make, "run": run}[cmd](*rest)
+    {"make": make, "run": run, "encode": encode}[cmd](*rest)

@@ -7,13 +7,14 @@ import torch
 from safetensors.torch import load_file
 
 from higgs_ds.models import convert, lm_format
+from higgs_ds.models.convert_cli import convert_dir
 
 
 def test_boson_native_boson_is_bitwise(tiny_assets, tmp_path):
     native, back = str(tmp_path / "native"), str(tmp_path / "back")
-    assert convert.convert(tiny_assets.model_path, native, "native") == "boson"
+    assert convert_dir(tiny_assets.model_path, native, "native") == "boson"
     assert convert.model_format(native) == "native"
-    assert convert.convert(native, back, "boson") == "native"
+    assert convert_dir(native, back, "boson") == "native"
     src = load_file(os.path.join(tiny_assets.model_path, "model.safetensors"))
     nat = convert.read_state_dict(native)
     assert "model.embed_audio_tokens.embed_audio_tokens.weight" in nat and "audio_lm_head.weight" in nat
@@ -31,8 +32,8 @@ def test_config_round_trip_keeps_the_model(tiny_assets, tmp_path):
     from higgs_ds.models.loading import load_model
 
     native, back = str(tmp_path / "native"), str(tmp_path / "back")
-    convert.convert(tiny_assets.model_path, native, "native")
-    convert.convert(native, back, "boson")
+    convert_dir(tiny_assets.model_path, native, "native")
+    convert_dir(native, back, "boson")
     with open(os.path.join(tiny_assets.model_path, "config.json")) as f:
         a = json.load(f)
     with open(os.path.join(back, "config.json")) as f:
@@ -80,7 +81,7 @@ def test_native_dir_is_converted_once_at_load(tiny_assets, tmp_path):
     from higgs_ds.models.loading import ModelPaths
 
     native = str(tmp_path / "native")
-    convert.convert(tiny_assets.model_path, native, "native")
+    convert_dir(tiny_assets.model_path, native, "native")
     paths = ModelPaths.resolve(native, tiny_assets.audio_tokenizer_path)
     assert paths.model_path.startswith(convert.converted_cache_root()) and convert.model_format(paths.model_path) == "boson"
     assert paths.tokenizer_path == paths.model_path
@@ -100,3 +101,52 @@ def test_convert_cli(tiny_assets, tmp_path, capsys):
     assert convert.model_format(str(tmp_path / "n")) == "native"
     assert main(["convert", "--input", "nobody/nothing", "--output", str(tmp_path / "x")]) == 2
     assert "nobody/nothing@main: not in the local cache" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tokenizer_round_trip(tiny_assets, tmp_path_factory):
+    """The tiny boson audio tokenizer -> native -> boson (dirs)."""
+    tmp = tmp_path_factory.mktemp("tk")
+    native, back = str(tmp / "native"), str(tmp / "back")
+    assert convert_dir(tiny_assets.audio_tokenizer_path, native, "native", audio_tokenizer=True) == "boson"
+    assert convert_dir(native, back, "boson", audio_tokenizer=True) == "native"
+    return native, back
+
+
+def test_audio_tokenizer_round_trip_to_float_rounding(tiny_assets, tokenizer_round_trip):
+    from higgs_ds.models import tokenizer_format
+
+    native, back = tokenizer_round_trip
+    src = torch.load(os.path.join(tiny_assets.audio_tokenizer_path, "model.pth"), weights_only=True)
+    out = torch.load(os.path.join(back, "model.pth"), weights_only=True)
+    nat = convert.read_state_dict(native)
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in nat)  # weight norm merged
+    assert "acoustic_encoder.block.4.res_unit3.conv2.weight" in nat and "quantizer.quantizers.7.codebook.embed" in nat
+    assert "acoustic_decoder.block.0.conv_t1.weight" in nat and "fc2.bias" in nat
+    assert sorted(out) == sorted(src)
+    for k, v in src.items():
+        assert torch.allclose(out[k].float(), v.float(), rtol=1e-5, atol=1e-6), k
+    # the merge itself, against torch's own weight norm
+    conv = torch.nn.utils.weight_norm(torch.nn.Conv1d(4, 6, 3))
+    merged = tokenizer_format.merge_weight_norm({"c.weight_g": conv.weight_g, "c.weight_v": conv.weight_v})
+    conv(torch.zeros(1, 4, 5))  # recomputes conv.weight from g and v
+    assert torch.allclose(merged["c.weight"], conv.weight, atol=1e-7)
+
+
+def test_native_audio_tokenizer_is_converted_once_at_load(tiny_assets, tokenizer_round_trip):
+    """A native tokenizer dir: converted into the cache (with its own semantic teacher), then encodes as the
+    original does."""
+    import numpy as np
+
+    from higgs_ds.data.synthetic import speech_like
+    from higgs_ds.models.audio_tokenizer import load_audio_tokenizer
+    from higgs_ds.models.loading import ModelPaths
+
+    native, _ = tokenizer_round_trip
+    paths = ModelPaths.resolve(tiny_assets.model_path, native)
+    assert paths.audio_tokenizer_path.startswith(convert.converted_cache_root())
+    assert os.path.isdir(os.path.join(paths.audio_tokenizer_path, "semantic_teacher"))
+    assert ModelPaths.resolve(tiny_assets.model_path, native).audio_tokenizer_path == paths.audio_tokenizer_path
+    wav = speech_like(np.random.default_rng(0), 1.0).astype(np.float32)
+    codes = load_audio_tokenizer(tiny_assets.audio_tokenizer_path).encode(wav, sr=24000)
+    assert torch.equal(load_audio_tokenizer(paths.audio_tokenizer_path).encode(wav, sr=24000), codes)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from higgs_ds.models import convert
+from higgs_ds.models.convert_cli import convert_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T5 = os.environ.get("HIGGS_DS_TRANSFORMERS5") or os.path.join(sys.prefix, "transformers5")
@@ -69,7 +70,7 @@ def test_our_native_export_of_the_tiny_model_runs_in_transformers5(tiny_assets, 
     from higgs_ds.models.loading import load_model
 
     native = str(tmp_path / "native")
-    convert.convert(tiny_assets.model_path, native, "native")
+    convert_dir(tiny_assets.model_path, native, "native")
     model = load_model(tiny_assets.model_path).eval()
     boson_batch, native_batch = equivalent_inputs(model.config)
     assert_same_logits(boson_logits(model, boson_batch), native_logits(tmp_path, native, native_batch))
@@ -123,3 +124,20 @@ def test_native_checkpoint_trains_exports_back_and_loads_in_transformers5(tiny_a
     assert f"| train loss/total | {round(metrics['history'][-1]['loss/total'], 4)} |" in card
     assert f"| val loss/total | {round(metrics['val']['loss/total'], 4)} |" in card
     assert "modules_to_save=['audio_lm_head', 'text_lm_head']" in card
+
+
+def test_our_native_audio_tokenizer_encodes_the_same_in_transformers5(tiny_assets, tmp_path):
+    """Every weight fits HiggsAudioV2TokenizerModel (no missing/unexpected keys) and its codes are boson's."""
+    import numpy as np
+
+    from higgs_ds.data.synthetic import speech_like
+    from higgs_ds.models.audio_tokenizer import load_audio_tokenizer
+
+    native = str(tmp_path / "tk")
+    convert_dir(tiny_assets.audio_tokenizer_path, native, "native", audio_tokenizer=True)
+    wav = speech_like(np.random.default_rng(1), 1.2).astype(np.float32)
+    torch.save(torch.from_numpy(wav)[None, None], tmp_path / "wav.pt")
+    t5("encode", native, tmp_path / "wav.pt", tmp_path / "codes.pt")
+    ours = load_audio_tokenizer(tiny_assets.audio_tokenizer_path).encode(wav, sr=24000)
+    theirs = torch.load(tmp_path / "codes.pt")["codes"][0]
+    assert theirs.shape == ours.shape == (8, 30) and torch.equal(theirs, ours)

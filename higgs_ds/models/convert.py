@@ -1,16 +1,11 @@
-"""Model dirs between the boson layout and the transformers-native one (`higgs-ds convert`), and the cache of
-converted dirs that loading uses: a native dir is converted once into $HIGGS_DS_CACHE/converted/<key>/.
-
-    higgs-ds convert --input bosonai/higgs-audio-v2-generation-3B-base@main --output /models/higgs-boson
-    higgs-ds convert --input outputs/voice-merged --output /models/voice-native --to native
+"""LM dirs between the boson layout and the transformers-native one, and the cache of converted dirs that loading
+uses: a native dir is converted once into $HIGGS_DS_CACHE/converted/<key>/ (`higgs-ds convert`: convert_cli.py).
 """
-import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
 
 from . import hub, lm_format
 
@@ -132,35 +127,3 @@ def ensure_boson_model(model_dir):
     if not os.path.exists(os.path.join(root, ".complete")):
         log.info("%s is in the transformers-native layout: converting it once into %s", model_dir, root)
     return build_once(root, lambda tmp: native_to_boson_dir(model_dir, tmp))
-
-
-def convert(src, dst, to):
-    """Convert model dir `src` (either layout) to layout `to` ('boson' or 'native') in `dst`."""
-    have = model_format(src)
-    if have is None:
-        raise lm_format.FormatError(f"{src}/config.json: not a Higgs Audio model (model_type higgs_audio or "
-                                    "higgs_audio_v2)")
-    if have == to:
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    else:
-        (native_to_boson_dir if to == "boson" else boson_to_native_dir)(src, dst)
-    return have
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="higgs-ds convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="model dir or Hub repo id[@revision], either layout")
-    p.add_argument("--output", required=True, help="where to write the converted model dir")
-    p.add_argument("--to", choices=("boson", "native"), default="boson",
-                   help="target layout: boson-multimodal's HiggsAudioModel or transformers' HiggsAudioV2")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        src = hub.resolve(args.input, "model", "--input")
-        have = convert(src, args.output, args.to)
-    except (hub.SourceError, lm_format.FormatError) as e:
-        print(f"higgs-ds convert: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.input} ({have}) -> {args.output} ({args.to})")
-    return 0
