@@ -5,6 +5,7 @@ inputs. Imports nothing from higgs_ds (which needs transformers 4 and boson-mult
     python native_t5.py make OUT CONFIG.json          # random tiny native checkpoint with a text head
     python native_t5.py run MODEL_DIR INPUTS.pt OUT.pt [ADAPTER_DIR]
     python native_t5.py encode AUDIO_TOKENIZER_DIR WAV.pt OUT.pt
+    python native_t5.py tokenizer DIR TEXT OUT.pt [SAVE_DIR]
 """
 import json
 import sys
@@ -53,6 +54,16 @@ def encode(tokenizer_dir, wav_path, out):
     torch.save({"codes": model.eval().encode(torch.load(wav_path)).audio_codes}, out)
 
 
+def tokenizer(src, text, out, save_to=None):
+    """Token ids of `text` by transformers 5's AutoTokenizer on `src`; optionally saved again by transformers 5."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    torch.save({"ids": tok(text).input_ids, "audio_out": tok.convert_tokens_to_ids("<|AUDIO_OUT|>")}, out)
+    if save_to:
+        tok.save_pretrained(save_to)
+
+
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
-    {"make": make, "run": run, "encode": encode}[cmd](*rest)
+    {"make": make, "run": run, "encode": encode, "tokenizer": tokenizer}[cmd](*rest)

@@ -51,6 +51,13 @@ def test_config_round_trip_keeps_the_model(tiny_assets, tmp_path):
     assert torch.equal(o_a.logits, o_b.logits) and torch.equal(o_a.audio_logits, o_b.audio_logits)
 
 
+def test_split_rows_are_joined():
+    a, b = torch.randn(5, 3), torch.randn(2, 3)
+    out = lm_format.state_dict_to_native({"embed_tokens.embedding_frozen.weight": a,
+                                          "embed_tokens.embedding_trainable.weight": b})
+    assert list(out) == ["model.embed_tokens.weight"] and torch.equal(out["model.embed_tokens.weight"], torch.cat([a, b]))
+
+
 def test_native_config_fields(tiny_assets):
     with open(os.path.join(tiny_assets.model_path, "config.json")) as f:
         boson = json.load(f)

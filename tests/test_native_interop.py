@@ -141,3 +141,19 @@ def test_our_native_audio_tokenizer_encodes_the_same_in_transformers5(tiny_asset
     ours = load_audio_tokenizer(tiny_assets.audio_tokenizer_path).encode(wav, sr=24000)
     theirs = torch.load(tmp_path / "codes.pt")["codes"][0]
     assert theirs.shape == ours.shape == (8, 30) and torch.equal(theirs, ours)
+
+
+def test_text_tokenizer_crosses_both_ways(tiny_assets, tmp_path):
+    """Our (transformers 4) tokenizer files load in transformers 5; its save_pretrained output (tokenizer_class
+    TokenizersBackend) loads here after the conversion's copy; both give the same ids."""
+    from higgs_ds.models.convert import copy_tokenizer
+    from higgs_ds.models.loading import load_text_tokenizer
+
+    text = "<|audio_out_bos|>Hello there.<|AUDIO_OUT|><|audio_eos|><|eot_id|>"
+    t5("tokenizer", tiny_assets.model_path, text, tmp_path / "ids.pt", tmp_path / "saved5")
+    ours = load_text_tokenizer(tiny_assets.model_path)
+    theirs = torch.load(tmp_path / "ids.pt")
+    assert theirs["ids"] == ours(text).input_ids and theirs["audio_out"] == ours.convert_tokens_to_ids("<|AUDIO_OUT|>")
+    (tmp_path / "back").mkdir()
+    copy_tokenizer(str(tmp_path / "saved5"), str(tmp_path / "back"), to_boson=True)
+    assert load_text_tokenizer(str(tmp_path / "back"))(text).input_ids == ours(text).input_ids

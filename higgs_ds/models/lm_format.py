@@ -6,6 +6,8 @@ the stream bos/eos (1024 + 2), rope lives in `rope_parameters`. Mapping table: d
 """
 import re
 
+import torch
+
 # boson -> native, applied in order (exactly transformers' ORIGINAL_TO_CONVERTED_KEY_MAPPING)
 TO_NATIVE = ((r"^audio_codebook_embeddings\.", "model.embed_audio_tokens.embed_audio_tokens."),
              (r"^(embed_tokens|layers|norm)\.", r"model.\1."),
@@ -39,8 +41,24 @@ def rename(key, table):
     return key
 
 
+# boson training checkpoints may split a matrix into frozen + trainable rows (PartiallyFrozenEmbedding/-Linear)
+SPLIT_ROWS = {"embed_tokens.weight": ("embed_tokens.embedding_frozen.weight", "embed_tokens.embedding_trainable.weight"),
+              **{f"audio_decoder_proj.{h}.weight": (f"audio_decoder_proj.{h}.linear_frozen.weight",
+                                                    f"audio_decoder_proj.{h}.linear_trainable.weight")
+                 for h in ("audio_lm_head", "text_lm_head")}}
+
+
+def join_split_rows(sd):
+    """Concatenate frozen + trainable row blocks back into one matrix (as transformers' conversion does)."""
+    sd = dict(sd)
+    for whole, (frozen, trainable) in SPLIT_ROWS.items():
+        if frozen in sd:
+            sd[whole] = torch.cat([sd.pop(frozen), sd.pop(trainable)], dim=0)
+    return sd
+
+
 def state_dict_to_native(sd):
-    return {rename(k, TO_NATIVE): v for k, v in sd.items() if not k.endswith(DROPPED)}
+    return {rename(k, TO_NATIVE): v for k, v in join_split_rows(sd).items() if not k.endswith(DROPPED)}
 
 
 def state_dict_to_boson(sd):
