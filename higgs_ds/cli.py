@@ -40,7 +40,7 @@ def _parser():
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
                        ("evaluate", "teacher-forced loss and per-codebook accuracy"),
                        ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
-                       ("convert", "model dir or Hub id: boson <-> transformers-native layout (docs/INTEROP.md)")):
+                       ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
