@@ -67,9 +67,9 @@ def offline():
 
 
 def fetch_hint(ref, kind):
-    patterns = " ".join(f"--include '{p}'" for p in PATTERNS[kind])
+    patterns = " ".join(f"'{p}'" for p in PATTERNS[kind])
     return (f"fetch it on a machine with network: `hf download {ref.repo_id} --revision {ref.effective_revision} "
-            f"{patterns}` (HF_HUB_CACHE={hub_cache_dir()}), then copy that cache here, or pass a local dir")
+            f"--include {patterns}` (HF_HUB_CACHE={hub_cache_dir()}), then copy that cache here, or pass a local dir")
 
 
 def download(ref, kind, flag):
@@ -97,7 +97,7 @@ def resolve(spec, kind, flag):
     try:
         return download(ref, kind, flag)
     except SourceError as e:
-        if ref.revision is None and "/" in spec and not spec.startswith(tuple(PINNED)):
+        if ref.revision is None and ref.repo_id not in PINNED:
             raise SourceError(f"{e} (and there is no local directory {os.path.abspath(spec)})") from None
         raise
 
