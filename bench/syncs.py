@@ -69,10 +69,9 @@ def count_syncs(prof):
 
 
 def step_fn(model, kind):
-    from tests.loss.reference_loss import plain_loss
-
     from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.sync_free import PLAN_KEY
+    from tests.loss.reference_loss import plain_loss
 
     def step(batch):
         if kind != "higgs_ds":

@@ -28,8 +28,11 @@ def build_parser():
     p = argparse.ArgumentParser(prog="higgs-ds train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--model_path", help="HiggsAudioModel dir (config.json, weights, tokenizer); default: embedded tiny model")
-    g.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: embedded tiny one")
+    g.add_argument("--model_path", help="HiggsAudioModel dir (config.json, weights, tokenizer) or Hub id ORG/NAME[@REV] "
+                   "(official repo: pinned boson revision; transformers-native dirs are converted once, docs/INTEROP.md); "
+                   "default: embedded tiny model")
+    g.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth) or Hub id ORG/NAME[@REV]; "
+                   "default: the official tokenizer repo with the official model repo, else the embedded tiny one")
     g.add_argument("--tokenizer_path", help="text tokenizer dir; default: --model_path")
     g.add_argument("--whisper_processor_path", metavar="DIR",
                    help="local WhisperProcessor dir (save_pretrained), required when the model config has "

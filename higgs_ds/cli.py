@@ -7,6 +7,7 @@
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
+    higgs-ds convert --input DIR|ORG/NAME[@REV] --output DIR [--to boson|native] [--audio_tokenizer]
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
@@ -43,13 +44,14 @@ def _parser():
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
                        ("evaluate", "teacher-forced loss and per-codebook accuracy"),
-                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)")):
+                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
+                       ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
 DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
-             "plan": ".tools.plan"}
+             "plan": ".tools.plan", "convert": ".tools.convert"}
 
 
 def _tiny():
@@ -89,8 +91,10 @@ def prepare(args, parser):
     if not args.data:
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
     from .data.code_cache import prepare_codes
+    from .models.sources import audio_tokenizer_dir  # issue 16: Hub ids / native dirs
 
-    stats = prepare_codes(args.data, args.audio_tokenizer_path or _tiny().audio_tokenizer_path, args.code_cache_dir)
+    stats = prepare_codes(args.data, audio_tokenizer_dir(args.audio_tokenizer_path) or _tiny().audio_tokenizer_path,
+                          args.code_cache_dir)
     print(json.dumps(stats))
     return 0
 

@@ -1,6 +1,8 @@
 """Durable writes shared by checkpoints (engine/checkpoint.py, engine/universal.py) and the code cache
 (data/code_cache.py): fsync of files and directories, and write-to-temp-then-rename."""
+import fcntl
 import os
+import shutil
 
 TMP = ".tmp"  # suffix of a directory or file being written; renamed away when complete
 
@@ -38,3 +40,22 @@ def write_atomic(path, data, tmp_suffix=".tmp"):
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def build_once(root, builder):
+    """Run `builder(tmp_dir)` once, atomically (tmp dir + rename), under a file lock shared by all ranks."""
+    done = os.path.join(root, ".complete")
+    if os.path.exists(done):
+        return root
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    with open(root + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(done):
+            tmp = root + ".tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            builder(tmp)
+            shutil.rmtree(root, ignore_errors=True)
+            os.rename(tmp, root)
+            open(done, "w").close()
+    return root

@@ -238,7 +238,10 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
     summary = {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
                "train_data": data_cfg.train_data, "val_data": data_cfg.val_data, "finetune": args.finetune,
-               "tokenizer_path": paths.tokenizer_path}
+               "tokenizer_path": paths.tokenizer_path,
+               "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},  # for the model card
+               "data": {"train": loader.dataset.report.to_dict(),
+                        **({"val": val_set.report.to_dict()} if val_set is not None else {})}}
     return Components(
         engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),

@@ -9,13 +9,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
 REQ="$ROOT/requirements/cpu.txt"
+REQ_T5="$ROOT/requirements/transformers5.txt"
 DEVICE="${HIGGS_DS_DEVICE:-cpu}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 DS_BUILD_OPS=0
 if [ "$DEVICE" = cpu ]; then export DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1; else export DS_BUILD_SHM_COMM=0; fi
 CONS="$(mktemp)"; trap 'rm -f "$CONS"' EXIT
 echo "torch==2.13.0" > "$CONS"
 STAMP="$VENV/.higgs_ds_stamp"
-WANT="$DEVICE-$(cat "$REQ" "$0" "$ROOT/setup.py" | sha256sum | cut -c1-16)"
+WANT="$DEVICE-$(cat "$REQ" "$REQ_T5" "$0" "$ROOT/setup.py" | sha256sum | cut -c1-16)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "venv up to date: $VENV"; exit 0
@@ -37,6 +38,11 @@ echo "== 4/5 torchaudio: drop its CUDA-linked libs; install higgs_ds (editable)"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 rm -f "$SITE"/torchaudio/lib/*.so
 "${PIP[@]}" install -q -c "$CONS" --no-deps --no-build-isolation -e "$ROOT"
+echo "== 4b/5 transformers 5 in isolation (--target $VENV/transformers5: only tests' subprocesses put it on their path)"
+if ! PYTHONPATH="$VENV/transformers5" "$VENV/bin/python" -c "import transformers,sys; sys.exit(transformers.__version__!='$(sed -n 's/^transformers==//p' "$REQ_T5")')" 2>/dev/null; then
+  rm -rf "$VENV/transformers5"
+  "${PIP[@]}" install -q --no-deps --target "$VENV/transformers5" -r "$REQ_T5"
+fi
 echo "== 5/5 verify"
 HIGGS_DS_DEVICE=$DEVICE HF_HUB_OFFLINE=1 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md, os

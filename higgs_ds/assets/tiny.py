@@ -10,15 +10,14 @@ With the Whisper audio tower on (`ensure_tiny_tower_assets`, tests of the tower 
 The cache dir is $HIGGS_DS_CACHE or ~/.cache/higgs_ds. Concurrent ranks wait on a file lock.
 """
 import dataclasses
-import fcntl
 import json
 import os
-import shutil
 
 import numpy as np
 import torch
 
 from ..constants import SAMPLE_RATE, cache_root
+from ..durable import build_once
 
 TINY_VERSION = "tiny-v2"  # v2: top-level hidden_size, as in the released config (CUDA-graph capture reads it)
 TINY_SEED = 1234
@@ -119,25 +118,6 @@ def _build_audio_tokenizer_dir(path):
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(TINY_AUDIO_TOKENIZER, f, indent=2)
     torch.save(tk.state_dict(), os.path.join(path, "model.pth"))
-
-
-def build_once(root, builder):
-    """Run `builder(tmp_dir)` once, atomically (tmp dir + rename), under a file lock shared by all ranks."""
-    done = os.path.join(root, ".complete")
-    if os.path.exists(done):
-        return root
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    with open(root + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(done):
-            tmp = root + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            builder(tmp)
-            shutil.rmtree(root, ignore_errors=True)
-            os.rename(tmp, root)
-            open(done, "w").close()
-    return root
 
 
 def _build_tiny(tmp):

@@ -30,8 +30,10 @@ def dataset_from_report(report, tokenizer, audio_tokenizer, limit=None, show_pro
                         whisper_processor=None):
     """The dataset of a `ValidationReport`'s good samples (the first `limit` of them when given)."""
     samples = report.samples[:limit] if limit else report.samples
-    return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache,
-                               whisper_processor=whisper_processor)
+    dataset = VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress,
+                                  code_cache=code_cache, whisper_processor=whisper_processor)
+    dataset.report = report  # its summary goes into metrics.json (and from there into the exported model card)
+    return dataset
 
 
 def open_code_cache(config, audio_tokenizer_path):

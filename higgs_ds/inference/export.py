@@ -1,4 +1,5 @@
-"""`higgs-ds export`: a trained adapter -> adapter-only dir, or a merged full model dir for the serve engine.
+"""`higgs-ds export`: a trained adapter -> adapter-only dir, or a merged full model dir for the serve engine, or
+(`--format transformers`) the merged model and adapter for transformers >= 5; every export writes a README.md card.
 
 A `--finetune full` run leaves a full model dir (`model/`) instead of an adapter: it is copied as it is.
 
@@ -38,8 +39,10 @@ def find_full_model(path):
 
 
 def base_model_path(adapter_dir, override=None):
+    from ..models.sources import model_dir
+
     if override:
-        return override
+        return model_dir(override)
     with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
         base = json.load(f).get("base_model_name_or_path")
     if not base or not os.path.isdir(base):
@@ -78,9 +81,11 @@ def max_output_difference(model_a, model_b, config):
                (a.audio_logits.float() - b.audio_logits.float()).abs().max().item())
 
 
-def export(checkpoint, output, merge=False, dtype="fp32", model_path=None, tolerance=1e-3):
-    """Write the adapter (and, with `merge`, a full model dir). Returns the max probe difference or None."""
+def export(checkpoint, output, merge=False, dtype="fp32", model_path=None, tolerance=1e-3, fmt="boson"):
+    """Write the adapter (and, with `merge`, a full model dir), plus a model card (README.md). Returns the max probe
+    difference or None. `fmt="transformers"`: merged model and adapter in the native layout (export_native.py)."""
     from ..models.loading import load_text_tokenizer
+    from .model_card import write_model_card
 
     full = find_full_model(checkpoint)
     if full is not None:  # --finetune full: the weights are the model; nothing to merge
@@ -89,8 +94,9 @@ def export(checkpoint, output, merge=False, dtype="fp32", model_path=None, toler
         return None
     adapter_dir = find_adapter(checkpoint)
     os.makedirs(output, exist_ok=True)
-    if not merge:
+    if not merge and fmt == "boson":
         shutil.copytree(adapter_dir, output, dirs_exist_ok=True)
+        write_model_card(output, adapter_dir, base_model_path(adapter_dir, model_path), fmt)
         log.info("adapter copied to %s", output)
         return None
     lora, base_dir = load_lora_model(adapter_dir, model_path, torch.float32)
@@ -102,13 +108,25 @@ def export(checkpoint, output, merge=False, dtype="fp32", model_path=None, toler
     if diff > tolerance:
         raise RuntimeError(f"merged model disagrees with the LoRA model on the probe batch: max |diff| {diff:.3g}")
     log.info("merged model matches the LoRA model on a probe batch (max |diff| %.2e)", diff)
-    merged.to(DTYPES[dtype]).save_pretrained(output, safe_serialization=True)
+    if fmt == "transformers":
+        write_native(merged, adapter_dir, output, DTYPES[dtype], base_dir)
+    else:
+        merged.to(DTYPES[dtype]).save_pretrained(output, safe_serialization=True)
     load_text_tokenizer(base_dir).save_pretrained(output)
     with open(os.path.join(output, "higgs_ds_export.json"), "w") as f:
-        json.dump({"adapter": os.path.abspath(adapter_dir), "base_model": base_dir, "dtype": dtype,
+        json.dump({"adapter": os.path.abspath(adapter_dir), "base_model": base_dir, "dtype": dtype, "format": fmt,
                    "probe_max_abs_diff": diff}, f, indent=1)
+    write_model_card(output, adapter_dir, base_dir, fmt, os.path.join(output, "adapter") if fmt != "boson" else None)
     log.info("merged model written to %s (%s)", output, dtype)
     return diff
+
+
+def write_native(merged, adapter_dir, output, dtype, base_dir):
+    """Merged model (native layout) in `output`, the adapter re-keyed for the native base in `output`/adapter."""
+    from .export_native import adapter_to_native, native_base, write_native_model
+
+    write_native_model(merged, output, dtype, base_dir)
+    adapter_to_native(adapter_dir, os.path.join(output, "adapter"), *native_base(base_dir))
 
 
 def main(argv=None):
@@ -118,11 +136,15 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="where to write the adapter or the merged model")
     p.add_argument("--merge", action="store_true", help="merge LoRA into the base weights (a full model dir)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the merged weights")
-    p.add_argument("--model_path", help="base model dir (default: the one recorded in adapter_config.json)")
+    p.add_argument("--model_path", help="base model dir or Hub id (default: the one recorded in adapter_config.json)")
+    p.add_argument("--format", choices=("boson", "transformers"), default="boson",
+                   help="boson: HiggsAudioModel / serve engine layout; transformers: HiggsAudioV2ForConditionalGeneration "
+                        "(transformers >= 5) merged model plus the adapter re-keyed in adapter/ (implies --merge)")
     add_debug_flag(p)
     args = p.parse_args(argv)
     from ..logs import setup_logging
 
     setup_logging()
-    export(args.checkpoint, args.output, args.merge, args.dtype, args.model_path)
+    export(args.checkpoint, args.output, args.merge or args.format == "transformers", args.dtype, args.model_path,
+           fmt=args.format)
     return 0

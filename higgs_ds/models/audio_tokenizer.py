@@ -3,15 +3,18 @@
 `load_higgs_audio_tokenizer` builds its semantic teacher with `AutoModel.from_pretrained("bosonai/hubert_base")`,
 which needs the hub. Its weights are then overwritten by `model.pth` (which carries `semantic_model.*`), so the
 teacher only has to have the right *shape*. A directory may carry it as `semantic_teacher/` (our tiny default
-does); otherwise `semantic_teacher_path` names one; otherwise the HF cache is used as boson-multimodal does.
+does); otherwise `semantic_teacher_path` names one; otherwise the teacher repo that config.json's
+`semantic_techer` names is resolved through the hub cache (models/hub.py), never by boson-multimodal itself.
 """
 import contextlib
+import json
 import os
 from unittest import mock
 
 import torch
 
 from ..errors import InputNotFound
+from . import hub
 
 SEMANTIC_TEACHER_SUBDIR = "semantic_teacher"
 
@@ -23,8 +26,8 @@ def _local_automodel(teacher_dir):
         """Stands in for `transformers.AutoModel` inside the tokenizer module: any hub id -> `teacher_dir`."""
 
         @staticmethod
-        def from_pretrained(*_args, **_kwargs):
-            return transformers.AutoModel.from_pretrained(teacher_dir)
+        def from_pretrained(*_args, trust_remote_code=False, **_kwargs):
+            return transformers.AutoModel.from_pretrained(teacher_dir, trust_remote_code=trust_remote_code)
 
     return LocalAutoModel
 
@@ -42,10 +45,15 @@ def semantic_teacher_from(teacher_dir):
 
 
 def find_semantic_teacher(tokenizer_dir, semantic_teacher_path=None):
+    """The teacher dir: given, else `<tokenizer_dir>/semantic_teacher/`, else its repo from the hub cache."""
     if semantic_teacher_path:
         return semantic_teacher_path
     local = os.path.join(tokenizer_dir, SEMANTIC_TEACHER_SUBDIR)
-    return local if os.path.isdir(local) else None
+    if os.path.isdir(local):
+        return local
+    with open(os.path.join(tokenizer_dir, "config.json")) as f:
+        ref = hub.semantic_teacher_ref(json.load(f))
+    return hub.download(ref, "semantic_teacher", f"audio tokenizer {tokenizer_dir}: semantic teacher") if ref else None
 
 
 def load_audio_tokenizer(tokenizer_dir, device="cpu", semantic_teacher_path=None):

@@ -224,6 +224,9 @@ def main(argv=None):
         from ..assets import ensure_tiny_assets
 
         args.model_path = ensure_tiny_assets().model_path
+    from ..models.sources import model_dir  # issue 16: Hub ids and native dirs
+
+    args.model_path = model_dir(args.model_path)
     path = os.path.join(args.model_path, "config.json")
     if not os.path.isfile(path):
         print(f"--model_path: {path} not found", file=sys.stderr)

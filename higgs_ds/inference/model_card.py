@@ -1,0 +1,101 @@
+"""README.md (a Hub model card) for an exported dir: base model and revision, data, training setup, final metrics.
+
+Facts come from files, never from memory: the adapter's adapter_config.json, the training run's metrics.json
+(written by train.py next to adapter/: args, the data validation reports, loss history, validation metrics), and the
+base model dir (a hub-cache snapshot path names its repo and revision; a converted dir names its source).
+"""
+import json
+import os
+
+from ..models import hub
+from ..models.convert import SOURCE_FILE
+
+LAST_METRICS = ("loss/total", "loss/text", "loss/audio")
+
+
+def _read(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def base_model_facts(base_dir):
+    """{"repo", "revision"} for a hub snapshot, {"path", "converted_from"} otherwise."""
+    ref = hub.ref_from_path(base_dir)
+    if ref:
+        return {"repo": ref.repo_id, "revision": ref.revision}
+    source = _read(os.path.join(base_dir, SOURCE_FILE))
+    facts = {"path": os.path.abspath(base_dir)}
+    if source:
+        facts["converted_from"] = source["source"]
+        ref = hub.parse_ref(source["source"])
+        if ref:
+            facts.update(repo=ref.repo_id, revision=ref.effective_revision)
+    return facts
+
+
+def card_facts(adapter_dir, base_dir, fmt, exported_adapter_dir=None):
+    """Everything the card states, as a dict (also what tests check). LoRA facts come from the exported adapter
+    (`exported_adapter_dir`, native module names) when there is one."""
+    adapter = _read(os.path.join(exported_adapter_dir or adapter_dir, "adapter_config.json")) or {}
+    run = _read(os.path.join(os.path.dirname(os.path.abspath(adapter_dir)), "metrics.json")) or {}
+    history = run.get("history") or []
+    args = run.get("args") or {}
+    return {
+        "format": fmt, "base_model": base_model_facts(base_dir),
+        "lora": {k: adapter.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save")},
+        "training": {k: args[k] for k in ("learning_rate", "num_epochs", "batch_size", "gradient_accumulation_steps",
+                                          "max_steps", "seed", "loss_normalization", "lora_preset") if k in args},
+        "world_size": run.get("world_size"), "steps": len(history),
+        "data": run.get("data") or {}, "train_data": run.get("train_data"), "val_data": run.get("val_data"),
+        "final_train": {k: round(history[-1][k], 4) for k in LAST_METRICS if history and k in history[-1]},
+        "final_val": {k: round(v, 4) for k, v in (run.get("val") or {}).items() if k.startswith(("loss/", "acc/"))},
+    }
+
+
+def _usage(fmt):
+    if fmt == "transformers":
+        return ("```python\nfrom transformers import HiggsAudioV2ForConditionalGeneration\n"
+                "model = HiggsAudioV2ForConditionalGeneration.from_pretrained(\"<this dir>\", use_text_head=True)\n"
+                "```\nThe LoRA adapter alone (native module names) is in `adapter/` (`peft.PeftModel.from_pretrained`"
+                " on the native base model).")
+    return ("```python\nfrom boson_multimodal.serve.serve_engine import HiggsAudioServeEngine\n"
+            "engine = HiggsAudioServeEngine(\"<this dir>\", \"<audio tokenizer dir>\")\n```")
+
+
+def _table(d):
+    return "\n".join(f"| {k} | {v} |" for k, v in d.items()) or "| - | - |"
+
+
+def render(facts):
+    base = facts["base_model"]
+    base_line = (f"`{base['repo']}` at revision `{base['revision']}`" if "repo" in base else f"`{base['path']}`")
+    if "converted_from" in base:
+        base_line += f" (converted from the transformers-native `{base['converted_from']}`)"
+    front = ["---", "library_name: " + ("transformers" if facts["format"] == "transformers" else "boson-multimodal"),
+             "tags: [text-to-speech, voice-cloning, higgs-audio, lora]"]
+    if "repo" in base:
+        front.append(f"base_model: {base['repo']}")
+    paths = {"train": facts["train_data"], "val": facts["val_data"]}
+    data = "\n".join(f"- `{split}` (`{paths.get(split)}`): {r.get('samples_ok')} samples ({r.get('samples_bad')} rejected), "
+                     f"{r.get('speakers')} speakers, {r.get('audio_hours')} h of audio, tokens per sample p50 "
+                     f"{(r.get('token_length') or {}).get('p50')} / max {(r.get('token_length') or {}).get('max')}"
+                     for split, r in facts["data"].items()) or f"- train: `{facts['train_data']}` (no report recorded)"
+    return "\n".join(front + ["---", "", "# Higgs Audio v2 voice-cloning fine-tune (higgs_ds)", "",
+                              f"Base model: {base_line}. Layout: {facts['format']}.", "", "## Data", "", data, "",
+                              "## Training", "", "| setting | value |", "|---|---|",
+                              _table({**facts["training"], "world_size": facts["world_size"],
+                                      "optimizer steps": facts["steps"]}), "",
+                              "LoRA: " + ", ".join(f"{k}={v}" for k, v in facts["lora"].items()), "",
+                              "## Final metrics", "", "| metric | value |", "|---|---|",
+                              _table({**{f"train {k}": v for k, v in facts["final_train"].items()},
+                                      **{f"val {k}": v for k, v in facts["final_val"].items()}}), "",
+                              "## Use", "", _usage(facts["format"]), ""])
+
+
+def write_model_card(output, adapter_dir, base_dir, fmt, exported_adapter_dir=None):
+    facts = card_facts(adapter_dir, base_dir, fmt, exported_adapter_dir)
+    with open(os.path.join(output, "README.md"), "w") as f:
+        f.write(render(facts))
+    return facts
