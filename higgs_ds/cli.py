@@ -7,6 +7,7 @@
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
+    higgs-ds score --requests requests.jsonl [--output scores.json]   # SIM, DNSMOS, WER (docs/EVAL.md)
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
@@ -38,13 +39,14 @@ def _parser():
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
                        ("evaluate", "teacher-forced loss and per-codebook accuracy"),
-                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)")):
+                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
+                       ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)")):  # issue 15
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
 DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
-             "plan": ".engine.plan"}
+             "plan": ".engine.plan", "score": ".evaluation.score"}  # issue 15: score
 
 
 def _tiny():

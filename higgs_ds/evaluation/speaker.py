@@ -1,0 +1,58 @@
+"""Speaker embeddings for SIM (cosine similarity of a generated clip and its reference).
+
+Built in: resemblyzer's `VoiceEncoder` (a 3-layer LSTM d-vector; its weights `pretrained.pt` ship in the wheel).
+Optional: a local transformers `WavLMForXVector` dir (`--sim_model`), as in the seed-tts-eval protocol.
+All inputs are mono float waveforms at 16 kHz.
+"""
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+class ResemblyzerEmbedder:
+    """d-vectors from resemblyzer (VAD-trimmed, volume-normalised, averaged over 1.6 s partial windows)."""
+
+    name = "resemblyzer"
+
+    def __init__(self, device="cpu"):
+        from resemblyzer import VoiceEncoder
+
+        self.encoder = VoiceEncoder(device=device, verbose=False)
+
+    def embed(self, wav):
+        from resemblyzer import preprocess_wav
+
+        wav = preprocess_wav(np.asarray(wav, dtype=np.float32))
+        if wav.size == 0:  # all silence to the VAD: no speaker to compare
+            return None
+        return self.encoder.embed_utterance(wav)
+
+
+class WavLMEmbedder:
+    """x-vectors from a local `WavLMForXVector` dir (config, weights, feature extractor config)."""
+
+    name = "wavlm"
+
+    def __init__(self, path, device="cpu"):
+        from transformers import AutoFeatureExtractor, WavLMForXVector
+
+        self.device = device
+        self.extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
+        self.model = WavLMForXVector.from_pretrained(path, local_files_only=True).to(device).eval()
+
+    @torch.no_grad()
+    def embed(self, wav):
+        feats = self.extractor(np.asarray(wav, dtype=np.float32), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return self.model(**feats.to(self.device)).embeddings[0].float().cpu().numpy()
+
+
+def similarity(embedder, wav, ref_wav):
+    """SIM of two 16 kHz clips, or None when either has no detectable speech."""
+    a, b = embedder.embed(wav), embedder.embed(ref_wav)
+    return None if a is None or b is None else cosine(a, b)
