@@ -173,7 +173,7 @@ def run(argv=None):
                          total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
             if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0 and step < stop_at:
-                report_eval(evaluate(engine, val_set, model.config, args, rank, world, loss_fn), step, meter)
+                report_eval(evaluate(engine, val_set, loss_cfg, args, rank, world), step, meter)
             if preview is not None and preview.due(step):
                 preview.write(step)
             stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
@@ -186,7 +186,7 @@ def run(argv=None):
             if step >= stop_at:
                 break
 
-    val_loss = evaluate(engine, val_set, model.config, args, rank, world, loss_fn) if val_set else None
+    val_loss = evaluate(engine, val_set, loss_cfg, args, rank, world) if val_set else None
     if val_loss is not None:
         report_eval(val_loss, step, meter)
 
@@ -238,24 +238,12 @@ def accumulation_windows(loader, size):
         yield window
 
 
-@torch.no_grad()
-def evaluate(engine, dataset, config, args, rank, world, loss_fn):
-    """Mean of per-batch losses and per-codebook accuracies over the validation set, averaged over ranks."""
-    from higgs_ds.data.loaders import build_loader, to_device
+def evaluate(engine, dataset, loss_cfg, args, rank, world):
+    """Token-weighted teacher-forced loss and accuracy over the validation set, summed over ranks (issue 15: the
+    same function as `higgs-ds evaluate`, higgs_ds/evaluation/teacher_forced.py)."""
+    from higgs_ds.evaluation.teacher_forced import teacher_forced_eval
 
-    engine.eval()
-    loader = build_loader(dataset, config, args.batch_size, rank, world, args.seed, shuffle=False,
-                          num_workers=args.num_workers)
-    sums = {}
-    for batch in loader:
-        for k, v in loss_fn(to_device(batch, engine.device)).metrics.items():
-            if k.startswith(("loss/", "acc/")):
-                sums[k] = sums.get(k, 0.0) + float(v)
-    keys = sorted(sums)
-    vec = torch.tensor([sums[k] for k in keys] + [float(len(loader))], dtype=torch.float64)
-    vec = all_reduce_sum(vec)
-    engine.train()
-    return {k: v / max(vec[-1].item(), 1.0) for k, v in zip(keys, vec[:-1].tolist())}
+    return teacher_forced_eval(engine, dataset, args.batch_size, loss_cfg, rank, world, engine.device)
 
 
 if __name__ == "__main__":

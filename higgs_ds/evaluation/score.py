@@ -38,9 +38,9 @@ def main(argv=None):
     from .scorer import Scorer, format_table
 
     try:
-        requests = read_requests(args.requests)
         for d, flag in ((args.sim_model, "--sim_model"), (args.asr_model, "--asr_model")):
             check_model_dir(d, flag)
+        requests = read_requests(args.requests)
         result = Scorer(args.sim_model, args.asr_model, args.score_device).score_requests(requests)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

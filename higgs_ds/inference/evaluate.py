@@ -6,37 +6,21 @@ import argparse
 import json
 import logging
 
-import torch
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def evaluate_dataset(model, dataset, batch_size=4):
-    """Token-weighted text/audio loss and per-codebook audio accuracy (teacher forcing)."""
-    from torch.utils.data import DataLoader
+    """Token-weighted text/audio loss and per-codebook audio accuracy (teacher forcing): the evaluation train.py
+    runs (higgs_ds/evaluation/teacher_forced.py), in this command's JSON layout."""
+    from ..evaluation.teacher_forced import teacher_forced_eval
 
-    from ..data.collate import TrainingCollator
-    from ..loss import LossConfig, compute_loss
-
-    model.eval()
+    r = teacher_forced_eval(model, dataset, batch_size)
     k = model.config.audio_num_codebooks
-    sums = {"text_ce": 0.0, "text_n": 0, "audio_ce": 0.0, "audio_n": 0, "cb_ce": [0.0] * k, "cb_correct": [0.0] * k}
-    collate = TrainingCollator(model.config, getattr(dataset, "whisper_processor", None))
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
-        m = compute_loss(model, batch, LossConfig()).metrics
-        n_t, n_a = int(m["tokens/text"]), int(m["tokens/audio"])
-        sums["text_ce"] += float(m["loss/text"]) * n_t
-        sums["text_n"] += n_t
-        sums["audio_ce"] += float(m["loss/audio"]) * n_a
-        sums["audio_n"] += n_a
-        for c in range(k):  # codebooks are labeled at the same columns, n_a / k each
-            sums["cb_ce"][c] += float(m[f"loss/audio_cb{c}"]) * n_a / k
-            sums["cb_correct"][c] += float(m[f"acc/audio_cb{c}"]) * n_a / k
-    per_cb = max(sums["audio_n"] / k, 1)
-    return {"samples": len(dataset), "text_tokens": sums["text_n"], "audio_tokens": sums["audio_n"],
-            "loss_text": sums["text_ce"] / max(sums["text_n"], 1), "loss_audio": sums["audio_ce"] / max(sums["audio_n"], 1),
-            "loss_audio_cb": [x / per_cb for x in sums["cb_ce"]], "acc_audio_cb": [x / per_cb for x in sums["cb_correct"]]}
+    return {"samples": r["samples"], "text_tokens": r["tokens/text"], "audio_tokens": r["tokens/audio"],
+            "loss_text": r["loss/text"], "loss_audio": r["loss/audio"],
+            "loss_audio_cb": [r[f"loss/audio_cb{c}"] for c in range(k)],
+            "acc_audio_cb": [r[f"acc/audio_cb{c}"] for c in range(k)]}
 
 
 def format_table(r):
