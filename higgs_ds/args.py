@@ -2,6 +2,7 @@
 import argparse
 import os
 
+from .evaluation.flags import add_generation_eval_flags, check_generation_eval_flags  # issue 15
 from .models.lora import LORA_PRESETS, MODULES_TO_SAVE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,6 +91,7 @@ def build_parser():
                         "serve engine and writes audio + spectrograms to TensorBoard (0: off)")
     g.add_argument("--num_preview_prompts", type=int, default=2, help="validation prompts per audio preview")
     g.add_argument("--preview_max_new_tokens", type=int, default=512, help="generation budget of each preview")
+    add_generation_eval_flags(p.add_argument_group("generation eval (docs/EVAL.md)"))  # issue 15
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save_every", type=int, default=0,
                    help="save a resumable checkpoint to output_dir/checkpoints/step<N> every N optimizer steps (0: never)")
@@ -144,6 +146,7 @@ def parse_args(argv=None):
         p.error("--num_workers must be >= 0")
     if args.learning_rate <= 0:
         p.error("--learning_rate must be > 0")
+    check_generation_eval_flags(args, p)  # issue 15
     if args.quick_test:
         args.max_steps = 4 if args.max_steps < 0 else min(args.max_steps, 4)
     return args

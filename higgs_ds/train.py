@@ -152,6 +152,9 @@ def run(argv=None):
 
         preview = AudioPreview(engine.module.get_base_model(), paths, val_set.samples, args.sample_every,
                                meter.writer, args.num_preview_prompts, args.preview_max_new_tokens)
+    from higgs_ds.evaluation.in_training import observe, setup_quality  # issue 15: generation eval, --keep_best
+
+    gen_eval, best = setup_quality(args, engine.module, paths, val_set, meter, rank, world)
     guard = StepGuard(args.max_consecutive_skips, args.output_dir, history)
     preempt = Preemption()
     for epoch in range(state.epoch, args.num_epochs):
@@ -173,7 +176,9 @@ def run(argv=None):
                          total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
             if val_set is not None and args.eval_every > 0 and step % args.eval_every == 0 and step < stop_at:
-                report_eval(evaluate(engine, val_set, loss_cfg, args, rank, world), step, meter)
+                observe(best, step, report_eval(evaluate(engine, val_set, loss_cfg, args, rank, world), step, meter))
+            if gen_eval is not None and gen_eval.due(step):  # issue 15
+                observe(best, step, gen_eval.run(step))
             if preview is not None and preview.due(step):
                 preview.write(step)
             stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
@@ -188,7 +193,7 @@ def run(argv=None):
 
     val_loss = evaluate(engine, val_set, loss_cfg, args, rank, world) if val_set else None
     if val_loss is not None:
-        report_eval(val_loss, step, meter)
+        observe(best, step, report_eval(val_loss, step, meter))
 
     # --- adapter
     if rank == 0:
@@ -197,7 +202,9 @@ def run(argv=None):
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
             json.dump(json_safe({"history": history, "val": val_loss, "world_size": world,
                                  "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-                                 "train_data": train_path, "val_data": val_path}), f, indent=1, allow_nan=False)
+                                 "train_data": train_path, "val_data": val_path,
+                                 "eval_gen": gen_eval.records if gen_eval else [],  # issue 15
+                                 "best": best.best if best else None}), f, indent=1, allow_nan=False)
         log.info("adapter written to %s", os.path.join(args.output_dir, "adapter"))
     meter.close()
     torch.distributed.barrier()
@@ -229,6 +236,7 @@ def report_eval(val, step, meter):
     meter.write(val, step, "eval/")
     log.info("validation at step %d: loss %.4f | text %.4f | audio %.4f", step, val["loss/total"], val["loss/text"],
              val["loss/audio"])
+    return val
 
 
 def accumulation_windows(loader, size):

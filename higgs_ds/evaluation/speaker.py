@@ -26,12 +26,19 @@ class ResemblyzerEmbedder:
         self.encoder = VoiceEncoder(device=device, verbose=False)
 
     def embed(self, wav):
+        """d-vector of a 16 kHz clip. A clip where the VAD finds no speech at all (e.g. a failed generation) is
+        embedded untrimmed, so it gets a (low) SIM instead of dropping out of the mean."""
         from resemblyzer import preprocess_wav
+        from resemblyzer.audio import normalize_volume
+        from resemblyzer.hparams import audio_norm_target_dBFS
 
-        wav = preprocess_wav(np.asarray(wav, dtype=np.float32))
-        if wav.size == 0:  # all silence to the VAD: no speaker to compare
-            return None
-        return self.encoder.embed_utterance(wav)
+        raw = np.asarray(wav, dtype=np.float32)
+        if not np.any(raw):
+            return None  # digital silence: no speaker at all
+        trimmed = preprocess_wav(raw)
+        if trimmed.size < SAMPLE_RATE // 10:
+            trimmed = normalize_volume(raw, audio_norm_target_dBFS, increase_only=True)
+        return self.encoder.embed_utterance(trimmed)
 
 
 class WavLMEmbedder:
