@@ -1,7 +1,7 @@
 """Generation eval during training (higgs_ds/evaluation/in_training.py) and --keep_best: the metrics and the SIM
 warning on planted rows, the best adapter on a planted metric sequence, flag checks, and a tiny training run that
-logs eval_gen/* at step 0 (base model) and later, keeps the best adapter, and whose final teacher-forced eval
-equals `higgs-ds evaluate` on the saved adapter."""
+logs eval_gen/* at step 0 (base model) and later, keeps the best adapter, and whose final teacher-forced eval and
+generation scores equal `higgs-ds evaluate [--generate]` on the saved adapter."""
 import json
 import os
 
@@ -83,7 +83,7 @@ def test_flag_errors(flags, message, capsys):
 
 
 @pytest.mark.slow
-def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_cache, tmp_path):
+def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_cache, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from higgs_ds.inference.evaluate import main as evaluate_main
@@ -106,8 +106,16 @@ def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_
     assert os.path.isfile(os.path.join(out, "best", "adapter", "adapter_config.json"))
     # train.py's final eval and `higgs-ds evaluate` on the saved adapter: one function, the same numbers
     assert evaluate_main(["--data", small_data[1], "--adapter", out, "--output", str(tmp_path / "e.json"),
-                          "--batch_size", "1"]) == 0
+                          "--batch_size", "1", "--generate", "--num_prompts", "1", "--max_new_tokens", "20"]) == 0
     e = json.load(open(tmp_path / "e.json"))
     assert e["loss_text"] == pytest.approx(m["val"]["loss/text"], rel=1e-5)
     assert e["loss_audio"] == pytest.approx(m["val"]["loss/audio"], rel=1e-5)
     assert e["audio_tokens"] == m["val"]["tokens/audio"]
+    # --generate: base model = training's step-0 baseline, adapter = the step-2 eval (same prompt, greedy)
+    g = e["generate"]
+    assert g["base"]["rows"][0]["sim"] == pytest.approx(gen[0]["sim"], abs=1e-4)
+    assert g["adapter"]["rows"][0]["sim"] == pytest.approx(gen[1]["sim"], abs=1e-4)
+    assert g["adapter"]["mean"]["dnsmos_ovrl"]["mean"] == pytest.approx(gen[1]["dnsmos_ovrl"], abs=1e-4)
+    assert list(g["adapter"]["by_speaker"]) == [g["adapter"]["rows"][0]["speaker"]]
+    table = capsys.readouterr().out
+    assert "adapter  all" in table and "base     all" in table and "wer: not measured" in table

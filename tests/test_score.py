@@ -103,7 +103,7 @@ def test_score_cli_with_wavlm_and_whisper_dirs(speech, scoring_dirs, tmp_path, c
     assert result["backends"] == {"sim": "wavlm", "dnsmos": "dnsmos", "asr": "whisper"}
     rows = result["rows"]
     assert [(r["audio"], r["ref_audio"]) for r in rows] == [(paths[a], paths[b]) for a, b in pairs]  # in order
-    emb, asr = WavLMEmbedder(wavlm), WhisperASR(whisper)
+    emb, asr = WavLMEmbedder.load(wavlm), WhisperASR.load(whisper)
     for r, (a, b) in zip(rows, pairs):  # each row: the backends run directly on the same clips
         assert r["sim"] == pytest.approx(cosine(emb.embed(wavs[a]), emb.embed(wavs[b])), abs=1e-5)
         assert r["transcript"] == asr.transcribe(wavs[a])

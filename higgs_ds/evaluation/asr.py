@@ -32,18 +32,21 @@ class WhisperASR:
 
     name = "whisper"
 
-    def __init__(self, path, device="cpu", language="en", max_new_tokens=128):
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        self.device = device
-        self.processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
-        self.model = WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True).to(device).eval()
-        # the prompt (start, language, task, no-timestamps) and the answer share max_target_positions
-        self.max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - 4)
-        lang_ids = getattr(self.model.generation_config, "lang_to_id", None) or {}
+    def __init__(self, model, processor, device="cpu", language="en", max_new_tokens=128):
+        self.device, self.processor, self.model = device, processor, model.to(device).eval()
+        lang_ids = getattr(model.generation_config, "lang_to_id", None) or {}
         # multilingual checkpoints: force English transcription; a dir without language tokens decodes freely
         self.generate_kwargs = {"language": language, "task": "transcribe"} if lang_ids else {}
-        self.normalize = make_normalizer(self.processor.tokenizer)
+        # the prompt (start, language, task, no-timestamps) and the answer share max_target_positions
+        self.max_new_tokens = min(max_new_tokens, model.config.max_target_positions - 4)
+        self.normalize = make_normalizer(processor.tokenizer)
+
+    @classmethod
+    def load(cls, path, device="cpu", **kw):
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        return cls(WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True),
+                   WhisperProcessor.from_pretrained(path, local_files_only=True), device, **kw)
 
     @torch.no_grad()
     def transcribe(self, wav):

@@ -28,13 +28,13 @@ class Scorer:
         from .dnsmos import DnsmosScorer
         from .speaker import ResemblyzerEmbedder, WavLMEmbedder
 
-        self.embedder = WavLMEmbedder(sim_model, device) if sim_model else ResemblyzerEmbedder(device)
+        self.embedder = WavLMEmbedder.load(sim_model, device) if sim_model else ResemblyzerEmbedder(device)
         self.dnsmos = DnsmosScorer() if dnsmos else None
         self.asr = None
         if asr_model:
             from .asr import WhisperASR
 
-            self.asr = WhisperASR(asr_model, device)
+            self.asr = WhisperASR.load(asr_model, device)
 
     @property
     def backends(self):

@@ -42,16 +42,19 @@ class ResemblyzerEmbedder:
 
 
 class WavLMEmbedder:
-    """x-vectors from a local `WavLMForXVector` dir (config, weights, feature extractor config)."""
+    """x-vectors from a `WavLMForXVector` and its feature extractor (`load`: from a local dir)."""
 
     name = "wavlm"
 
-    def __init__(self, path, device="cpu"):
+    def __init__(self, model, extractor, device="cpu"):
+        self.device, self.extractor, self.model = device, extractor, model.to(device).eval()
+
+    @classmethod
+    def load(cls, path, device="cpu"):
         from transformers import AutoFeatureExtractor, WavLMForXVector
 
-        self.device = device
-        self.extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
-        self.model = WavLMForXVector.from_pretrained(path, local_files_only=True).to(device).eval()
+        return cls(WavLMForXVector.from_pretrained(path, local_files_only=True),
+                   AutoFeatureExtractor.from_pretrained(path, local_files_only=True), device)
 
     @torch.no_grad()
     def embed(self, wav):

@@ -30,6 +30,31 @@ def format_table(r):
     return "\n".join(lines)
 
 
+def add_generate_flags(p):
+    from ..evaluation.score import add_backend_flags
+
+    p.add_argument("--generate", action="store_true",
+                   help="also clone --num_prompts prompts of --data with the adapter and with its base model and "
+                        "print SIM, WER (with --asr_model), DNSMOS, mean ± 95%% CI, per speaker (docs/EVAL.md)")
+    p.add_argument("--num_prompts", type=int, default=16, help="prompts cloned by --generate (the first ones)")
+    p.add_argument("--max_new_tokens", type=int, default=1024, help="generation budget of each --generate prompt")
+    add_backend_flags(p)
+
+
+def generation_eval(model, paths, args):
+    """--generate: the systems' rows, means and per-speaker means; prints the table."""
+    from ..data.chatml import read_chatml
+    from ..evaluation.compare import format_generation_table, generate_systems, summarize_systems
+    from ..evaluation.prompts import eval_prompts
+    from ..evaluation.scorer import Scorer
+
+    scorer = Scorer(args.sim_model, args.asr_model, args.score_device)
+    prompts = eval_prompts(read_chatml(args.data), args.num_prompts)
+    summary = summarize_systems(generate_systems(model, paths, prompts, scorer, args.max_new_tokens))
+    print(format_generation_table(summary, asr=scorer.asr is not None))
+    return summary
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="higgs-ds evaluate", description=__doc__)
     p.add_argument("--data", required=True, help="ChatML JSONL / JSON list")
@@ -39,6 +64,7 @@ def main(argv=None):
     p.add_argument("--whisper_processor_path", help="local WhisperProcessor dir (models with the Whisper tower)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--output", help="write the results as JSON here")
+    add_generate_flags(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..data.loaders import load_dataset
@@ -56,6 +82,8 @@ def main(argv=None):
         model = PeftModel.from_pretrained(model, adapter)
     result = evaluate_dataset(model, load_dataset(args.data, tok, audio_tok, whisper_processor=whisper), args.batch_size)
     print(format_table(result))
+    if args.generate:
+        result["generate"] = generation_eval(model, paths, args)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)
