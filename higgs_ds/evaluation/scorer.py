@@ -46,7 +46,7 @@ class Scorer:
         from .speaker import similarity
 
         wav, ref_wav = resample(wav, sr), resample(ref_wav, ref_sr)
-        row = {"sim": similarity(self.embedder, wav, ref_wav) if ref_wav is not None else None}
+        row = {"sim": similarity(self.embedder, wav, ref_wav)}
         if self.dnsmos is not None:
             row.update(self.dnsmos.score(wav))
         if self.asr is not None and text:
