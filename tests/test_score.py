@@ -28,6 +28,7 @@ def scoring_dirs(tmp_path_factory):
     return save_random_wavlm(str(root / "wavlm")), save_random_whisper(str(root / "whisper"))
 
 
+@pytest.mark.slow  # real speaker / DNSMOS models on real speech
 def test_same_voice_pairs_score_higher_sim_than_different_voices(speech):
     from higgs_ds.evaluation.speaker import ResemblyzerEmbedder, similarity
 
@@ -45,6 +46,7 @@ def test_same_voice_pairs_score_higher_sim_than_different_voices(speech):
     assert similarity(enc, wavs[a], wavs[a]) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # real speaker / DNSMOS models on real speech
 def test_dnsmos_rates_clean_speech_above_white_noise(speech):
     from higgs_ds.evaluation.dnsmos import KEYS, DnsmosScorer
 
@@ -87,6 +89,7 @@ def _requests(tmp_path, paths, pairs):
     return str(f)
 
 
+@pytest.mark.slow  # real speaker / DNSMOS models on real speech
 def test_score_cli_with_wavlm_and_whisper_dirs(speech, scoring_dirs, tmp_path, capsys):
     from higgs_ds.cli import main
     from higgs_ds.evaluation.asr import WhisperASR, error_rates
@@ -115,6 +118,7 @@ def test_score_cli_with_wavlm_and_whisper_dirs(speech, scoring_dirs, tmp_path, c
     assert "wer" in table and "not measured" not in table
 
 
+@pytest.mark.slow  # real speaker / DNSMOS models on real speech
 def test_score_without_asr_reports_no_wer(speech, tmp_path, capsys):
     from higgs_ds.evaluation.score import main
 
