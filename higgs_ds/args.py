@@ -13,12 +13,13 @@ def config_classes():
     from .data.validate import ValidationConfig
     from .engine.activation_checkpointing import ActivationCheckpointingConfig
     from .engine.checkpoint import CheckpointConfig
-    from .engine.evaluation import EvalConfig
     from .engine.metrics import MetricsConfig
+    from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
     from .models.finetune import AdapterConfig
 
     return dict(data=(DataConfig, ValidationConfig), metrics=(MetricsConfig,), eval=(EvalConfig,),
+                generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
                 loss=(LossConfig,), lora=(AdapterConfig,))
 
@@ -63,6 +64,7 @@ def build_parser():
                         "unchanged, counted as train/skipped_steps); abort after this many in a row (0: never)")
     for c in cfg["metrics"] + cfg["eval"] + cfg["activation_checkpointing"]:
         add_flags(g, c)
+    add_flags(p.add_argument_group("generation eval (docs/EVAL.md)"), *cfg["generation_eval"])
     add_flags(p.add_argument_group("checkpoints"), *cfg["checkpoints"])
     add_flags(p.add_argument_group("loss (docs/LOSS.md)"), *cfg["loss"])
     add_flags(p.add_argument_group("LoRA"), *cfg["lora"])
@@ -98,6 +100,10 @@ def parse_args(argv=None):
         args.num_workers = default_num_workers()
     if args.learning_rate <= 0:
         p.error("--learning_rate must be > 0")
+    from .config import from_args
+    from .evaluation.config import GenerationEvalConfig, check_generation_eval
+
+    check_generation_eval(from_args(GenerationEvalConfig, args), args.eval_every, p)
     if args.quick_test:
         args.max_steps = 4 if args.max_steps < 0 else min(args.max_steps, 4)
     return args

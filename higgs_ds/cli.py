@@ -8,6 +8,7 @@
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
     higgs-ds convert --input DIR|ORG/NAME[@REV] --output DIR [--to boson|native] [--audio_tokenizer]
+    higgs-ds score --requests requests.jsonl [--output scores.json]   # SIM, DNSMOS, WER (docs/EVAL.md)
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
@@ -45,13 +46,15 @@ def _parser():
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
                        ("evaluate", "teacher-forced loss and per-codebook accuracy"),
                        ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
-                       ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)")):
+                       ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)"),
+                       ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
-DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".inference.evaluate",
-             "plan": ".tools.plan", "convert": ".tools.convert"}
+DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".tools.evaluate",
+             "plan": ".tools.plan", "convert": ".tools.convert",
+             "score": ".evaluation.score"}
 
 
 def _tiny():

@@ -44,6 +44,9 @@ class Components:
     meter: Any
     guard: Any
     preview: Any
+    gen_eval: Any  # generation eval (evaluation/in_training.py) or None
+    best: Any  # --keep_best keeper or None
+    loss_cfg: Any
     eval_cfg: Any
     rank: int
     world: int
@@ -94,8 +97,8 @@ def build(args) -> Optional[Components]:
     from higgs_ds.engine.checkpoint import CheckpointConfig, find_resume_dir
     from higgs_ds.engine.distributed import init_distributed, select_accelerator
     from higgs_ds.engine.ds_config import load_ds_config
-    from higgs_ds.engine.evaluation import EvalConfig
     from higgs_ds.engine.preflight import check_output_dir
+    from higgs_ds.evaluation.config import EvalConfig
     from higgs_ds.logs import setup_logging
 
     setup_logging(int(os.environ.get("RANK", 0)))
@@ -214,9 +217,11 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
                world, paths, data_cfg):
     """Loss, checkpointer + resumed state, meter, preview, guards: the `Components` of `fit`."""
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
-    from higgs_ds.engine.evaluation import build_preview
     from higgs_ds.engine.metrics import MetricsConfig, StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
     from higgs_ds.engine.numerics import StepGuard
+    from higgs_ds.evaluation.config import GenerationEvalConfig
+    from higgs_ds.evaluation.in_training import setup_quality
+    from higgs_ds.evaluation.validation import build_preview
     from higgs_ds.loss import LossConfig, compute_loss
 
     loss_cfg = from_args(LossConfig, args)
@@ -242,11 +247,12 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
                "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},  # for the model card
                "data": {"train": loader.dataset.report.to_dict(),
                         **({"val": val_set.report.to_dict()} if val_set is not None else {})}}
+    gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world)
     return Components(
-        engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
+        gen_eval=gen_eval, best=best, loss_cfg=loss_cfg, engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),
         preview=build_preview(rank, eval_cfg, engine, paths, val_set, meter.writer),
-        eval_cfg=dataclasses.replace(eval_cfg, num_workers=data_cfg.num_workers), rank=rank, world=world,
+        eval_cfg=eval_cfg, rank=rank, world=world,
         total_steps=total_steps, stop_at=stop_at, accum=args.gradient_accumulation_steps,
         num_epochs=args.num_epochs, log_every=metrics_cfg.log_every,
         global_norm=loss_cfg.normalization == "global", audio_out_id=model.config.audio_out_token_idx,
@@ -257,12 +263,12 @@ def fit(c: Components):
     """The loop: one optimizer step = `accum` micro-batches; eval, previews, checkpoints, preemption; the adapter."""
     from higgs_ds.data.loaders import start_epoch
     from higgs_ds.engine.checkpoint import TrainerState
-    from higgs_ds.engine.evaluation import evaluate, report_eval
     from higgs_ds.engine.preemption import Preemption
+    from higgs_ds.evaluation.best import observe
+    from higgs_ds.evaluation.validation import evaluate, report_eval
 
     state, engine, meter, ckpt = c.state, c.engine, c.meter, c.checkpointer
     history, step, t0, preempt = state.history, state.step, time.time(), Preemption()
-    config = engine.module.config
     for epoch in range(state.epoch, c.num_epochs):
         if step >= c.stop_at:
             break
@@ -281,7 +287,10 @@ def fit(c: Components):
                          c.total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
             if c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at:
-                report_eval(evaluate(engine, c.val_set, config, c.eval_cfg, c.rank, c.world, c.loss_fn), step, meter)
+                val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
+                observe(c.best, step, report_eval(val, step, meter))
+            if c.gen_eval is not None and c.gen_eval.due(step):
+                observe(c.best, step, c.gen_eval.run(step))
             if c.preview is not None and c.preview.due(step):
                 c.preview.write(step)
             stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
@@ -293,9 +302,9 @@ def fit(c: Components):
                 return EXIT_PREEMPTED
             if step >= c.stop_at:
                 break
-    val = evaluate(engine, c.val_set, config, c.eval_cfg, c.rank, c.world, c.loss_fn) if c.val_set else None
+    val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world) if c.val_set else None
     if val is not None:
-        report_eval(val, step, meter)
+        observe(c.best, step, report_eval(val, step, meter))
     save_artefact(c, history, val)
     return 0
 
@@ -309,9 +318,10 @@ def save_artefact(c, history, val):
     out = c.checkpointer.output_dir
     artefact = save_final(c.engine, c.summary["finetune"], out, c.summary["tokenizer_path"], c.rank)
     if c.rank == 0:
+        quality = {"eval_gen": c.gen_eval.records if c.gen_eval else [], "best": c.best.best if c.best else None}
         with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(json_safe({"history": history, "val": val, **c.summary, "artefact": artefact}), f, indent=1,
-                      allow_nan=False)
+            json.dump(json_safe({"history": history, "val": val, **c.summary, "artefact": artefact, **quality}), f,
+                      indent=1, allow_nan=False)
     c.meter.close()
     torch.distributed.barrier()
 

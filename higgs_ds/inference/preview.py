@@ -30,6 +30,16 @@ def log_spectrogram(wav, n_fft=512, hop=240):
     return img.unsqueeze(0).numpy()
 
 
+def live_engine(live_model, paths, kv_cache_length=2048):
+    """`HiggsAudioServeEngine` around the live (training) model; also used by generation eval."""
+    from .generate import serve_engine
+
+    device = next(live_model.parameters()).device
+    device = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"  # "cuda" would capture graphs
+    return serve_engine(paths.model_path, paths.audio_tokenizer_path, paths.tokenizer_path, device=device,
+                        model=live_model, kv_cache_lengths=[kv_cache_length])
+
+
 class AudioPreview:
     """Generates `num_prompts` validation prompts every `every` optimizer steps (rank 0 only)."""
 
@@ -41,12 +51,7 @@ class AudioPreview:
 
     @staticmethod
     def _engine(live_model, paths):
-        from .generate import serve_engine
-
-        device = next(live_model.parameters()).device
-        device = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"  # "cuda" would capture graphs
-        return serve_engine(paths.model_path, paths.audio_tokenizer_path, paths.tokenizer_path, device=device,
-                            model=live_model, kv_cache_lengths=[2048])
+        return live_engine(live_model, paths)
 
     def due(self, step):
         return self.every > 0 and step % self.every == 0

@@ -6,39 +6,22 @@ import argparse
 import json
 import logging
 
-import torch
-
 from ..errors import add_debug_flag
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def evaluate_dataset(model, dataset, batch_size=4):
-    """Token-weighted text/audio loss and per-codebook audio accuracy (teacher forcing)."""
-    from torch.utils.data import DataLoader
+    """Token-weighted text/audio loss and per-codebook audio accuracy (teacher forcing): the evaluation train.py
+    runs (higgs_ds/evaluation/teacher_forced.py), in this command's JSON layout."""
+    from ..evaluation.teacher_forced import teacher_forced_eval
 
-    from ..data.collate import TrainingCollator
-    from ..loss import LossConfig, compute_loss
-
-    model.eval()
+    r = teacher_forced_eval(model, dataset, batch_size)
     k = model.config.audio_num_codebooks
-    sums = {"text_ce": 0.0, "text_n": 0, "audio_ce": 0.0, "audio_n": 0, "cb_ce": [0.0] * k, "cb_correct": [0.0] * k}
-    collate = TrainingCollator(model.config, getattr(dataset, "whisper_processor", None))
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
-        m = compute_loss(model, batch, LossConfig()).metrics
-        n_t, n_a = int(m["tokens/text"]), int(m["tokens/audio"])
-        sums["text_ce"] += float(m["loss/text"]) * n_t
-        sums["text_n"] += n_t
-        sums["audio_ce"] += float(m["loss/audio"]) * n_a
-        sums["audio_n"] += n_a
-        for c in range(k):  # codebooks are labeled at the same columns, n_a / k each
-            sums["cb_ce"][c] += float(m[f"loss/audio_cb{c}"]) * n_a / k
-            sums["cb_correct"][c] += float(m[f"acc/audio_cb{c}"]) * n_a / k
-    per_cb = max(sums["audio_n"] / k, 1)
-    return {"samples": len(dataset), "text_tokens": sums["text_n"], "audio_tokens": sums["audio_n"],
-            "loss_text": sums["text_ce"] / max(sums["text_n"], 1), "loss_audio": sums["audio_ce"] / max(sums["audio_n"], 1),
-            "loss_audio_cb": [x / per_cb for x in sums["cb_ce"]], "acc_audio_cb": [x / per_cb for x in sums["cb_correct"]]}
+    return {"samples": r["samples"], "text_tokens": r["tokens/text"], "audio_tokens": r["tokens/audio"],
+            "loss_text": r["loss/text"], "loss_audio": r["loss/audio"],
+            "loss_audio_cb": [r[f"loss/audio_cb{c}"] for c in range(k)],
+            "acc_audio_cb": [r[f"acc/audio_cb{c}"] for c in range(k)]}
 
 
 def format_table(r):
@@ -46,6 +29,31 @@ def format_table(r):
              f"loss text {r['loss_text']:.4f}  loss audio {r['loss_audio']:.4f}", "codebook  loss    acc"]
     lines += [f"{c:>8}  {l:.4f}  {a:.3f}" for c, (l, a) in enumerate(zip(r["loss_audio_cb"], r["acc_audio_cb"]))]
     return "\n".join(lines)
+
+
+def add_generate_flags(p):
+    from ..evaluation.score import add_backend_flags
+
+    p.add_argument("--generate", action="store_true",
+                   help="also clone --num_prompts prompts of --data with the adapter and with its base model and "
+                        "print SIM, WER (with --asr_model), DNSMOS, mean ± 95%% CI, per speaker (docs/EVAL.md)")
+    p.add_argument("--num_prompts", type=int, default=16, help="prompts cloned by --generate (the first ones)")
+    p.add_argument("--max_new_tokens", type=int, default=1024, help="generation budget of each --generate prompt")
+    add_backend_flags(p)
+
+
+def generation_eval(model, paths, args):
+    """--generate: the systems' rows, means and per-speaker means; prints the table."""
+    from ..data.chatml import read_chatml
+    from ..evaluation.compare import format_generation_table, generate_systems, summarize_systems
+    from ..evaluation.prompts import eval_prompts
+    from ..evaluation.scorer import Scorer
+
+    scorer = Scorer(args.sim_model, args.asr_model, args.score_device)
+    prompts = eval_prompts(read_chatml(args.data), args.num_prompts)
+    summary = summarize_systems(generate_systems(model, paths, prompts, scorer, args.max_new_tokens))
+    print(format_generation_table(summary, asr=scorer.asr is not None))
+    return summary
 
 
 def main(argv=None):
@@ -57,6 +65,7 @@ def main(argv=None):
     p.add_argument("--whisper_processor_path", help="local WhisperProcessor dir (models with the Whisper tower)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--output", help="write the results as JSON here")
+    add_generate_flags(p)
     add_debug_flag(p)
     args = p.parse_args(argv)
     from ..logs import setup_logging
@@ -65,7 +74,7 @@ def main(argv=None):
     from ..assets import resolve_model_paths
     from ..data.loaders import load_dataset
     from ..models.loading import load_all, load_whisper_processor
-    from .export import base_model_path, find_adapter
+    from ..inference.export import base_model_path, find_adapter
 
     adapter = find_adapter(args.adapter) if args.adapter else None
     model_path = args.model_path or (base_model_path(adapter) if adapter else None)
@@ -78,6 +87,8 @@ def main(argv=None):
         model = PeftModel.from_pretrained(model, adapter)
     result = evaluate_dataset(model, load_dataset(args.data, tok, audio_tok, whisper_processor=whisper), args.batch_size)
     print(format_table(result))
+    if args.generate:
+        result["generate"] = generation_eval(model, paths, args)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,0 +1,56 @@
+"""`higgs-ds evaluate --generate`: clone a prompt set with the adapter and with its base model (the same weights,
+adapter disabled), score both and print a seed-tts-eval-style table: SIM, WER (with an ASR dir), DNSMOS OVRL,
+mean ± 95 % CI, overall and per speaker."""
+from .scorer import METRICS
+from .stats import summarize
+
+TABLE_METRICS = ("sim", "wer", "dnsmos_ovrl")
+
+
+def by_speaker(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["speaker"], []).append(r)
+    return {s: summarize(rs, METRICS) for s, rs in sorted(out.items())}
+
+
+def generate_systems(model, paths, prompts, scorer, max_new_tokens=512):
+    """{"adapter": rows, "base": rows} for a peft model, {"model": rows} for a bare one."""
+    from ..inference.preview import live_engine
+    from .prompts import generate_rows
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    engine = live_engine(base, paths)
+    model.eval()
+    if base is model:
+        return {"model": generate_rows(engine, prompts, scorer, max_new_tokens)}
+    out = {"adapter": generate_rows(engine, prompts, scorer, max_new_tokens)}
+    with model.disable_adapter():
+        out["base"] = generate_rows(engine, prompts, scorer, max_new_tokens)
+    return out
+
+
+def summarize_systems(systems):
+    return {name: {"rows": rows, "mean": summarize(rows, METRICS), "by_speaker": by_speaker(rows)}
+            for name, rows in systems.items()}
+
+
+def _cell(m):
+    if m is None or m["mean"] is None:
+        return f"{'-':>15}"
+    ci = "" if m["ci95"] is None else f" ± {m['ci95']:.3f}"
+    return f"{m['mean']:.3f}{ci}".rjust(15)
+
+
+def format_generation_table(summary, asr=False):
+    """One line per system and speaker: n, SIM, WER (or a note that it needs --asr_model), DNSMOS OVRL."""
+    metrics = [k for k in TABLE_METRICS if asr or k != "wer"]
+    lines = [f"{'system':<8} {'speaker':<14} {'n':>3} " + " ".join(f"{k:>15}" for k in metrics)]
+    for name, s in summary.items():
+        groups = [("all", s["mean"], len(s["rows"]))]
+        groups += [(spk, m, sum(r["speaker"] == spk for r in s["rows"])) for spk, m in s["by_speaker"].items()]
+        for spk, m, n in groups:
+            lines.append(f"{name:<8} {spk[:14]:<14} {n:>3} " + " ".join(_cell(m.get(k)) for k in metrics))
+    if not asr:
+        lines.append("wer: not measured (no --asr_model DIR given)")
+    return "\n".join(lines)

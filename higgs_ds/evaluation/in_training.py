@@ -1,0 +1,115 @@
+"""Generation eval during training: every `--eval_generate_every` steps, and once before the first step with the
+LoRA adapter disabled (the zero-shot baseline of the base model), clone a fixed held-out prompt set with the live
+model through the serve engine, score it (SIM, DNSMOS, WER with an ASR dir) and log `eval_gen/*`.
+
+The prompts are spread over ranks (rank r takes prompts r, r + world, ...); the scored rows are gathered on every
+rank so all ranks return the same metrics. `eval_gen/time_share` is the fraction of wall time spent here.
+"""
+import contextlib
+import logging
+import time
+
+from .best import BestKeeper, observe  # noqa: F401 (observe: train.py's hook)
+from .scorer import METRICS
+from .stats import summarize
+
+log = logging.getLogger(__name__)
+LOGGED = ("sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "wer", "cer")
+
+
+def gather_rows(rows):
+    """Every rank's rows, on every rank, in rank order (a no-op without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, rows)
+    return [r for part in out for r in part]
+
+
+def gen_metrics(rows, baseline=None):
+    """Flat metrics: each score's mean and ci95, its change since the baseline, and the no-audio fraction."""
+    summary = summarize(rows, METRICS)
+    out = {"num_prompts": len(rows), "no_audio": sum(r["no_audio"] for r in rows) / max(len(rows), 1)}
+    for k in LOGGED:
+        if k in summary and summary[k]["mean"] is not None:
+            out[k], out[f"{k}_ci95"] = summary[k]["mean"], summary[k]["ci95"]
+            if baseline and baseline.get(k) is not None:
+                out[f"delta_{k}"] = out[k] - baseline[k]
+    return out
+
+
+def sim_dropped(metrics, baseline):
+    """True when SIM fell below the baseline by more than its 95 % CI half-width."""
+    if not baseline or baseline.get("sim") is None or metrics.get("sim") is None:
+        return False
+    ci = metrics.get("sim_ci95") or baseline.get("sim_ci95") or 0.0
+    return baseline["sim"] - metrics["sim"] > ci
+
+
+class GenerationEval:
+    """Built on every rank; `run(step)` is collective (all ranks call it at the same step)."""
+
+    def __init__(self, peft_model, paths, samples, every, num_prompts, scorer, sink=None, rank=0, world=1,
+                 max_new_tokens=512):
+        from ..inference.preview import live_engine
+        from .prompts import eval_prompts
+
+        self.model, self.every, self.sink, self.scorer = peft_model, every, sink, scorer
+        self.max_new_tokens = max_new_tokens
+        self.prompts = eval_prompts(samples, num_prompts)[rank::world]
+        base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+        self.engine = live_engine(base, paths) if self.prompts else None
+        self.baseline, self.records, self.spent, self.t0 = None, [], 0.0, time.time()
+
+    def due(self, step):
+        return self.every > 0 and step > 0 and step % self.every == 0
+
+    def run(self, step, baseline=False):
+        """Generate, score, log `eval_gen/*` at `step`; `baseline`: with the adapter disabled (the base model)."""
+        from .prompts import generate_rows
+
+        t = time.time()
+        was_training = self.model.training
+        self.model.eval()
+        off = self.model.disable_adapter() if baseline and hasattr(self.model, "disable_adapter") else None
+        try:
+            with off or contextlib.nullcontext():
+                rows = generate_rows(self.engine, self.prompts, self.scorer, self.max_new_tokens) if self.engine else []
+        finally:
+            self.model.train(was_training)
+        rows = gather_rows(rows)
+        metrics = gen_metrics(rows, None if baseline else self.baseline)
+        if baseline:
+            self.baseline = metrics
+        self.spent += time.time() - t
+        metrics.update(seconds=time.time() - t, time_share=self.spent / max(time.time() - self.t0, 1e-9))
+        if sim_dropped(metrics, self.baseline):
+            log.warning("eval_gen at step %d: SIM %.3f fell below the base model's %.3f by more than its 95%% CI "
+                        "(%.3f): the adapter is losing the voice", step, metrics["sim"], self.baseline["sim"],
+                        metrics.get("sim_ci95") or 0.0)
+        if self.sink is not None:
+            self.sink.write(metrics, step, "eval_gen/")
+        self.records.append({"step": step, "baseline": baseline, **metrics})
+        log.info("eval_gen at step %d: %s", step, ", ".join(f"{k} {metrics[k]:.3f}" for k in LOGGED if k in metrics))
+        return metrics
+
+
+def setup_quality(args, peft_model, paths, val_set, sink, rank, world):
+    """(GenerationEval or None, BestKeeper or None) from a `GenerationEvalConfig` (`args`); runs the base-model
+    baseline (step 0) first."""
+    from .scorer import Scorer
+
+    best = BestKeeper(args.keep_best, args.output_dir, peft_model.save_pretrained, rank) if args.keep_best else None
+    if args.eval_generate_every <= 0:
+        return None, best
+    if val_set is None:
+        log.warning("--eval_generate_every: no validation set, generation eval is off")
+        return None, best
+    device = next(peft_model.parameters()).device
+    scorer = Scorer(args.sim_model, args.asr_model, device=str(device))
+    gen = GenerationEval(peft_model, paths, val_set.samples, args.eval_generate_every, args.num_eval_prompts, scorer,
+                         sink, rank, world, args.eval_max_new_tokens)
+    gen.run(0, baseline=True)
+    return gen, best

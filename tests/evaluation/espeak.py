@@ -1,0 +1,31 @@
+"""Real speech for the scoring tests, synthesised at run time with the Debian package espeak-ng (installed by
+scripts/run_tests.sh). Several voices (variant + pitch), several sentences each."""
+import os
+import shutil
+import subprocess
+
+VOICES = {"us_m3": ["-v", "en-us+m3", "-p", "40"], "gb_f3": ["-v", "en-gb+f3", "-p", "70"],
+          "sc_m7": ["-v", "en-gb-scotland+m7", "-p", "25"], "us_f5": ["-v", "en-us+f5", "-p", "90"]}
+SENTENCES = ["The quick brown fox jumps over the lazy dog near the river bank.",
+             "Please call Stella and ask her to bring these things with her from the store.",
+             "A large rainbow appeared in the sky after the storm had finally passed.",
+             "We will meet again tomorrow morning to finish the remaining work together."]
+
+
+def require_espeak():
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed: run scripts/run_tests.sh (it apt-get installs it)")
+
+
+def synth(path, text, voice):
+    """Write espeak-ng speech (22.05 kHz mono WAV) of `text` in `voice` (a VOICES key) to path."""
+    require_espeak()
+    subprocess.run(["espeak-ng", *VOICES[voice], "-s", "150", "-w", path, text], check=True)
+    return path
+
+
+def corpus(root, voices=tuple(VOICES), n_sentences=3):
+    """{(voice, i): wav path} for the first n_sentences of SENTENCES in each voice."""
+    os.makedirs(root, exist_ok=True)
+    return {(v, i): synth(os.path.join(root, f"{v}_{i}.wav"), SENTENCES[i], v)
+            for v in voices for i in range(n_sentences)}
