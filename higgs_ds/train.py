@@ -217,7 +217,6 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
                world, paths, data_cfg):
     """Loss, checkpointer + resumed state, meter, preview, guards: the `Components` of `fit`."""
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
-    from higgs_ds.engine.metrics import MetricsConfig, StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
     from higgs_ds.engine.numerics import StepGuard
     from higgs_ds.evaluation.config import GenerationEvalConfig
     from higgs_ds.evaluation.in_training import setup_quality
@@ -234,29 +233,43 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     if ckpt_cfg.resume and resume_dir is None:
         log.info("--resume %s: no complete checkpoint in %s, starting fresh", ckpt_cfg.resume, ckpt.dir)
     state = ckpt.load(resume_dir) if resume_dir else TrainerState()
-    metrics_cfg = from_args(MetricsConfig, args)
     model = engine.module
-    meter = StepMeter(rank, world, total_steps, state.step,
-                      default_tensorboard_dir(args.output_dir, metrics_cfg.tensorboard_dir),
-                      flops_per_token(model, model.higgs_ds_recompute_fraction), peak_flops(engine.bfloat16_enabled()),
-                      progress=not metrics_cfg.no_progress)
+    summary = run_summary(args, paths, data_cfg, world, loader.dataset, val_set)
+    meter = build_meter(args, engine, total_steps, state.step, rank, world, summary["args"])
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
-    summary = {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-               "train_data": data_cfg.train_data, "val_data": data_cfg.val_data, "finetune": args.finetune,
-               "tokenizer_path": paths.tokenizer_path,
-               "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},  # for the model card
-               "data": {"train": loader.dataset.report.to_dict(),
-                        **({"val": val_set.report.to_dict()} if val_set is not None else {})}}
     gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world)
     return Components(
         gen_eval=gen_eval, best=best, loss_cfg=loss_cfg, engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),
-        preview=build_preview(rank, eval_cfg, engine, paths, val_set, meter.writer),
+        preview=build_preview(rank, eval_cfg, engine, paths, val_set, meter.sinks),
         eval_cfg=eval_cfg, rank=rank, world=world,
         total_steps=total_steps, stop_at=stop_at, accum=args.gradient_accumulation_steps,
-        num_epochs=args.num_epochs, log_every=metrics_cfg.log_every,
+        num_epochs=args.num_epochs, log_every=args.log_every,
         global_norm=loss_cfg.normalization == "global", audio_out_id=model.config.audio_out_token_idx,
         fallback_lr=lr, summary=summary)
+
+
+def run_summary(args, paths, data_cfg, world, train_set, val_set):
+    """The facts of this run for metrics.json (and from there the exported model card)."""
+    reports = {"train": getattr(train_set, "report", None), "val": getattr(val_set, "report", None)}
+    return {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
+            "train_data": data_cfg.train_data, "val_data": data_cfg.val_data, "finetune": args.finetune,
+            "tokenizer_path": paths.tokenizer_path,
+            "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
+            "data": {k: r.to_dict() for k, r in reports.items() if r is not None}}
+
+
+def build_meter(args, engine, total_steps, start_step, rank, world, run_config):
+    """The step meter and its sinks: TensorBoard, output_dir/metrics.jsonl, W&B when asked for (engine/sinks.py)."""
+    from higgs_ds.engine.metrics import MetricsConfig, StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
+    from higgs_ds.engine.sinks import build_sinks
+
+    cfg = from_args(MetricsConfig, args)
+    sinks = build_sinks(rank, default_tensorboard_dir(args.output_dir, cfg.tensorboard_dir),
+                        os.path.join(args.output_dir, "metrics.jsonl"), cfg.wandb_project, run_config)
+    model = engine.module
+    return StepMeter(rank, world, total_steps, start_step, fpt=flops_per_token(model, model.higgs_ds_recompute_fraction),
+                     peak=peak_flops(engine.bfloat16_enabled()), progress=not cfg.no_progress, sinks=sinks)
 
 
 def fit(c: Components):

@@ -36,6 +36,9 @@ class MetricsConfig:
     tensorboard_dir: Optional[str] = option(None, "TensorBoard event dir (rank 0); default output_dir/tensorboard; "
                                                   "'none': off", type=str)
     no_progress: bool = option(False, "no tqdm progress bar")
+    wandb_project: Optional[str] = option(None, "also log every metric and preview to Weights & Biases under this "
+                                                "project (rank 0; needs `pip install wandb`, not part of the pinned "
+                                                "stack). Scalars always go to output_dir/metrics.jsonl too", type=str)
 
 
 def flops_per_token(model, recompute_fraction=0.0):
@@ -78,13 +81,12 @@ class StepMeter:
     """Collects a step's micro-batch metrics (`add`), then averages, logs and returns them (`finish`)."""
 
     def __init__(self, rank, world, total_steps, start_step=0, tensorboard_dir=None, fpt=None, peak=None,
-                 progress=True):
-        self.rank, self.world, self.fpt, self.peak = rank, world, fpt, peak
-        self.writer = None
-        if rank == 0 and tensorboard_dir:
-            from torch.utils.tensorboard import SummaryWriter
+                 progress=True, sinks=None):
+        """`sinks`: where scalars go (engine/sinks.py); default: TensorBoard at `tensorboard_dir` (rank 0)."""
+        from .sinks import build_sinks
 
-            self.writer = SummaryWriter(tensorboard_dir)
+        self.rank, self.world, self.fpt, self.peak = rank, world, fpt, peak
+        self.sinks = sinks if sinks is not None else build_sinks(rank, tensorboard_dir)
         self.bar = None
         if rank == 0 and progress:
             from tqdm import tqdm
@@ -149,17 +151,13 @@ class StepMeter:
         return record
 
     def write(self, scalars, step, prefix=""):
-        if self.writer is not None:
-            for k, v in scalars.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.writer.add_scalar(prefix + k, v, step)
-            self.writer.flush()
+        """Scalars (numbers of `scalars`, keys prefixed) to every sink."""
+        self.sinks.scalars(scalars, step, prefix)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+        self.sinks.close()
 
 
 def default_tensorboard_dir(output_dir, flag):

@@ -21,12 +21,12 @@ def report_eval(val, step, meter):
     return val
 
 
-def build_preview(rank, config, engine, paths, val_set, writer):
-    """The TensorBoard audio preview on rank 0 (None when off, without validation data or TensorBoard)."""
-    if rank != 0 or config.sample_every <= 0 or val_set is None or writer is None:
+def build_preview(rank, config, engine, paths, val_set, sinks):
+    """The audio preview on rank 0 (None when off, without validation data or without a media sink)."""
+    if rank != 0 or config.sample_every <= 0 or val_set is None or not sinks:
         return None
     from ..inference.preview import AudioPreview
     from ..models.unwrap import base_higgs_model
 
-    return AudioPreview(base_higgs_model(engine), paths, val_set.samples, config.sample_every, writer,
+    return AudioPreview(base_higgs_model(engine), paths, val_set.samples, config.sample_every, sinks,
                         config.num_preview_prompts, config.preview_max_new_tokens)

@@ -43,8 +43,9 @@ def live_engine(live_model, paths, kv_cache_length=2048):
 class AudioPreview:
     """Generates `num_prompts` validation prompts every `every` optimizer steps (rank 0 only)."""
 
-    def __init__(self, live_model, paths, samples, every, writer, num_prompts=2, max_new_tokens=512):
-        self.every, self.writer, self.max_new_tokens = every, writer, max_new_tokens
+    def __init__(self, live_model, paths, samples, every, sinks, num_prompts=2, max_new_tokens=512):
+        """`sinks`: engine/sinks.py `Sinks` (TensorBoard, JSONL, W&B) the previews go to."""
+        self.every, self.sinks, self.max_new_tokens = every, sinks, max_new_tokens
         self.prompts = [prompt_of(s.sample) for s in samples[:num_prompts]]
         self.model = live_model
         self.engine = self._engine(live_model, paths)
@@ -69,8 +70,7 @@ class AudioPreview:
                     log.info("preview %d at step %d: no audio generated", i, step)
                     continue
                 wav = np.clip(np.asarray(resp.audio, dtype=np.float32), -1, 1)
-                self.writer.add_audio(f"samples/{i}/audio", wav, step, sample_rate=resp.sampling_rate)
-                self.writer.add_image(f"samples/{i}/spectrogram", log_spectrogram(wav), step, dataformats="CHW")
-            self.writer.flush()
+                self.sinks.audio(f"samples/{i}/audio", wav, step, resp.sampling_rate)
+                self.sinks.image(f"samples/{i}/spectrogram", log_spectrogram(wav), step)
         finally:
             self.model.train(was_training)

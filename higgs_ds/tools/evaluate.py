@@ -73,8 +73,8 @@ def main(argv=None):
     setup_logging()
     from ..assets import resolve_model_paths
     from ..data.loaders import load_dataset
-    from ..models.loading import load_all, load_whisper_processor
     from ..inference.export import base_model_path, find_adapter
+    from ..models.loading import load_all, load_whisper_processor
 
     adapter = find_adapter(args.adapter) if args.adapter else None
     model_path = args.model_path or (base_model_path(adapter) if adapter else None)

@@ -28,3 +28,9 @@ def test_training_run_writes_tensorboard_matching_metrics_json(small_data, tiny_
     assert [s["perf/samples_per_s"][h["step"]] for h in history] == pytest.approx(
         [h["perf/samples_per_s"] for h in history], rel=1e-5)
     assert set(s["eval/loss/audio"]) == {2, 3}  # every 2 steps and at the end
+    # the same scalars went through the JSONL sink (one metrics path, engine/sinks.py)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    steps = {ln["step"]: ln for ln in lines if "loss/audio" in ln}
+    assert [steps[h["step"]]["loss/audio"] for h in history] == pytest.approx([h["loss/audio"] for h in history])
+    assert {ln["step"] for ln in lines if "eval/loss/audio" in ln} == {2, 3}
