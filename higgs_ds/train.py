@@ -96,7 +96,7 @@ def run(argv=None):
     model, tokenizer, audio_tokenizer = load_all(paths)
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path),
-                   whisper_processor=whisper)
+                   whisper_processor=whisper, audio_tokenizer_path=paths.audio_tokenizer_path)  # issue 14: prepared dirs
     train_set = load_dataset(train_path, tokenizer, audio_tokenizer, limit, **data_kw)
     val_set = load_dataset(val_path, tokenizer, audio_tokenizer, limit, **data_kw) if val_path else None
     del audio_tokenizer

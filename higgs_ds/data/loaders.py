@@ -28,9 +28,16 @@ def validate_files(paths, tokenizer, args=None):
 
 
 def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, args=None, code_cache=None,
-                 whisper_processor=None):
+                 whisper_processor=None, audio_tokenizer_path=None):
     """Validate `path` (limits and --on_bad_sample from `args`), then build the dataset from the good samples
-    (with the waveforms Whisper needs when `whisper_processor` is given; see dataset.py)."""
+    (with the waveforms Whisper needs when `whisper_processor` is given; see dataset.py). A prepared dir
+    (`higgs-ds prepare --output DIR`) is opened memory-mapped instead (prepared.py)."""
+    from .prepared import is_prepared
+
+    if is_prepared(path):
+        from .open_prepared import open_prepared
+
+        return open_prepared(path, tokenizer, audio_tokenizer_path, args, whisper_processor, limit)
     (report,) = validate_files([path], tokenizer, args)
     samples = report.samples[:limit] if limit else report.samples
     return VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress, code_cache=code_cache,
