@@ -93,7 +93,10 @@ def run(argv=None):
         return 0
     check_output_dir(args.output_dir)  # writable, before anything loads
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
-    model, tokenizer, audio_tokenizer = load_all(paths)
+    from higgs_ds.data.prepared import is_prepared  # issue 14: prepared data needs no audio tokenizer
+
+    prepared = all(is_prepared(p) for p in (train_path, val_path) if p)
+    model, tokenizer, audio_tokenizer = load_all(paths, audio=not prepared)
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, args=args, code_cache=open_code_cache(args, paths.audio_tokenizer_path),
                    whisper_processor=whisper, audio_tokenizer_path=paths.audio_tokenizer_path)  # issue 14: prepared dirs

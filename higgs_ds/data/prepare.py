@@ -148,13 +148,14 @@ def dist_env():
 
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
-                    num_workers=1, shard_size=256, show_progress=True):
-    """Prepare `data` (paths of sources) into `output`; returns a stats dict (rank 0: with the index)."""
+                    num_workers=1, shard_size=256, show_progress=True, seed=0):
+    """Prepare `data` (paths of sources; `seed` pairs utterance corpora) into `output`; returns a stats dict
+    (rank 0: with the index)."""
     import torch
 
     limits, (rank, world, local_rank) = limits or Limits(), dist_env()
     t0 = time.time()
-    sources = open_sources(data)
+    sources = open_sources(data, seed)
     items = [it for s in sources for it in s.iter_items()]
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items))
     _claim(output, plan)
@@ -192,7 +193,7 @@ def prepare_from_args(args, tiny_assets):
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
     try:
         stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, Limits.from_args(args),
-                                args.on_bad_sample, args.num_workers, args.shard_size)
+                                args.on_bad_sample, args.num_workers, args.shard_size, seed=args.seed)
     except DataError as e:
         print(e, file=sys.stderr)
         return 1

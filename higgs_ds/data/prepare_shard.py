@@ -14,6 +14,7 @@ from .prepared import make_row, shard_name, write_json, write_shard_rows
 from .validate import Problem, ValidationReport, Validator
 
 _STATE = {}
+MAX_CACHED = 50_000  # clips whose probe / codes a prepare process keeps (a few KB each)
 
 
 def init_worker(tokenizer_path, audio_tokenizer_path, limits, threads=None, device=None):
@@ -45,7 +46,21 @@ def sample_json(src):
             "messages": [{"role": m.role, "content": content(m.content)} for m in s.messages]}
 
 
-def _row(src, codes_by_url):
+def _urls_in_order(items):
+    """Audio paths of the parsed samples, in order of first use (the order validation meets them)."""
+    from boson_multimodal.data_types import AudioContent
+
+    urls = {}
+    for it in items:
+        if not isinstance(it, DataError):
+            for m in it.sample.messages:
+                for c in m.content if isinstance(m.content, list) else [m.content]:
+                    if isinstance(c, AudioContent):
+                        urls.setdefault(c.audio_url)
+    return list(urls)
+
+
+def _row(src, codes_by_url, encoded):
     from .audio import encode_audio
     from .dataset import tokenize_sample
 
@@ -54,6 +69,7 @@ def _row(src, codes_by_url):
         if c.audio_url not in codes_by_url:
             codes = encode_audio(_STATE["audio_tokenizer"], c.audio_url, src.where).numpy()
             codes_by_url[c.audio_url] = codes.astype(np.int16)
+            encoded.add(c.audio_url)
     return make_row(src, input_tokens, label_tokens, [codes_by_url[c.audio_url] for c in audio_contents],
                     sample_json(src))
 
@@ -63,13 +79,19 @@ def process_shard(root, k, items, rank=0):
     from ..engine.faults import fault
 
     validator, report = Validator(_STATE["tokenizer"], _STATE["limits"]), ValidationReport()
-    rows, codes_by_url = [], {}
+    # probes and codes are kept across this process's shards (a reference clip is often shared), up to a bound
+    validator._audio = _STATE.setdefault("probes", {})
+    codes_by_url = _STATE.setdefault("codes", {})
+    for cache in (validator._audio, codes_by_url):
+        if len(cache) > MAX_CACHED:
+            cache.clear()
+    rows, encoded = [], set()
     for item in items:
         report.num_read += 1
         if not isinstance(item, DataError):
             try:
                 validator.check(item, report)
-                rows.append(_row(item, codes_by_url))
+                rows.append(_row(item, codes_by_url, encoded))
                 continue
             except DataError as e:
                 e.file, e.line, e.sample_id = item.file, item.line, item.sample_id
@@ -78,11 +100,11 @@ def process_shard(root, k, items, rank=0):
     suffix = f".tmp{os.getpid()}"
     write_shard_rows(os.path.join(root, shard_name(k) + ".arrow"), rows, suffix)
     fault("kill_mid_prepare", k, rank)  # the .arrow is written, its .json is not: the shard is redone on rerun
-    audio = {u: dataclasses.astuple(v) for u, v in validator._audio.items() if u in report.audio_files}  # in order
+    audio = {u: dataclasses.astuple(validator._audio[u]) for u in _urls_in_order(items) if u in report.audio_files}
     meta = {"shard": k, "rows": len(rows), "num_read": report.num_read,
             "problems": [dataclasses.asdict(p) for p in report.problems], "audio": audio,
             "speakers": sorted(report.speakers), "token_lengths": report.token_lengths,
             "num_codebooks": next((int(c.shape[0]) for c in codes_by_url.values()), None),
-            "encoded_seconds": sum(audio[u][0] for u in codes_by_url if u in audio)}
+            "encoded_seconds": sum(audio[u][0] for u in encoded if u in audio)}
     write_json(os.path.join(root, shard_name(k) + ".json"), meta)
     return meta

@@ -67,12 +67,12 @@ def load_model(path, dtype=torch.float32):
     return model
 
 
-def load_all(paths, dtype=torch.float32, device="cpu"):
-    """(model, text tokenizer, audio tokenizer) from `ModelPaths`."""
+def load_all(paths, dtype=torch.float32, device="cpu", audio=True):
+    """(model, text tokenizer, audio tokenizer) from `ModelPaths`; no audio tokenizer (None) with audio=False."""
     tokenizer = load_text_tokenizer(paths.tokenizer_path)
     model = load_model(paths.model_path, dtype)
     model.set_audio_special_tokens(tokenizer)
-    audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device)
+    audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device) if audio else None
     return model, tokenizer, audio_tokenizer
 
 

@@ -34,18 +34,25 @@ class Source:
 
 
 def source_types():
+    """Every source type, most specific first (ChatML last: it takes any other file)."""
     from .chatml_source import ChatMLSource
+    from .libritts import LibriTTSSource
+    from .parquet import ParquetSource
+    from .webdataset import WebDatasetSource
 
-    return [ChatMLSource]
+    return [ParquetSource, WebDatasetSource, LibriTTSSource, ChatMLSource]
 
 
-def open_sources(paths):
-    """A `Source` per path (the first type that accepts it); `SourceError` naming a path none accepts."""
+def open_sources(paths, seed=0):
+    """A `Source` per path (the first type that accepts it); `SourceError` naming a path none accepts. `seed`:
+    of the voice-cloning pairs that utterance corpora build (utterances.py)."""
+    from .utterances import UtteranceSource
+
     out = []
     for path in [paths] if isinstance(paths, str) else paths:
         for cls in source_types():
             if cls.accepts(path):
-                out.append(cls(path))
+                out.append(cls(path, seed) if issubclass(cls, UtteranceSource) else cls(path))
                 break
         else:
             names = ", ".join(c.__name__ for c in source_types())

@@ -8,7 +8,7 @@ from .base import Source
 class ChatMLSource(Source):
     @classmethod
     def accepts(cls, path):
-        return path.endswith((".jsonl", ".json")) or not os.path.isdir(path)
+        return not os.path.isdir(path)  # .jsonl, .json, and any other file: iter_chatml names its problems
 
     def iter_items(self):
         yield from iter_chatml(self.path)
