@@ -52,8 +52,10 @@ def build_parser():
                    help="local WhisperProcessor dir (save_pretrained), required when the model config has "
                         "encode_whisper_embed (Whisper audio tower; the release has it off); never fetched from the hub")
     g = p.add_argument_group("data")
-    g.add_argument("--train_data", help="ChatML JSONL / JSON list; default: the embedded synthetic set")
-    g.add_argument("--val_data", help="validation ChatML; default: the embedded set's val split when --train_data is unset")
+    g.add_argument("--train_data", help="ChatML JSONL / JSON list, or a prepared dir (`higgs-ds prepare --output DIR`); "
+                                        "default: the embedded synthetic set")
+    g.add_argument("--val_data", help="validation ChatML or prepared dir; default: the embedded set's val split when "
+                                      "--train_data is unset")
     g.add_argument("--create_sample_data", metavar="DIR", help="write a synthetic voice-cloning dataset to DIR and exit")
     g.add_argument("--num_sample_data", type=int, default=32, help="samples written by --create_sample_data")
     g.add_argument("--validate_data_only", action="store_true",
@@ -62,6 +64,10 @@ def build_parser():
     g.add_argument("--code_cache_dir", help="audio-code cache (filled by `higgs-ds prepare`); default "
                                             "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on the fly")
     g.add_argument("--no_code_cache", action="store_true", help="encode all audio on the fly; ignore the code cache")
+    g.add_argument("--auto_prepare", action="store_true",  # issue 14
+                   help="prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ (keyed by path, "
+                        "size, mtime, tokenizers, limits; rank 0 prepares, the others wait) and train on the prepared "
+                        "copy; later starts reuse it (docs/DATA.md)")
     g.add_argument("--max_tokens_per_batch", type=int, default=0,
                    help="token-budget batching: length-bucketed micro-batches of at most this many padded tokens "
                         "(replaces --batch_size for training; 0: fixed --batch_size)")

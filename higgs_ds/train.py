@@ -92,6 +92,11 @@ def run(argv=None):
         validate_files([p for p in (train_path, val_path) if p], load_text_tokenizer(paths.tokenizer_path), args)
         return 0
     check_output_dir(args.output_dir)  # writable, before anything loads
+    if args.auto_prepare:  # issue 14: a ChatML file is prepared once into the cache (rank 0), then reused
+        from higgs_ds.data.auto_prepare import auto_prepare
+
+        train_path, val_path = (auto_prepare(p, paths.tokenizer_path, paths.audio_tokenizer_path, args, rank)
+                                for p in (train_path, val_path))
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     from higgs_ds.data.prepared import is_prepared  # issue 14: prepared data needs no audio tokenizer
 

@@ -193,3 +193,32 @@ def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, sma
                      os.path.join(prep, "checkpoints", "step2")])
     got, expected = _losses(resumed), _losses(prep)
     assert {s: got[s] for s in range(3, 7)} == {s: expected[s] for s in range(3, 7)}
+
+
+def test_auto_prepare_prepares_once_and_rekeys_on_change(tiny_assets, tmp_path, monkeypatch):
+    """--auto_prepare: rank 0 prepares into the cache while rank 1 waits; a second start reuses it; a changed
+    file (size / mtime) gets a new prepared copy."""
+    import threading
+
+    import higgs_ds.data.prepare as prep
+    from higgs_ds.data.auto_prepare import auto_prepare
+    from higgs_ds.data.synthetic import create_sample_data
+
+    monkeypatch.setenv("HIGGS_DS_CACHE", str(tmp_path / "cache"))
+    train, _ = create_sample_data(str(tmp_path / "d"), num_samples=3, seed=1, min_seconds=0.2, max_seconds=0.3)
+    args = type("A", (), dict(on_bad_sample="fail", min_audio_seconds=0.1, max_audio_seconds=60.0, max_tokens=8192))
+    paths = (tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
+    waiter = {}
+    t = threading.Thread(target=lambda: waiter.update(out=auto_prepare(train, *paths, args, rank=1, poll_s=0.1)))
+    t.start()
+    out = auto_prepare(train, *paths, args, rank=0)
+    t.join(60)
+    assert waiter["out"] == out and out.startswith(str(tmp_path / "cache" / "prepared"))
+    assert len(PreparedDataset(out)) == 2
+    monkeypatch.setattr(prep, "prepare_dataset", lambda *a, **k: pytest.fail("prepared again"))
+    assert auto_prepare(train, *paths, args, rank=0) == out
+    assert auto_prepare(out, *paths, args, rank=0) == out  # a prepared dir is used as it is
+    with open(train, "a") as f:
+        f.write("\n")
+    with pytest.raises(BaseException, match="prepared again"):
+        auto_prepare(train, *paths, args, rank=0)

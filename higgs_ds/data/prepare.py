@@ -148,12 +148,14 @@ def dist_env():
 
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
-                    num_workers=1, shard_size=256, show_progress=True, seed=0):
+                    num_workers=1, shard_size=256, show_progress=True, seed=0, rank_env=True):
     """Prepare `data` (paths of sources; `seed` pairs utterance corpora) into `output`; returns a stats dict
-    (rank 0: with the index)."""
+    (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here."""
     import torch
 
     limits, (rank, world, local_rank) = limits or Limits(), dist_env()
+    if not rank_env:  # one process of a training run prepares everything (auto_prepare.py)
+        rank, world = 0, 1
     t0 = time.time()
     sources = open_sources(data, seed)
     items = [it for s in sources for it in s.iter_items()]
