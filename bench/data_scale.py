@@ -53,21 +53,39 @@ def make_corpus(root, n, pool, speakers, seed=0):
     return path
 
 
+def _peak_rss(pid, peak, stop):
+    """Poll the child's VmHWM (its own peak RSS: ru_maxrss would carry this large parent's over fork)."""
+    while not stop.is_set():
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+            peak[0] = max(peak[0], kb)
+        except (OSError, StopIteration):
+            return
+        stop.wait(0.05)
+
+
 def timed(cmd, first_line=None, env=None):
     """Run `cmd`; seconds until a stdout line containing `first_line` (or the exit), its peak RSS (MB), output."""
+    import threading
+
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    peak, stop = [0], threading.Event()
+    poller = threading.Thread(target=_peak_rss, args=(proc.pid, peak, stop), daemon=True)
+    poller.start()
     seen, lines = None, []
     for line in proc.stdout:
         lines.append(line)
         if seen is None and first_line and first_line in line:
             seen = time.time() - t0
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
+            stop.set()  # the peak up to the first step
+    stop.set()
+    poller.join()
+    if proc.wait():
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{''.join(lines[-40:])}")
-    return (seen if seen is not None else time.time() - t0), usage.ru_maxrss / 1024, "".join(lines)
+    return (seen if seen is not None else time.time() - t0), peak[0] / 1024, "".join(lines)
 
 
 def prepare(data, out, workers, shard_size=256):
@@ -139,8 +157,8 @@ def main(argv=None):
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     sizes = sorted(args.sizes)
     with tempfile.TemporaryDirectory() as tmp:
-        par = parallel_prepare(tmp, args.prepare_samples)
         rows = scale_runs(tmp, sizes, args.pool, args.speakers)
+        par = parallel_prepare(tmp, args.prepare_samples)
     lo, hi = sizes[0], sizes[-1]
     result = {
         "sizes": sizes, "pool_wavs": args.pool, "runs": {str(n): r for n, r in rows.items()},
