@@ -142,6 +142,8 @@ def project(rows, sizes, key, target=375_000):
     xs = np.array(sizes, dtype=float)
     ys = np.array([rows[n][key]["first_step_s"] for n in sizes])
     slope, icpt = np.polyfit(xs, ys, 1) if len(xs) > 1 else (0.0, ys[0])
+    if slope <= 0:  # flat within noise: project the largest measurement
+        return round(float(ys[-1]), 1)
     return round(float(slope * target + icpt), 1)
 
 
