@@ -78,7 +78,8 @@ def test_batches_equal_the_jsonl_path_for_a_seed(prepared, small_dataset, tiny_b
 def test_opening_needs_the_same_tokenizers(prepared, tiny_bundle, tmp_path):
     from higgs_ds.data.open_prepared import open_prepared
 
-    assert len(open_prepared(prepared, tiny_bundle[1], None, limit=3)) == 3
+    sub = open_prepared(prepared, tiny_bundle[1], None, limit=3)  # --quick_test
+    assert len(sub) == 3 and [s.line for s in sub.samples] == [1, 2, 3] and len(sub.lengths) == 3
     other = tmp_path / "tok"
     shutil.copytree(os.path.join(os.path.dirname(tiny_bundle[1].name_or_path), "audio_tokenizer"), other)
     with open(other / "config.json", "a") as f:

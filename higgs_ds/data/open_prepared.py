@@ -20,6 +20,10 @@ class _Subset(PreparedDataset):
     def __len__(self):
         return self._len
 
+    @property
+    def samples(self):
+        return PreparedDataset.samples.fget(self)[:self._len]
+
 
 def check_identity(ds, tokenizer, audio_tokenizer_path):
     """A prepared dir holds token ids and codes of one text and one audio tokenizer: refuse any other."""
