@@ -2,6 +2,7 @@
 
     higgs-ds validate --data train.jsonl val.jsonl [--on_bad_sample skip] [--report report.json]
     higgs-ds prepare --data train.jsonl --audio_tokenizer_path DIR [--code_cache_dir DIR]
+    higgs-ds prepare --data SOURCE... --output DIR [--num_workers N]   # prepared dataset (docs/DATA.md)
     higgs-ds prepare --manifest utts.tsv --output train.jsonl [--pair_by_speaker]
     higgs-ds train ...                      # the flags of higgs_ds/train.py
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
@@ -36,11 +37,16 @@ def _parser():
     pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: tiny one")
     pr.add_argument("--code_cache_dir", help="default: $HIGGS_DS_CACHE/codes/<audio tokenizer id>/")
     pr.add_argument("--manifest", help="TSV/CSV/JSONL with ref_audio, ref_text, target_audio, target_text, speaker")
-    pr.add_argument("--output", help="ChatML JSONL written from --manifest")
+    pr.add_argument("--output", help="ChatML JSONL written from --manifest; with --data: the prepared dataset dir")
     pr.add_argument("--pair_by_speaker", action="store_true",
                     help="draw each row's reference from another utterance of the same speaker")
     pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker")
     pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
+    # issue 14: prepared dataset (--data SOURCE... --output DIR), higgs_ds/data/prepare.py
+    pr.add_argument("--tokenizer_path", help="text tokenizer dir of the prepared dataset; default: the tiny one")
+    pr.add_argument("--num_workers", type=int, default=1, help="prepare processes on this machine (per rank)")
+    pr.add_argument("--shard_size", type=int, default=256, help="samples per shard (the unit of resumption)")
+    add_flags(pr, ValidationConfig)
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
@@ -93,6 +99,10 @@ def prepare(args, parser):
         return 0
     if not args.data:
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
+    if args.output:  # issue 14: a prepared dataset
+        from .data.prepare import prepare_from_args
+
+        return prepare_from_args(args, _tiny)
     from .data.code_cache import prepare_codes
     from .models.sources import audio_tokenizer_dir  # issue 16: Hub ids / native dirs
 

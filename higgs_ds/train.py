@@ -144,33 +144,47 @@ def validate_inputs(data_cfg, paths):
     """Every sample of the train and val data checked and reported, with only the text tokenizer loaded (no model,
     no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
     from higgs_ds.data.chatml import DataError
+    from higgs_ds.data.prepared import is_prepared
     from higgs_ds.data.validate import validate_files
     from higgs_ds.models.loading import load_text_tokenizer
 
-    files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p]
-    reports = validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)
-    for path, report in zip(files, reports):
+    files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p and not is_prepared(p)]  # prepared: done
+    reports = dict(zip(files, validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)))
+    for path, report in reports.items():
         if not report.samples:  # --on_bad_sample skip dropped every sample: nothing to train or validate on
             raise DataError(f"{path}: none of its {report.num_read} samples is usable:\n{report.problem_listing()}",
                             "empty_data")
-    return reports[0], (reports[1] if data_cfg.val_data else None)
+    return reports.get(data_cfg.train_data), reports.get(data_cfg.val_data)
 
 
 def build_data_and_model(args, data_cfg, paths, reports, rank):
     """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports."""
+    from higgs_ds.data.auto_prepare import auto_prepare
     from higgs_ds.data.loaders import dataset_from_report, open_code_cache
+    from higgs_ds.data.open_prepared import open_prepared
+    from higgs_ds.data.prepared import is_prepared
     from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
     from higgs_ds.models.finetune import AdapterConfig
     from higgs_ds.models.loading import load_all, load_whisper_processor
 
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
-    model, tokenizer, audio_tokenizer = load_all(paths)
+    if data_cfg.auto_prepare:  # a ChatML file is prepared once into the cache (rank 0), then reused
+        data_cfg = dataclasses.replace(data_cfg, **{k: auto_prepare(getattr(data_cfg, k), paths.tokenizer_path,
+                                                                    paths.audio_tokenizer_path, data_cfg.validation, rank)
+                                                   for k in ("train_data", "val_data")})
+    prepared = [is_prepared(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data)]
+    model, tokenizer, audio_tokenizer = load_all(paths, audio=not all(p is not False for p in prepared))
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
                    code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
-    train_report, val_report = reports
-    train_set = dataset_from_report(train_report, tokenizer, audio_tokenizer, limit, **data_kw)
-    val_set = dataset_from_report(val_report, tokenizer, audio_tokenizer, limit, **data_kw) if val_report else None
+
+    def dataset(path, is_dir, report):  # a prepared dir opens memory-mapped; a ChatML file from its validation
+        if is_dir:
+            return open_prepared(path, tokenizer, paths.audio_tokenizer_path, data_cfg.validation, whisper, limit)
+        return dataset_from_report(report, tokenizer, audio_tokenizer, limit, **data_kw) if report else None
+
+    train_set, val_set = (dataset(p, d, r) for p, d, r in zip((data_cfg.train_data, data_cfg.val_data), prepared,
+                                                             reports))
     log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
     model = from_args(AdapterConfig, args).apply(model)
     model.higgs_ds_recompute_fraction = from_args(ActivationCheckpointingConfig, args).apply(model)

@@ -9,9 +9,13 @@ from .validate import ValidationConfig
 @dataclasses.dataclass
 class DataConfig:
     """Where the data comes from and how it is batched. batch_size and seed are the training flags of that name."""
-    train_data: Optional[str] = option(None, "ChatML JSONL / JSON list; default: the embedded synthetic set", type=str)
-    val_data: Optional[str] = option(None, "validation ChatML; default: the embedded set's val split when "
-                                           "--train_data is unset", type=str)
+    train_data: Optional[str] = option(None, "ChatML JSONL / JSON list, or a prepared dir (`higgs-ds prepare --output "
+                                             "DIR`); default: the embedded synthetic set", type=str)
+    val_data: Optional[str] = option(None, "validation ChatML or prepared dir; default: the embedded set's val split "
+                                           "when --train_data is unset", type=str)
+    auto_prepare: bool = option(False, "prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ "
+                                       "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
+                                       "wait) and train on the prepared copy; later starts reuse it (docs/DATA.md)")
     code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
                                                  "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
                                                  "the fly", type=str)

@@ -19,9 +19,16 @@ log = logging.getLogger(__name__)
 
 
 def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, validation=None, code_cache=None,
-                 whisper_processor=None):
+                 whisper_processor=None, audio_tokenizer_path=None):
     """Validate `path` (a `ValidationConfig`), then build the dataset from the good samples (with the waveforms
-    Whisper needs when `whisper_processor` is given; see dataset.py)."""
+    Whisper needs when `whisper_processor` is given; see dataset.py). A prepared dir (`higgs-ds prepare --output
+    DIR`) is opened memory-mapped instead (prepared.py)."""
+    from .prepared import is_prepared
+
+    if is_prepared(path):
+        from .open_prepared import open_prepared
+
+        return open_prepared(path, tokenizer, audio_tokenizer_path, validation, whisper_processor, limit)
     (report,) = validate_files([path], tokenizer, validation)
     return dataset_from_report(report, tokenizer, audio_tokenizer, limit, show_progress, code_cache, whisper_processor)
 

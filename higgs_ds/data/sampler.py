@@ -53,7 +53,11 @@ class TokenBudgetBatchSampler:
 
     @classmethod
     def for_dataset(cls, dataset, max_tokens_per_batch, **kwargs):
-        return cls([dataset.num_tokens(i) for i in range(len(dataset))], max_tokens_per_batch, **kwargs)
+        """Lengths from the dataset's `lengths` column when it has one (a prepared dir), else `num_tokens(i)`."""
+        lengths = getattr(dataset, "lengths", None)
+        if lengths is None:
+            lengths = [dataset.num_tokens(i) for i in range(len(dataset))]
+        return cls(lengths, max_tokens_per_batch, **kwargs)
 
     def global_batches(self, epoch=None):
         """All ranks' batches for `epoch`, in order; rank r takes batches r, r + num_replicas, ..."""

@@ -68,22 +68,26 @@ class ValidationReport:
         }
 
     def summary(self):
-        d = self.to_dict()
-        t = d["token_length"]
-        lines = [f"data: {d['samples_read']} samples read, {d['samples_ok']} ok, {d['samples_bad']} bad; "
-                 f"{d['speakers']} speakers; {d['audio_hours']:.3f} h of audio (unique files)",
-                 f"tokens per sample (text + audio frames): p50 {t['p50']} p90 {t['p90']} p99 {t['p99']} max {t['max']}"]
-        if d["problems_by_kind"]:
-            lines.append("problems by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(d["problems_by_kind"].items())))
-        if d["notes"]:
-            lines.append("notes: " + ", ".join(f"{k} {v}" for k, v in sorted(d["notes"].items())))
-        return "\n".join(lines)
+        return summary_text(self.to_dict())
 
     def problem_listing(self):
         shown = [str(p) for p in self.problems[:MAX_LISTED]]
         if len(self.problems) > MAX_LISTED:
             shown.append(f"... and {len(self.problems) - MAX_LISTED} more")
         return "\n".join(shown)
+
+
+def summary_text(d):
+    """The report's summary lines from its `to_dict()` form (also stored in a prepared dir's index)."""
+    t = d["token_length"]
+    lines = [f"data: {d['samples_read']} samples read, {d['samples_ok']} ok, {d['samples_bad']} bad; "
+             f"{d['speakers']} speakers; {d['audio_hours']:.3f} h of audio (unique files)",
+             f"tokens per sample (text + audio frames): p50 {t['p50']} p90 {t['p90']} p99 {t['p99']} max {t['max']}"]
+    if d["problems_by_kind"]:
+        lines.append("problems by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(d["problems_by_kind"].items())))
+    if d["notes"]:
+        lines.append("notes: " + ", ".join(f"{k} {v}" for k, v in sorted(d["notes"].items())))
+    return "\n".join(lines)
 
 
 class Validator:
@@ -168,9 +172,15 @@ def validate_data(paths, tokenizer=None, limits=None, on_bad_sample=None):
     if report.num_read == 0:
         raise DataError(f"{', '.join([paths] if isinstance(paths, str) else paths)}: no samples (empty data file)",
                         "empty_data")
+    return finish_report(report, on_bad_sample)
+
+
+def finish_report(report, on_bad_sample="fail", stats=None):
+    """Apply --on_bad_sample: raise one `DataError` listing every problem ("fail"), or log them ("skip").
+    `stats`: the report's `to_dict()` when only its problems were kept (a prepared dir's index)."""
     if report.problems:
         msg = (f"{len(report.problems)} bad sample(s) of {report.num_read}:\n{report.problem_listing()}\n"
-               f"{report.summary()}")
+               f"{summary_text(stats or report.to_dict())}")
         if on_bad_sample == "fail":
             raise DataError(msg + "\n(fix them, or pass --on_bad_sample skip to train on the good ones)", "invalid")
         log.warning("skipping %s", msg)

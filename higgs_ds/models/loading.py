@@ -85,12 +85,15 @@ def load_model(path, dtype=torch.float32):
     return model
 
 
-def load_all(paths, dtype=torch.float32, device="cpu"):
-    """(model, text tokenizer, audio tokenizer) from `ModelPaths`."""
+def load_all(paths, dtype=torch.float32, device="cpu", audio=True):
+    """(model, text tokenizer, audio tokenizer) from `ModelPaths`; no audio tokenizer (None) with audio=False."""
     tokenizer = load_text_tokenizer(paths.tokenizer_path)
     model = load_model(paths.model_path, dtype)
     model.set_audio_special_tokens(tokenizer)
-    audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device)
+    audio_tokenizer = None
+    if audio:  # its construction draws random numbers: keep the RNG (LoRA init after this) the same without it
+        with torch.random.fork_rng(devices=[]):
+            audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device)
     return model, tokenizer, audio_tokenizer
 
 

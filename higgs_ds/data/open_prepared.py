@@ -1,0 +1,56 @@
+"""Open a prepared dir for training: check it was prepared with this run's tokenizers, apply --on_bad_sample."""
+import logging
+import os
+
+from .chatml import DataError
+from .prepared import PreparedDataset
+from .validate import Problem, ValidationReport, finish_report, summary_text
+
+log = logging.getLogger(__name__)
+
+
+class _Subset(PreparedDataset):
+    """The first `limit` samples (--quick_test)."""
+
+    def __init__(self, base, limit):
+        self.__dict__.update(base.__dict__)
+        self._len = min(limit, len(base))
+        self.lengths = base.lengths[:self._len]
+
+    def __len__(self):
+        return self._len
+
+    @property
+    def samples(self):
+        return PreparedDataset.samples.fget(self)[:self._len]
+
+
+def check_identity(ds, tokenizer, audio_tokenizer_path):
+    """A prepared dir holds token ids and codes of one text and one audio tokenizer: refuse any other."""
+    from .code_cache import tokenizer_id
+    from .prepare import text_tokenizer_id
+
+    plan = ds.index["plan"]
+    tok_dir = getattr(tokenizer, "name_or_path", None)
+    if tok_dir and os.path.isdir(tok_dir) and text_tokenizer_id(tok_dir) != plan["text_tokenizer_id"]:
+        raise DataError(f"{ds.root}: prepared with another text tokenizer ({plan['text_tokenizer_id']}) than "
+                        f"{tok_dir}: prepare it again with --tokenizer_path {tok_dir}", "file", ds.root, 0)
+    if audio_tokenizer_path and tokenizer_id(audio_tokenizer_path) != plan["audio_tokenizer_id"]:
+        raise DataError(f"{ds.root}: prepared with another audio tokenizer ({plan['audio_tokenizer_id']}) than "
+                        f"{audio_tokenizer_path}: prepare it again with --audio_tokenizer_path "
+                        f"{audio_tokenizer_path}", "file", ds.root, 0)
+
+
+def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=None, whisper_processor=None, limit=None):
+    """The `PreparedDataset` at `root`; its stored bad samples fail the run unless --on_bad_sample skip."""
+    if whisper_processor is not None:
+        raise DataError(f"{root}: a prepared dataset carries no audio-in waveforms, which this model's Whisper tower "
+                        "needs: train on the ChatML JSONL instead", "file", root, 0)
+    ds = PreparedDataset(root)
+    check_identity(ds, tokenizer, audio_tokenizer_path)
+    report = ValidationReport(problems=[Problem(**p) for p in ds.index["problems"]])
+    report.num_read = ds.index["report"]["samples_read"]
+    # the same listing and counts as validating the sources (`higgs-ds validate`)
+    finish_report(report, getattr(validation, "on_bad_sample", "fail"), ds.index["report"])
+    log.info("%s (prepared)\n%s", root, summary_text(ds.index["report"]))
+    return _Subset(ds, limit) if limit else ds

@@ -1,0 +1,207 @@
+"""`higgs-ds prepare --data SOURCE... --output DIR`: validate, tokenize and encode once, in shards, in parallel.
+
+The samples of all sources (in order) are cut into shards of `shard_size`. Shard k belongs to rank
+`k % world_size` (RANK / WORLD_SIZE under `torchrun` or `deepspeed`; one rank otherwise), and within a rank to
+one of `num_workers` processes. A shard is done when its .json exists (prepare_shard.py): a rerun skips done
+shards. Rank 0 then waits for every shard, merges the validation results (exactly what `validate_data` reports
+for the same files) and writes index.json atomically; with `on_bad_sample="fail"` and bad samples it raises
+instead (the shards stay, so a rerun with "skip" reuses them).
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+
+from ..constants import SAMPLE_RATE
+from .audio import AudioInfo
+from .chatml import DataError
+from .prepared import FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
+from .sources import open_sources, sources_id
+from .validate import Problem, ValidationConfig, ValidationReport, finish_report
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
+
+
+def text_tokenizer_id(path):
+    """Identity of a text tokenizer dir: hash of its tokenizer files."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        p = os.path.join(path, name)
+        if os.path.isfile(p):
+            h.update(name.encode() + open(p, "rb").read())
+    return h.hexdigest()[:16]
+
+
+def limit_values(limits):
+    """The validation limits a prepared dataset depends on (not --on_bad_sample: a rerun with skip reuses shards)."""
+    return {k: v for k, v in dataclasses.asdict(limits).items() if k != "on_bad_sample"}
+
+
+def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items):
+    from .code_cache import tokenizer_id
+
+    plan = {"format_version": FORMAT_VERSION, "sources": [s.identity() for s in sources],
+            "text_tokenizer_id": text_tokenizer_id(tokenizer_path),
+            "audio_tokenizer_id": tokenizer_id(audio_tokenizer_path), "limits": limit_values(limits),
+            "shard_size": shard_size, "num_items": num_items}
+    plan["plan_id"] = sources_id(sources, {k: v for k, v in plan.items() if k != "sources"})
+    return plan
+
+
+def _claim(root, plan):
+    """Create the output dir with plan.json, or check that an existing one prepares the same thing."""
+    os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
+    path = os.path.join(root, PLAN)
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("plan_id") != plan["plan_id"]:
+            raise DataError(f"{root}: holds a prepared dataset of other sources, tokenizers or limits (see "
+                            f"{path}): use another --output or delete it", "file", root, 0)
+        return
+    write_json(path, plan)
+
+
+def _done(root, k):
+    return os.path.isfile(os.path.join(root, shard_name(k) + ".json"))
+
+
+def _run_shards(root, jobs, worker_args, num_workers, rank, show_progress):
+    """Run `jobs` ({k: items}) in this process (num_workers <= 1) or in a pool; tqdm: samples, ETA, audio h/s."""
+    from tqdm import tqdm
+
+    from . import prepare_shard
+
+    bar = tqdm(total=sum(len(v) for v in jobs.values()), unit="sample", desc=f"preparing (rank {rank})",
+               disable=not show_progress)
+    t0, hours = time.time(), 0.0
+
+    def done(meta):
+        nonlocal hours
+        hours += meta["encoded_seconds"] / 3600
+        bar.update(meta["num_read"])
+        bar.set_postfix(audio_h_per_s=f"{hours / max(time.time() - t0, 1e-9):.4f}")
+
+    if num_workers <= 1:
+        prepare_shard.init_worker(*worker_args)
+        for k, items in jobs.items():
+            done(prepare_shard.process_shard(root, k, items, rank))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        with cf.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=prepare_shard.init_worker, initargs=worker_args) as pool:
+            futures = [pool.submit(prepare_shard.process_shard, root, k, items, rank) for k, items in jobs.items()]
+            for f in cf.as_completed(futures):
+                done(f.result())
+    bar.close()
+    return hours
+
+
+def merge_report(root, num_shards, items):
+    """The `ValidationReport` of all shards, as `validate_data` would build it over the same sources."""
+    report, metas = ValidationReport(), []
+    for k in range(num_shards):
+        with open(os.path.join(root, shard_name(k) + ".json")) as f:
+            metas.append(json.load(f))
+    audio = {}
+    for m in metas:
+        report.num_read += m["num_read"]
+        report.problems += [Problem(**p) for p in m["problems"]]
+        report.speakers.update(m["speakers"])
+        report.token_lengths += m["token_lengths"]
+        audio.update({u: AudioInfo(*v) for u, v in m["audio"].items()})
+    for url, info in audio.items():
+        report.audio_files.add(url)
+        report.audio_seconds += info.seconds
+        if info.sample_rate != SAMPLE_RATE:
+            report.notes[f"resampled_{info.sample_rate}_to_{SAMPLE_RATE}"] += 1
+        if info.channels > 1:
+            report.notes["stereo_downmixed"] += 1
+    bad = {(p.file, p.line) for p in report.problems}
+    report.samples = [it for it in items if not isinstance(it, DataError) and (it.file, it.line) not in bad]
+    return report, metas
+
+
+def wait_for_shards(root, num_shards, poll_s=2.0):
+    """Rank 0: wait until every rank has finished its shards (their .json files exist)."""
+    last = 0.0
+    while missing := [k for k in range(num_shards) if not _done(root, k)]:
+        if time.time() - last > 60:
+            log.info("waiting for %d shard(s) of other ranks (first: %s)", len(missing), shard_name(missing[0]))
+            last = time.time()
+        time.sleep(poll_s)
+
+
+def write_index(root, plan, report, metas):
+    num_codebooks = next((m["num_codebooks"] for m in metas if m["num_codebooks"]), None)
+    index = {"format_version": FORMAT_VERSION, "plan_id": plan["plan_id"], "plan": plan,
+             "shards": [{"name": shard_name(m["shard"]), "rows": m["rows"]} for m in metas],
+             "num_samples": sum(m["rows"] for m in metas), "num_codebooks": num_codebooks,
+             "report": report.to_dict(), "problems": [dataclasses.asdict(p) for p in report.problems]}
+    write_json(os.path.join(root, INDEX), index)
+    return index
+
+
+def dist_env():
+    """(rank, world_size, local_rank) from the launcher's environment (torchrun, deepspeed); (0, 1, 0) otherwise."""
+    return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+
+
+def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
+                    num_workers=1, shard_size=256, show_progress=True, seed=0, rank_env=True):
+    """Prepare `data` (paths of sources; `seed` pairs utterance corpora) into `output`; returns a stats dict
+    (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here."""
+    import torch
+
+    limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
+    if not rank_env:  # one process of a training run prepares everything (auto_prepare.py)
+        rank, world = 0, 1
+    t0 = time.time()
+    sources = open_sources(data, seed)
+    items = [it for s in sources for it in s.iter_items()]
+    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items))
+    _claim(output, plan)
+    num_shards = max(1, math.ceil(len(items) / shard_size))
+    stats = {"output": output, "rank": rank, "world_size": world, "samples": len(items), "shards": num_shards}
+    index_path = os.path.join(output, INDEX)
+    todo = {k: items[k * shard_size:(k + 1) * shard_size] for k in range(rank, num_shards, world)
+            if not _done(output, k)}
+    stats["shards_skipped"] = len(range(rank, num_shards, world)) - len(todo)
+    if todo and not os.path.isfile(index_path):
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        threads = max(1, (os.cpu_count() or 1) // max(1, num_workers)) if device == "cpu" else None
+        stats["audio_hours_encoded"] = _run_shards(
+            output, todo, (tokenizer_path, audio_tokenizer_path, limits, threads, device), num_workers, rank,
+            show_progress)
+    if rank != 0:
+        return stats
+    wait_for_shards(output, num_shards)
+    report, metas = merge_report(output, num_shards, items)
+    log.info("%s\n%s", output, report.summary())
+    finish_report(report, on_bad_sample)  # raises with on_bad_sample="fail" and bad samples: no index
+    index = write_index(output, plan, report, metas)
+    stats.update(num_samples=index["num_samples"], audio_hours=index["report"]["audio_hours"],
+                 seconds=round(time.time() - t0, 3))
+    return stats
+
+
+def prepare_from_args(args, tiny_assets):
+    """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs."""
+
+    tokenizer_path, audio_path = args.tokenizer_path, args.audio_tokenizer_path
+    if not (tokenizer_path and audio_path):
+        tiny = tiny_assets()
+        tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
+    from ..config import from_args
+
+    stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, from_args(ValidationConfig, args),
+                            args.on_bad_sample, args.num_workers, args.shard_size, seed=args.seed)  # DataError: exit 65
+    print(json.dumps(stats))
+    return 0

@@ -1,0 +1,30 @@
+"""Data sources behind one interface: each yields `SourcedSample`s (or `DataError`s) in a fixed order.
+
+The one place a new corpus format is added: write a `Source` subclass (base.py) and list it in `source_types`.
+"""
+from .base import Source, SourceError, sources_id  # noqa: F401
+from .chatml_source import ChatMLSource
+from .libritts import LibriTTSSource
+from .parquet import ParquetSource
+from .utterances import UtteranceSource
+from .webdataset import WebDatasetSource
+
+
+def source_types():
+    """Every source type, most specific first (ChatML last: it takes any other file)."""
+    return [ParquetSource, WebDatasetSource, LibriTTSSource, ChatMLSource]
+
+
+def open_sources(paths, seed=0):
+    """A `Source` per path (the first type that accepts it); `SourceError` naming a path none accepts. `seed`:
+    of the voice-cloning pairs that utterance corpora build (utterances.py)."""
+    out = []
+    for path in [paths] if isinstance(paths, str) else paths:
+        for cls in source_types():
+            if cls.accepts(path):
+                out.append(cls(path, seed) if issubclass(cls, UtteranceSource) else cls(path))
+                break
+        else:
+            names = ", ".join(c.__name__ for c in source_types())
+            raise SourceError(f"{path}: not a data source this version reads ({names})", "file", path, 0)
+    return out
