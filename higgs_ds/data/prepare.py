@@ -15,7 +15,6 @@ import math
 import os
 import time
 
-from ..constants import SAMPLE_RATE
 from .audio import AudioInfo
 from .chatml import DataError
 from .prepared import FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
@@ -118,12 +117,7 @@ def merge_report(root, num_shards, items):
         report.token_lengths += m["token_lengths"]
         audio.update({u: AudioInfo(*v) for u, v in m["audio"].items()})
     for url, info in audio.items():
-        report.audio_files.add(url)
-        report.audio_seconds += info.seconds
-        if info.sample_rate != SAMPLE_RATE:
-            report.notes[f"resampled_{info.sample_rate}_to_{SAMPLE_RATE}"] += 1
-        if info.channels > 1:
-            report.notes["stereo_downmixed"] += 1
+        report.add_audio(url, info)
     bad = {(p.file, p.line) for p in report.problems}
     report.samples = [it for it in items if not isinstance(it, DataError) and (it.file, it.line) not in bad]
     return report, metas

@@ -67,6 +67,17 @@ class ValidationReport:
             "problems_by_kind": dict(collections.Counter(p.kind for p in self.problems)), "notes": dict(self.notes),
         }
 
+    def add_audio(self, url, info):
+        """Count an audio file once (duration, notes on resampling and downmixing)."""
+        if url in self.audio_files:
+            return
+        self.audio_files.add(url)
+        self.audio_seconds += info.seconds
+        if info.sample_rate != SAMPLE_RATE:
+            self.notes[f"resampled_{info.sample_rate}_to_{SAMPLE_RATE}"] += 1
+        if info.channels > 1:
+            self.notes["stereo_downmixed"] += 1
+
     def summary(self):
         return summary_text(self.to_dict())
 
@@ -135,13 +146,7 @@ class Validator:
                 raise DataError(f"{where}: {length} tokens (text + audio frames at {FRAMES_PER_SECOND} Hz) exceed "
                                 f"--max_tokens {lim.max_tokens}", "too_long")
         for url, info in infos.items():
-            if url not in report.audio_files:
-                report.audio_files.add(url)
-                report.audio_seconds += info.seconds
-                if info.sample_rate != SAMPLE_RATE:
-                    report.notes[f"resampled_{info.sample_rate}_to_{SAMPLE_RATE}"] += 1
-                if info.channels > 1:
-                    report.notes["stereo_downmixed"] += 1
+            report.add_audio(url, info)
         report.token_lengths.append(length)
         if src.sample.speaker:
             report.speakers.add(src.sample.speaker)

@@ -17,28 +17,26 @@ FLAT = (("quantizer.vq.layers.", "quantizer.quantizers."), ("._codebook.", ".cod
 BOSON_ENCODER, BOSON_DECODER = 64, 1024  # channel widths boson-multimodal hard-codes (dac2.Encoder/Decoder)
 
 
+# boson's DAC encoder / decoder blocks -> the native names: (boson prefix, native module, residual units' block
+# indices and the shift to res_unit numbers, the two other layers of a block -> their native names)
+_ACOUSTIC = ((r"encoder\.block", "acoustic_encoder", "012", 1, {"3": "snake1", "4": "conv1"}),
+             (r"decoder_2\.model", "acoustic_decoder", "234", -1, {"0": "snake1", "1": "conv_t1"}))
+
+
 def _acoustic_to_native(key, n):
     """encoder.* / decoder_2.* -> acoustic_encoder.* / acoustic_decoder.*; `n`: number of ratios."""
-    m = re.match(r"encoder\.block\.(\d+)\.(.*)", key)
-    if m:
+    for prefix, native, res_blocks, shift, others in _ACOUSTIC:
+        m = re.match(prefix + r"\.(\d+)\.(.*)", key)
+        if not m:
+            continue
         i, rest = int(m[1]), m[2]
         if i in (0, n + 1, n + 2):
-            return f"acoustic_encoder.{ {0: 'conv1', n + 1: 'snake1', n + 2: 'conv2'}[i]}.{rest}"
-        r = re.match(r"block\.([012])\.block\.([0123])\.(.*)", rest)
+            return f"{native}.{ {0: 'conv1', n + 1: 'snake1', n + 2: 'conv2'}[i]}.{rest}"
+        r = re.match(rf"block\.([{res_blocks}])\.block\.([0123])\.(.*)", rest)
         if r:
-            return f"acoustic_encoder.block.{i - 1}.res_unit{int(r[1]) + 1}.{RES[int(r[2])]}.{r[3]}"
-        r = re.match(r"block\.([34])\.(.*)", rest)
-        return f"acoustic_encoder.block.{i - 1}.{'snake1' if r[1] == '3' else 'conv1'}.{r[2]}" if r else None
-    m = re.match(r"decoder_2\.model\.(\d+)\.(.*)", key)
-    if m:
-        i, rest = int(m[1]), m[2]
-        if i in (0, n + 1, n + 2):
-            return f"acoustic_decoder.{ {0: 'conv1', n + 1: 'snake1', n + 2: 'conv2'}[i]}.{rest}"
-        r = re.match(r"block\.([234])\.block\.([0123])\.(.*)", rest)
-        if r:
-            return f"acoustic_decoder.block.{i - 1}.res_unit{int(r[1]) - 1}.{RES[int(r[2])]}.{r[3]}"
-        r = re.match(r"block\.([01])\.(.*)", rest)
-        return f"acoustic_decoder.block.{i - 1}.{'snake1' if r[1] == '0' else 'conv_t1'}.{r[2]}" if r else None
+            return f"{native}.block.{i - 1}.res_unit{int(r[1]) + shift}.{RES[int(r[2])]}.{r[3]}"
+        r = re.match(rf"block\.([{''.join(others)}])\.(.*)", rest)
+        return f"{native}.block.{i - 1}.{others[r[1]]}.{r[2]}" if r else None
     return None
 
 
