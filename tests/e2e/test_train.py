@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from tests.helpers import DEEPSPEED, PYTHON, run_cmd
 
@@ -38,29 +37,13 @@ def test_two_rank_zero2_lowers_audio_loss(two_rank_run):
     assert "step 60/60" in log and "ZeRO stage 2" in log
 
 
-def _token_weighted_loss(model, dataset):
-    """Text CE per labelled text token + audio CE per labelled audio token over the whole set, one sample at a time
-    (full logits + F.cross_entropy): what the 2-rank engine's token-weighted eval must have logged."""
-    from higgs_ds.data.collate import TrainingCollator
-    from tests.loss.reference_loss import plain_loss
-
-    collate, sums = TrainingCollator(model.config), [0.0, 0, 0.0, 0]
-    with torch.no_grad():
-        for i in range(len(dataset)):
-            b = collate([dataset[i]])
-            m = plain_loss(model(**b), b).metrics
-            n_t, n_a = int(m["tokens/text"]), int(m["tokens/audio"])
-            sums = [sums[0] + float(m["loss/text"]) * n_t, sums[1] + n_t, sums[2] + float(m["loss/audio"]) * n_a,
-                    sums[3] + n_a]
-    return sums[0] / sums[1] + sums[2] / sums[3]
-
-
 def test_adapter_reloads_with_peft_and_reproduces_the_trained_model(two_rank_run, tiny_bundle, small_data):
     """Base model + saved adapter (PeftModel.from_pretrained) gives the validation loss the trained engine logged."""
     from peft import PeftModel
 
     from higgs_ds.data.loaders import load_dataset
     from higgs_ds.models.loading import load_model
+    from tests.loss.reference_loss import token_weighted_loss
 
     out, _ = two_rank_run
     metrics = _steps(out)
@@ -68,10 +51,10 @@ def test_adapter_reloads_with_peft_and_reproduces_the_trained_model(two_rank_run
     base = load_model(metrics["model_path"])
     model = PeftModel.from_pretrained(base, os.path.join(out, "adapter")).eval()
     val = load_dataset(small_data[0], tok, audio_tok, show_progress=False)
-    reloaded = _token_weighted_loss(model, val)  # the engine's eval: token-weighted, both ranks' shards summed
+    reloaded = token_weighted_loss(model, val)  # the engine's eval: token-weighted, both ranks' shards summed
     assert reloaded == pytest.approx(metrics["val"]["loss/total"], rel=1e-5)
     assert metrics["val"]["samples"] == len(val)  # each sample once (no DistributedSampler padding)
-    untrained = _token_weighted_loss(load_model(metrics["model_path"]).eval(), val)
+    untrained = token_weighted_loss(load_model(metrics["model_path"]).eval(), val)
     assert untrained - reloaded > 0.5  # the adapter carries what was learned
 
 

@@ -90,3 +90,19 @@ def plain_loss(outputs, batch, text_loss_weight=1.0, audio_loss_weight=1.0):
     loss = text_loss_weight * text_loss + audio_loss_weight * audio_loss
     metrics["loss/total"] = loss.detach()
     return LossOutput(loss, metrics)
+
+
+def token_weighted_loss(model, dataset):
+    """Text CE per labelled text token + audio CE per labelled audio token over the whole set, one sample at a time
+    (full logits + F.cross_entropy): what a run's token-weighted eval (evaluation/teacher_forced.py) must log."""
+    from higgs_ds.data.collate import TrainingCollator
+
+    collate, sums = TrainingCollator(model.config), [0.0, 0, 0.0, 0]
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            b = collate([dataset[i]])
+            m = plain_loss(model(**b), b).metrics
+            n_t, n_a = int(m["tokens/text"]), int(m["tokens/audio"])
+            sums = [sums[0] + float(m["loss/text"]) * n_t, sums[1] + n_t, sums[2] + float(m["loss/audio"]) * n_a,
+                    sums[3] + n_a]
+    return sums[0] / sums[1] + sums[2] / sums[3]
