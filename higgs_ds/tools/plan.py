@@ -166,7 +166,7 @@ def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckp
     n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
     states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
     act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters)
-    act += optimizer_transient(n_train, ds_config, num_gpus)  # peak: activations, or the step's temporaries
+    act = max(act, optimizer_transient(n_train, ds_config, num_gpus))  # peak: activations, or the step's temporaries
     fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
     peak = PEAK_BF16_FLOPS.get(gpu.upper())
     tps = mfu * peak / fpt if peak else None

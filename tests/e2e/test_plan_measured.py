@@ -11,8 +11,8 @@ from tests.helpers import ROOT
 from tests.tools.test_plan import TOL
 
 CPU_CELLS = [("fused", 256, 2, 512, 1024, "lora"), ("higgs_ds", 256, 2, 512, 2048, "lora"),
-             ("naive", 256, 2, 512, 768, "lora"), ("fused", 128, 2, 256, 1024, "audio"),
-             ("fused", 128, 2, 256, 1024, "full")]
+             ("naive", 256, 2, 512, 768, "lora"), ("fused", 256, 2, 512, 1024, "audio"),
+             ("fused", 256, 2, 512, 1024, "full")]
 
 
 @pytest.mark.slow
