@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 from tests.tools.test_plan import TOL
 
 CPU_CELLS = [("fused", 256, 2, 512, 1024, "lora"), ("higgs_ds", 256, 2, 512, 2048, "lora"),
-             ("naive", 256, 2, 512, 768, "lora"), ("fused", 256, 2, 512, 1024, "audio"),
+             ("naive", 256, 2, 512, 768, "lora"),
              ("fused", 256, 2, 512, 1024, "full")]
 
 
