@@ -238,10 +238,9 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     from higgs_ds.loss import LossConfig, compute_loss
 
     loss_cfg = from_args(LossConfig, args)
-    eval_loss_cfg = dataclasses.replace(loss_cfg, normalization="local")  # validation reports per-batch means
 
-    def loss_fn(batch, denominators=None):
-        return compute_loss(engine, batch, loss_cfg if denominators else eval_loss_cfg, denominators)
+    def loss_fn(batch, denominators=None):  # denominators: those of the step under --loss_normalization global
+        return compute_loss(engine, batch, loss_cfg, denominators)
 
     ckpt = Checkpointer.from_config(engine, ckpt_cfg, rank)
     if ckpt_cfg.resume and resume_dir is None:

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 
-from ..constants import SAMPLE_RATE  # noqa: F401  (re-exported: the rate every clip is loaded at)
 from .chatml import DataError
 
 

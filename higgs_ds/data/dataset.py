@@ -15,7 +15,8 @@ from boson_multimodal.constants import AUDIO_IN_TOKEN, AUDIO_OUT_TOKEN
 from boson_multimodal.dataset.chatml_dataset import ChatMLDatasetSample, prepare_chatml_sample
 from tqdm import tqdm
 
-from .audio import SAMPLE_RATE, encode_audio, load_waveform
+from ..constants import SAMPLE_RATE
+from .audio import encode_audio, load_waveform
 from .chatml import DataError
 from .code_cache import file_sha256
 

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .collate import TrainingCollator
-from .config import DataConfig, default_num_workers  # noqa: F401  (their old home)
 from .dataset import VoiceCloningDataset
 from .plan import StepPlan
 from .sampler import TokenBudgetBatchSampler

@@ -8,7 +8,7 @@ import copy
 import json
 import os
 
-from ..errors import ConfigError  # noqa: F401  (raised here; tests import it from here)
+from ..errors import ConfigError
 
 
 def _fill(section, key, value, where, cli_flag):

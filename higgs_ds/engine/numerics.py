@@ -15,7 +15,6 @@ import os
 
 import torch
 
-from ..errors import EXIT_NONFINITE  # noqa: F401  (the exit code of NonFiniteAbort)
 from .checkpoint import complete_tags
 from .faults import fault
 

@@ -13,7 +13,7 @@ import signal
 
 import torch
 
-from ..errors import EXIT_PREEMPTED  # noqa: F401
+from ..errors import EXIT_PREEMPTED
 from .distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)

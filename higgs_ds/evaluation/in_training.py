@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 
-from .best import BestKeeper, observe  # noqa: F401 (observe: train.py's hook)
+from .best import BestKeeper
 from .scorer import METRICS
 from .stats import summarize
 

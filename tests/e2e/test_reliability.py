@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 
 from higgs_ds.engine.checkpoint import STATE_FILE, complete_tags
 from higgs_ds.engine.faults import ENV
-from higgs_ds.engine.numerics import EXIT_NONFINITE
-from higgs_ds.engine.preemption import EXIT_PREEMPTED
+from higgs_ds.errors import EXIT_NONFINITE, EXIT_PREEMPTED
 from tests.helpers import DEEPSPEED, PYTHON, ROOT
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from higgs_ds.engine.ds_config import ConfigError, load_ds_config
+from higgs_ds.engine.ds_config import load_ds_config
+from higgs_ds.errors import ConfigError
 
 KW = dict(micro_batch_size=4, grad_accum_steps=2, world_size=8, learning_rate=2e-4, total_steps=100, warmup_steps=5)
 
