@@ -95,13 +95,16 @@ def create_sample_data(args):
 def build(args) -> Optional[Components]:
     """Paths, data, model + LoRA, engine, resume state and meters; None after --validate_data_only."""
     from higgs_ds.engine.checkpoint import CheckpointConfig, find_resume_dir
-    from higgs_ds.engine.distributed import init_distributed, select_accelerator
+    from higgs_ds.engine.distributed import init_distributed, select_accelerator, share_host_threads
     from higgs_ds.engine.ds_config import load_ds_config
     from higgs_ds.engine.preflight import check_output_dir
     from higgs_ds.evaluation.config import EvalConfig
     from higgs_ds.logs import setup_logging
 
     setup_logging(int(os.environ.get("RANK", 0)))
+    threads = share_host_threads()
+    if threads:
+        log.info("torch threads per rank: %d (this host's cores / its ranks; OMP_NUM_THREADS overrides)", threads)
     data_cfg, paths = resolve_inputs(args)  # before torch.distributed exists (the tiny assets' build needs that)
     reports = validate_inputs(data_cfg, paths)  # bad data stops every rank here, before DeepSpeed starts
     if args.validate_data_only:
@@ -137,7 +140,20 @@ def resolve_inputs(args):
         train, val = ensure_tiny_data()
         data_cfg = dataclasses.replace(data_cfg, train_data=train, val_data=data_cfg.val_data or val)
     paths = resolve_model_paths(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
+    if data_cfg.auto_prepare and not needs_waveforms(paths):  # a prepared copy from an earlier start: no validation
+        from higgs_ds.data.auto_prepare import prepared_copy
+
+        data_cfg = dataclasses.replace(data_cfg, **{k: prepared_copy(getattr(data_cfg, k), paths.tokenizer_path,
+                                                                     paths.audio_tokenizer_path, data_cfg.validation)
+                                                   for k in ("train_data", "val_data")})
     return data_cfg, paths
+
+
+def needs_waveforms(paths):
+    """Whether the model has the Whisper audio tower, which needs waveforms that prepared data does not hold (read
+    from config.json: boson's `HiggsAudioConfig` default is true)."""
+    with open(os.path.join(paths.model_path, "config.json")) as f:
+        return json.load(f).get("encode_whisper_embed", True)
 
 
 def validate_inputs(data_cfg, paths):
@@ -168,7 +184,7 @@ def build_data_and_model(args, data_cfg, paths, reports, rank):
     from higgs_ds.models.loading import load_all, load_whisper_processor
 
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
-    if data_cfg.auto_prepare:  # a ChatML file is prepared once into the cache (rank 0), then reused
+    if data_cfg.auto_prepare and whisper is None:  # a ChatML file is prepared once into the cache (rank 0), reused
         data_cfg = dataclasses.replace(data_cfg, **{k: auto_prepare(getattr(data_cfg, k), paths.tokenizer_path,
                                                                     paths.audio_tokenizer_path, data_cfg.validation, rank)
                                                    for k in ("train_data", "val_data")})

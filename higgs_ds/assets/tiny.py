@@ -19,7 +19,7 @@ import torch
 from ..constants import SAMPLE_RATE, cache_root
 from ..durable import build_once
 
-TINY_VERSION = "tiny-v2"  # v2: top-level hidden_size, as in the released config (CUDA-graph capture reads it)
+TINY_VERSION = "tiny-v3"  # v3: a narrow audio tokenizer (higgs_ds_widths): ~5 MB, encodes far faster than real time
 TINY_SEED = 1234
 TINY_HEAD_STD = 0.125
 TINY_DATA_SAMPLES = 16
@@ -29,9 +29,13 @@ TINY_TOWER_VERSION = "tiny-tower-v1"
 # Whisper-large-v3 input geometry (128 mel bins, 30 s = 3000 frames -> 1500 positions), tiny width and depth.
 TINY_WHISPER = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
                     max_source_positions=1500)
+# The release's geometry (24 kHz, hop 960 = 25 frames/s, 8 codebooks x 1024) at narrow widths (models/audio_tokenizer.py).
 TINY_AUDIO_TOKENIZER = dict(D=64, ratios=[8, 5, 4, 2, 3], sample_rate=SAMPLE_RATE, bins=1024, n_q=8, codebook_dim=16,
                             semantic_techer="hubert_base_general", semantic_sample_rate=16000,
-                            downsample_mode="step_down", vq_scale=1, last_layer_semantic=True)
+                            downsample_mode="step_down", vq_scale=1, last_layer_semantic=True,
+                            higgs_ds_widths=dict(encoder_hidden_size=8, decoder_hidden_size=64, semantic_hidden_size=32))
+TINY_TEACHER = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+                    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
 
 
 @dataclasses.dataclass
@@ -91,11 +95,10 @@ def _build_model_dir(path, tower=False):
 
 
 def _build_audio_tokenizer_dir(path):
-    import boson_multimodal.audio_processing.higgs_audio_tokenizer as hat
     from transformers import HubertConfig, HubertModel
 
     from ..data.synthetic import speech_like
-    from ..models.audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, semantic_teacher_from
+    from ..models.audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, build_audio_tokenizer
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # k-means codebook init all-gathers across a live process group (hangs or fails): build before init
@@ -103,12 +106,8 @@ def _build_audio_tokenizer_dir(path):
                            "(call ensure_tiny_assets() first)")
     teacher = os.path.join(path, SEMANTIC_TEACHER_SUBDIR)
     torch.manual_seed(TINY_SEED)
-    # semantic_dim is hard-coded to 768 for the hubert teachers; everything else is tiny.
-    HubertModel(HubertConfig(hidden_size=768, num_hidden_layers=1, num_attention_heads=12, intermediate_size=256,
-                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
-                             num_conv_pos_embedding_groups=16)).save_pretrained(teacher)
-    with semantic_teacher_from(teacher):
-        tk = hat.HiggsAudioTokenizer(**TINY_AUDIO_TOKENIZER, device="cpu").eval()
+    HubertModel(HubertConfig(**TINY_TEACHER)).save_pretrained(teacher)
+    tk = build_audio_tokenizer(TINY_AUDIO_TOKENIZER, teacher).eval()
     # A fresh quantizer k-means-initialises its codebooks on the first encode; do it here, on fixed audio,
     # so every process that loads this dir encodes identically (training, serve engine, other ranks).
     rng = np.random.default_rng(TINY_SEED)

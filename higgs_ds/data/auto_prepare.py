@@ -22,17 +22,26 @@ def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size
     return os.path.join(cache_root(), "prepared", plan["plan_id"])
 
 
-def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0):
-    """The prepared dir for ChatML file `path` (prepared by rank 0 when missing); `path` itself when it is already
-    a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies)."""
-    from .prepare import prepare_dataset
-
+def prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits):
+    """The cache's prepared copy of ChatML file `path` when there is one, else `path` (cheap: no decode, no hash)."""
     if path is None or is_prepared(path):
         return path
     out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits)
     if is_prepared(out):
         log.info("%s: using its prepared copy %s", path, out)
         return out
+    return path
+
+
+def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0):
+    """The prepared dir for ChatML file `path` (prepared by rank 0 when missing); `path` itself when it is already
+    a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies)."""
+    from .prepare import prepare_dataset
+
+    copy = prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits)
+    if copy is None or is_prepared(copy):
+        return copy
+    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits)
     if rank == 0:
         log.info("%s: preparing it once into %s (--auto_prepare)", path, out)
         prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,

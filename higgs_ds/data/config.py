@@ -1,4 +1,5 @@
 """The data component's config (its fields are train.py flags); light to import (no torch, no model stack)."""
+import argparse
 import dataclasses
 from typing import Optional
 
@@ -13,9 +14,12 @@ class DataConfig:
                                              "DIR`); default: the embedded synthetic set", type=str)
     val_data: Optional[str] = option(None, "validation ChatML or prepared dir; default: the embedded set's val split "
                                            "when --train_data is unset", type=str)
-    auto_prepare: bool = option(False, "prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ "
-                                       "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
-                                       "wait) and train on the prepared copy; later starts reuse it (docs/DATA.md)")
+    auto_prepare: bool = option(True, "prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ "
+                                      "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
+                                      "wait) and train on the prepared copy; later starts reuse it without decoding or "
+                                      "validating again (docs/DATA.md). Off for a Whisper-tower model (it needs the "
+                                      "waveforms). --no_auto_prepare: read the ChatML file at every start",
+                                action=argparse.BooleanOptionalAction)
     code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
                                                  "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
                                                  "the fly", type=str)

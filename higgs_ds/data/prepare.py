@@ -170,7 +170,8 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     stats["shards_skipped"] = len(range(rank, num_shards, world)) - len(todo)
     if todo and not os.path.isfile(index_path):
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        threads = max(1, (os.cpu_count() or 1) // max(1, num_workers)) if device == "cpu" else None
+        # a training run's process keeps the threads its rank was given (engine/distributed.share_host_threads)
+        threads = max(1, (os.cpu_count() or 1) // max(1, num_workers)) if device == "cpu" and rank_env else None
         stats["audio_hours_encoded"] = _run_shards(
             output, todo, (tokenizer_path, audio_tokenizer_path, limits, threads, device), num_workers, rank,
             show_progress)

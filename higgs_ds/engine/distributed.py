@@ -13,6 +13,21 @@ def select_accelerator():
     return os.environ.get("DS_ACCELERATOR", "cuda")
 
 
+def share_host_threads():
+    """Split this host's cores between its ranks (torch threads), unless OMP_NUM_THREADS says otherwise: two CPU
+    ranks with a thread per core each oversubscribe the host, and torch's spinning threads then run many times
+    slower (torchrun sets OMP_NUM_THREADS=1 for the same reason; the deepspeed launcher sets nothing). Returns the
+    thread count set, or None."""
+    local_size = int(os.environ.get("LOCAL_SIZE") or os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    if "OMP_NUM_THREADS" in os.environ or local_size <= 1:
+        return None
+    import torch
+
+    threads = max(1, len(os.sched_getaffinity(0)) // local_size)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,12 +30,11 @@ def serve_engine(model_path, audio_tokenizer_path, tokenizer_path=None, device=N
 
     from boson_multimodal.serve import serve_engine as se
 
-    from ..models.audio_tokenizer import find_semantic_teacher, semantic_teacher_from
+    from ..models.audio_tokenizer import serve_engine_audio_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     load = (lambda *a, **k: model) if model is not None else se.HiggsAudioModel.from_pretrained
-    with mock.patch.object(se.HiggsAudioModel, "from_pretrained", load), \
-            semantic_teacher_from(find_semantic_teacher(audio_tokenizer_path)):
+    with mock.patch.object(se.HiggsAudioModel, "from_pretrained", load), serve_engine_audio_tokenizer():
         return se.HiggsAudioServeEngine(model_path, audio_tokenizer_path, tokenizer_path, device=device,
                                         torch_dtype="auto", kv_cache_lengths=list(kv_cache_lengths))
 

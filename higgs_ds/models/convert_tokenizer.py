@@ -7,7 +7,7 @@ import os
 import torch
 
 from . import tokenizer_format as tf
-from .audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, find_semantic_teacher, semantic_teacher_from
+from .audio_tokenizer import SEMANTIC_TEACHER_SUBDIR, build_audio_tokenizer, find_semantic_teacher
 from .convert import read_json, read_state_dict, write_json, write_state_dict
 
 
@@ -46,16 +46,14 @@ def _write_teacher(teacher_config, native_sd, path):
 
 
 def native_to_boson_dir(src, dst):
-    from boson_multimodal.audio_processing.higgs_audio_tokenizer import HiggsAudioTokenizer
-
     os.makedirs(dst, exist_ok=True)
     native_sd = read_state_dict(src)
     n_q = sum(1 for k in native_sd if k.startswith("quantizer.quantizers.") and k.endswith(".project_in.weight"))
     boson, teacher_config = tf.config_to_boson(read_json(os.path.join(src, "config.json")), n_q)
     teacher_dir = os.path.join(dst, SEMANTIC_TEACHER_SUBDIR)
     _write_teacher(teacher_config, native_sd, teacher_dir)
-    with semantic_teacher_from(teacher_dir):  # boson's own key list: the inverse map is exact by construction
-        keys = list(HiggsAudioTokenizer(**boson, device="cpu").state_dict())
+    # boson's own key list: the inverse map is exact by construction
+    keys = list(build_audio_tokenizer(boson, teacher_dir).state_dict())
     torch.save(tf.state_dict_to_boson(native_sd, keys, len(boson["ratios"])), os.path.join(dst, "model.pth"))
     write_json(boson, os.path.join(dst, "config.json"))
 

@@ -8,13 +8,13 @@ import re
 
 import torch
 
+from .audio_tokenizer import BOSON_WIDTHS, WIDTHS_KEY
 from .lm_format import FormatError
 
 RES = ("snake1", "conv1", "snake2", "conv2")  # the four layers of a residual unit
 SEMANTIC_UNWRAP = ((r"\.conv\.conv\.", ".conv."), (r"\.conv1\.conv\.", ".conv1."), (r"\.conv2\.conv\.", ".conv2."))
 FLAT = (("quantizer.vq.layers.", "quantizer.quantizers."), ("._codebook.", ".codebook."), ("fc_prior.", "fc."),
         ("fc_post1.", "fc1."), ("fc_post2.", "fc2."))
-BOSON_ENCODER, BOSON_DECODER = 64, 1024  # channel widths boson-multimodal hard-codes (dac2.Encoder/Decoder)
 
 
 # boson's DAC encoder / decoder blocks -> the native names: (boson prefix, native module, residual units' block
@@ -102,10 +102,13 @@ def config_to_native(boson, teacher_config):
     if boson.get("downsample_mode", "step_down") != "step_down" or boson.get("vq_scale", 1) != 1 or \
             not isinstance(boson.get("bins", 1024), int):
         raise FormatError("audio tokenizer config: only the released layout (step_down, vq_scale 1, RVQ) converts")
-    ratios = list(boson["ratios"])
+    ratios, widths = list(boson["ratios"]), {**BOSON_WIDTHS, **boson.get(WIDTHS_KEY, {})}
+    if teacher_config["hidden_size"] != widths["semantic_hidden_size"]:
+        raise FormatError(f"audio tokenizer: semantic teacher hidden_size {teacher_config['hidden_size']} != "
+                          f"semantic width {widths['semantic_hidden_size']}")
     return {"model_type": "higgs_audio_v2_tokenizer", "architectures": ["HiggsAudioV2TokenizerModel"],
-            "acoustic_model_config": {"model_type": "dac", "encoder_hidden_size": BOSON_ENCODER,
-                                      "downsampling_ratios": ratios, "decoder_hidden_size": BOSON_DECODER,
+            "acoustic_model_config": {"model_type": "dac", "encoder_hidden_size": widths["encoder_hidden_size"],
+                                      "downsampling_ratios": ratios, "decoder_hidden_size": widths["decoder_hidden_size"],
                                       "upsampling_ratios": ratios, "hidden_size": boson["D"],
                                       "sampling_rate": boson["sample_rate"]},
             "semantic_model_config": teacher_config, "codebook_size": boson["bins"],
@@ -117,12 +120,14 @@ def config_to_native(boson, teacher_config):
 def config_to_boson(native, n_q):
     """native config.json -> (boson config.json, semantic teacher config.json); `n_q`: quantizer layers held."""
     acoustic = native["acoustic_model_config"]
-    if (acoustic.get("encoder_hidden_size"), acoustic.get("decoder_hidden_size")) != (BOSON_ENCODER, BOSON_DECODER):
-        raise FormatError(f"audio tokenizer config.json: acoustic widths {acoustic.get('encoder_hidden_size')}/"
-                          f"{acoustic.get('decoder_hidden_size')}; boson-multimodal builds {BOSON_ENCODER}/{BOSON_DECODER}")
+    widths = {"encoder_hidden_size": acoustic.get("encoder_hidden_size", BOSON_WIDTHS["encoder_hidden_size"]),
+              "decoder_hidden_size": acoustic.get("decoder_hidden_size", BOSON_WIDTHS["decoder_hidden_size"]),
+              "semantic_hidden_size": native["semantic_model_config"]["hidden_size"]}
     boson = {"D": acoustic["hidden_size"], "ratios": list(acoustic["downsampling_ratios"]),
              "sample_rate": native.get("sample_rate", 24000), "bins": native.get("codebook_size", 1024), "n_q": n_q,
              "codebook_dim": native.get("codebook_dim", 64), "semantic_techer": "hubert_base_general",
              "semantic_sample_rate": native.get("semantic_sample_rate", 16000), "downsample_mode": "step_down",
              "vq_scale": 1, "last_layer_semantic": True}
+    if widths != BOSON_WIDTHS:  # widths boson-multimodal hard-codes otherwise (models/audio_tokenizer.py)
+        boson[WIDTHS_KEY] = widths
     return boson, dict(native["semantic_model_config"])

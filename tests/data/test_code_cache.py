@@ -92,10 +92,10 @@ def test_codes_equal_the_serve_engine(filled, tiny_assets):
     from boson_multimodal.serve.serve_engine import HiggsAudioServeEngine
 
     from higgs_ds.data.chatml import read_chatml
-    from higgs_ds.models.audio_tokenizer import semantic_teacher_from
+    from higgs_ds.models.audio_tokenizer import serve_engine_audio_tokenizer
 
     tk_dir = tiny_assets.audio_tokenizer_path
-    with semantic_teacher_from(os.path.join(tk_dir, "semantic_teacher")):
+    with serve_engine_audio_tokenizer():  # boson's own load, plus our offline teacher and narrow widths
         engine = HiggsAudioServeEngine(tiny_assets.model_path, tk_dir, device="cpu", torch_dtype=torch.float32,
                                        kv_cache_lengths=[64])
     # the engine loads its own audio tokenizer; the cache was filled with a separately loaded one

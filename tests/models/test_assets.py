@@ -28,12 +28,14 @@ def test_tiny_model_is_release_shaped(tiny_bundle):
 
 
 def test_copied_dirs_load_like_a_real_release(tiny_assets, tmp_path):
-    """Explicit --model_path/--audio_tokenizer_path dirs (elsewhere on disk) load through boson's own loaders."""
-    from boson_multimodal.audio_processing.higgs_audio_tokenizer import load_higgs_audio_tokenizer
+    """Explicit --model_path/--audio_tokenizer_path dirs (elsewhere on disk) load like the embedded ones; the
+    serve engine's own tokenizer load (boson's, behind `serve_engine_audio_tokenizer`) encodes identically."""
+    from boson_multimodal.audio_processing.higgs_audio_tokenizer import HiggsAudioTokenizer
     from boson_multimodal.model.higgs_audio import HiggsAudioModel
+    from boson_multimodal.serve import serve_engine
     from transformers import AutoTokenizer
 
-    from higgs_ds.models.audio_tokenizer import semantic_teacher_from
+    from higgs_ds.models.audio_tokenizer import serve_engine_audio_tokenizer
     from higgs_ds.models.loading import ModelPaths, load_all
 
     mdir, adir = tmp_path / "m", tmp_path / "a"
@@ -44,8 +46,9 @@ def test_copied_dirs_load_like_a_real_release(tiny_assets, tmp_path):
     for (k, v), (k2, v2) in zip(model.state_dict().items(), ref.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     assert AutoTokenizer.from_pretrained(str(mdir)).get_vocab() == tok.get_vocab()
-    with semantic_teacher_from(str(adir / "semantic_teacher")):
-        boson_tok = load_higgs_audio_tokenizer(str(adir), device="cpu")
+    with serve_engine_audio_tokenizer():
+        boson_tok = serve_engine.load_higgs_audio_tokenizer(str(adir), device="cpu")
+    assert type(boson_tok) is HiggsAudioTokenizer and type(audio_tok) is HiggsAudioTokenizer
     wav = np.sin(np.linspace(0, 800, 24000)).astype(np.float32) * 0.3
     codes = audio_tok.encode(wav, 24000)
     assert codes.shape == (8, 25)  # 25 frames/s, 8 codebooks
