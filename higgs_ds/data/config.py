@@ -3,6 +3,7 @@ import dataclasses
 from typing import Optional
 
 from ..config import option
+from .sources.config import content_hash_option
 from .validate import ValidationConfig
 
 
@@ -16,6 +17,7 @@ class DataConfig:
     auto_prepare: bool = option(False, "prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ "
                                        "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
                                        "wait) and train on the prepared copy; later starts reuse it (docs/DATA.md)")
+    content_hash: bool = content_hash_option()  # --auto_prepare's cache key
     code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
                                                  "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
                                                  "the fly", type=str)
