@@ -40,13 +40,17 @@ def _parser():
     pr.add_argument("--output", help="ChatML JSONL written from --manifest; with --data: the prepared dataset dir")
     pr.add_argument("--pair_by_speaker", action="store_true",
                     help="draw each row's reference from another utterance of the same speaker")
-    pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker")
+    pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker and of the pairs of utterance "
+                                                        "corpora (LibriTTS tree, parquet, WebDataset tar)")
     pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     # issue 14: prepared dataset (--data SOURCE... --output DIR), higgs_ds/data/prepare.py
     pr.add_argument("--tokenizer_path", help="text tokenizer dir of the prepared dataset; default: the tiny one")
     pr.add_argument("--num_workers", type=int, default=1, help="prepare processes on this machine (per rank)")
     pr.add_argument("--shard_size", type=int, default=256, help="samples per shard (the unit of resumption)")
     add_flags(pr, ValidationConfig)
+    from .data.sources.config import SourceConfig
+
+    add_flags(pr, SourceConfig)
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
@@ -88,6 +92,16 @@ def validate(args):
     return 0
 
 
+def _check_source_flags(args, parser):
+    from .config import check_ranges
+    from .data.sources.config import SourceConfig
+
+    check_ranges(parser, args, SourceConfig)
+    lo, hi = args.min_ref_seconds, args.max_ref_seconds
+    if lo is not None and hi is not None and lo > hi:
+        parser.error(f"--min_ref_seconds {lo} is above --max_ref_seconds {hi}: no utterance can be a reference")
+
+
 def prepare(args, parser):
     if args.manifest:
         from .data.manifest import convert_manifest
@@ -101,6 +115,8 @@ def prepare(args, parser):
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
     if args.output:  # issue 14: a prepared dataset
         from .data.prepare import prepare_from_args
+
+        _check_source_flags(args, parser)
 
         return prepare_from_args(args, _tiny)
     from .data.code_cache import prepare_codes

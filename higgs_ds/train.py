@@ -144,7 +144,8 @@ def resolve_inputs(args):
         from higgs_ds.data.auto_prepare import prepared_copy
 
         data_cfg = dataclasses.replace(data_cfg, **{k: prepared_copy(getattr(data_cfg, k), paths.tokenizer_path,
-                                                                     paths.audio_tokenizer_path, data_cfg.validation)
+                                                                     paths.audio_tokenizer_path, data_cfg.validation,
+                                                                     data_cfg.content_hash)
                                                    for k in ("train_data", "val_data")})
     return data_cfg, paths
 
@@ -186,7 +187,8 @@ def build_data_and_model(args, data_cfg, paths, reports, rank):
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     if data_cfg.auto_prepare and whisper is None:  # a ChatML file is prepared once into the cache (rank 0), reused
         data_cfg = dataclasses.replace(data_cfg, **{k: auto_prepare(getattr(data_cfg, k), paths.tokenizer_path,
-                                                                    paths.audio_tokenizer_path, data_cfg.validation, rank)
+                                                                    paths.audio_tokenizer_path, data_cfg.validation, rank,
+                                                                    content_hash=data_cfg.content_hash)
                                                    for k in ("train_data", "val_data")})
     prepared = [is_prepared(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data)]
     model, tokenizer, audio_tokenizer = load_all(paths, audio=not all(p is not False for p in prepared))

@@ -57,6 +57,19 @@ def probe_audio(path, where=""):
     return AudioInfo(wav.shape[0] / sr, int(sr), int(wav.shape[1]))
 
 
+def header_seconds(path, where=""):
+    """Duration from the file header alone (soundfile, no decode); `probe_audio` for formats it cannot open."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+        if info.frames > 0 and info.samplerate > 0:
+            return info.frames / info.samplerate
+    except Exception:  # not a libsndfile format (or unreadable): the full probe names the problem
+        pass
+    return probe_audio(path, where).seconds
+
+
 def load_waveform(path, sample_rate, where=""):
     """`librosa.load(path, sr=sample_rate)` (mono, resampled), with the checks of `probe_audio`."""
     import librosa

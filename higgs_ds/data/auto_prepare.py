@@ -1,7 +1,8 @@
 """`--auto_prepare`: training on a ChatML file prepares it once into `$HIGGS_DS_CACHE/prepared/<plan id>/` and
-later starts reuse it. The key is the plan of prepare.py: the file's path, size and mtime (no content hash), the
-tokenizer identities, the validation limits and the shard size. Rank 0 prepares; the other ranks wait for its
-index (polling: a long prepare must not hit the collective timeout).
+later starts reuse it (on by default; --no_auto_prepare). The key is the plan of prepare.py: the file's path, size
+and mtime (and its sha256 with --content_hash), the tokenizer identities, the validation limits and the shard size.
+Rank 0 prepares; the other ranks wait for its index (polling: a long prepare must not hit the collective timeout).
+Several nodes need $HIGGS_DS_CACHE on a shared filesystem, or the data prepared first (`higgs-ds prepare`).
 """
 import logging
 import os
@@ -12,24 +13,50 @@ from .prepared import INDEX, is_prepared
 log = logging.getLogger(__name__)
 
 
-def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256):
+def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256, source_config=None):
     from ..constants import cache_root
     from .prepare import make_plan
     from .sources import open_sources
 
-    sources = open_sources([path])
+    sources = open_sources([path], source_config)
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
     return os.path.join(cache_root(), "prepared", plan["plan_id"])
 
 
-def prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits):
-    """The cache's prepared copy of ChatML file `path` when there is one, else `path` (cheap: no decode, no hash)."""
+def prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash=False):
+    """The cache's prepared copy of ChatML file `path` when there is one, else `path` (no decode; a content hash
+    only with `content_hash`, --content_hash)."""
+    from .sources.config import SourceConfig
+
     if path is None or is_prepared(path):
         return path
-    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits)
+    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits,
+                        source_config=SourceConfig(content_hash=content_hash))
     if is_prepared(out):
         log.info("%s: using its prepared copy %s", path, out)
         return out
+    return path
+
+
+def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0, content_hash=False):
+    """The prepared dir for ChatML file `path` (prepared by rank 0 when missing); `path` itself when it is already
+    a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies); `content_hash`:
+    key the cache by the file's sha256 too (--content_hash)."""
+    from .prepare import prepare_dataset
+    from .sources.config import SourceConfig
+
+    copy = prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash)
+    if copy is None or is_prepared(copy):
+        return copy
+    source_config = SourceConfig(content_hash=content_hash)
+    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, source_config=source_config)
+    if rank == 0:
+        log.info("%s: preparing it once into %s (--auto_prepare)", path, out)
+        prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
+                        show_progress=True, source_config=source_config, rank_env=False)
+    while not os.path.isfile(os.path.join(out, INDEX)):
+        time.sleep(poll_s)
+    return out
     return path
 
 
@@ -45,7 +72,7 @@ def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_
     if rank == 0:
         log.info("%s: preparing it once into %s (--auto_prepare)", path, out)
         prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
-                        show_progress=True, rank_env=False)
+                        show_progress=True, source_config=source_config, rank_env=False)
     while not os.path.isfile(os.path.join(out, INDEX)):
         time.sleep(poll_s)
     return out

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Optional
 
 from ..config import option
+from .sources.config import content_hash_option
 from .validate import ValidationConfig
 
 
@@ -20,6 +21,7 @@ class DataConfig:
                                       "validating again (docs/DATA.md). Off for a Whisper-tower model (it needs the "
                                       "waveforms). --no_auto_prepare: read the ChatML file at every start",
                                 action=argparse.BooleanOptionalAction)
+    content_hash: bool = content_hash_option()  # --auto_prepare's cache key
     code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
                                                  "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
                                                  "the fly", type=str)

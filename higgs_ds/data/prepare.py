@@ -118,8 +118,9 @@ def merge_report(root, num_shards, items):
         audio.update({u: AudioInfo(*v) for u, v in m["audio"].items()})
     for url, info in audio.items():
         report.add_audio(url, info)
-    bad = {(p.file, p.line) for p in report.problems}
-    report.samples = [it for it in items if not isinstance(it, DataError) and (it.file, it.line) not in bad]
+    bad = {(p.file, p.line, p.sample_id) for p in report.problems}  # a target's K pairs share file:line, not ids
+    report.samples = [it for it in items
+                      if not isinstance(it, DataError) and (it.file, it.line, it.sample_id) not in bad]
     return report, metas
 
 
@@ -149,16 +150,16 @@ def dist_env():
 
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
-                    num_workers=1, shard_size=256, show_progress=True, seed=0, rank_env=True):
-    """Prepare `data` (paths of sources; `seed` pairs utterance corpora) into `output`; returns a stats dict
-    (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here."""
+                    num_workers=1, shard_size=256, show_progress=True, source_config=None, rank_env=True):
+    """Prepare `data` (paths of sources, read with `source_config`: a `SourceConfig`) into `output`; returns a stats
+    dict (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here."""
     import torch
 
     limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
     if not rank_env:  # one process of a training run prepares everything (auto_prepare.py)
         rank, world = 0, 1
     t0 = time.time()
-    sources = open_sources(data, seed)
+    sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.iter_items()]
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items))
     _claim(output, plan)
@@ -195,8 +196,10 @@ def prepare_from_args(args, tiny_assets):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
     from ..config import from_args
+    from .sources.config import SourceConfig
 
     stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, from_args(ValidationConfig, args),
-                            args.on_bad_sample, args.num_workers, args.shard_size, seed=args.seed)  # DataError: exit 65
+                            args.on_bad_sample, args.num_workers, args.shard_size,
+                            source_config=from_args(SourceConfig, args))  # DataError: exit 65
     print(json.dumps(stats))
     return 0

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from higgs_ds.data.chatml import DataError, iter_chatml
 from higgs_ds.data.sources import open_sources, source_types
+from higgs_ds.data.sources.config import SourceConfig
 
 # (speaker, chapter, utterance id, transcript): 3 speakers, one of them with a single utterance
 UTTS = [("19", "198", "19_198_000001_000000", "Hello there."), ("19", "198", "19_198_000002_000000", "Second one."),
@@ -50,7 +51,7 @@ def corpora(tmp_path_factory):
 
 
 def _read(path, seed=0):
-    (src,) = open_sources([path], seed)
+    (src,) = open_sources([path], SourceConfig(seed=seed))
     return type(src).__name__, list(src.iter_items())
 
 

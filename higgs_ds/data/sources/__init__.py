@@ -6,7 +6,6 @@ from .base import Source, SourceError, sources_id  # noqa: F401
 from .chatml_source import ChatMLSource
 from .libritts import LibriTTSSource
 from .parquet import ParquetSource
-from .utterances import UtteranceSource
 from .webdataset import WebDatasetSource
 
 
@@ -15,14 +14,14 @@ def source_types():
     return [ParquetSource, WebDatasetSource, LibriTTSSource, ChatMLSource]
 
 
-def open_sources(paths, seed=0):
-    """A `Source` per path (the first type that accepts it); `SourceError` naming a path none accepts. `seed`:
-    of the voice-cloning pairs that utterance corpora build (utterances.py)."""
+def open_sources(paths, config=None):
+    """A `Source` per path (the first type that accepts it); `SourceError` naming a path none accepts. `config`: a
+    `SourceConfig` (seed and bounds of the pairs that utterance corpora build, content hashing)."""
     out = []
     for path in [paths] if isinstance(paths, str) else paths:
         for cls in source_types():
             if cls.accepts(path):
-                out.append(cls(path, seed) if issubclass(cls, UtteranceSource) else cls(path))
+                out.append(cls(path, config))
                 break
         else:
             names = ", ".join(c.__name__ for c in source_types())

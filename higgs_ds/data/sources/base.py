@@ -4,6 +4,7 @@ import json
 import os
 
 from ..chatml import DataError
+from .config import SourceConfig
 
 
 class SourceError(DataError):
@@ -12,10 +13,13 @@ class SourceError(DataError):
 
 class Source:
     """One corpus: `iter_items()` yields a `SourcedSample` or a `DataError` per sample (never stops early), always
-    in the same order; `identity()` is cheap (paths, sizes, mtimes: no content hash)."""
+    in the same order; `identity()` is cheap (paths, sizes, mtimes) unless `config.content_hash` adds a sha256 of
+    each file's content."""
 
-    def __init__(self, path):
+    def __init__(self, path, config=None):
         self.path = path  # as given: problems name it as `higgs-ds validate` does
+        self.config = config or SourceConfig()
+        self._hashes = None
 
     @classmethod
     def accepts(cls, path):
@@ -29,8 +33,21 @@ class Source:
         return [self.path]
 
     def identity(self):
-        stats = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in self.files() if os.path.exists(f)]
-        return {"type": type(self).__name__, "path": os.path.abspath(self.path), "files": stats}
+        files = [f for f in self.files() if os.path.exists(f)]
+        stats = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+        out = {"type": type(self).__name__, "path": os.path.abspath(self.path), "files": stats}
+        if self.config.content_hash:  # hashed once per Source: the plan and the extraction dir both ask
+            self._hashes = self._hashes or [file_sha256(f) for f in files]
+            out["sha256"] = self._hashes
+        return out
+
+
+def file_sha256(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sources_id(sources, extra=None):

@@ -1,20 +1,19 @@
 """Corpora of single utterances (audio, transcript, speaker): voice-cloning pairs are built here, seeded.
 
-Each utterance becomes the target of one five-message sample whose reference is another utterance of the same
-speaker, drawn with `numpy.random.default_rng([seed, index])`; a speaker with one utterance has no reference
-(a `no_reference` problem naming the utterance). Embedded audio (parquet bytes, tar members) is written once
-to `$HIGGS_DS_CACHE/extracted/<source id>/`, so the rest of the pipeline reads files as for ChatML.
+Each utterance becomes the target of `refs_per_target` five-message samples, each with a different reference:
+another utterance of the same speaker (within the reference duration bounds), drawn in pairing.py; a target with
+no candidate gives a `no_reference` problem naming the utterance. Embedded audio (parquet bytes, tar members) is
+written once to `$HIGGS_DS_CACHE/extracted/<source id>/`, so the rest of the pipeline reads files as for ChatML.
 """
 import dataclasses
 import hashlib
 import json
 import os
 
-import numpy as np
-
 from ..chatml import DataError, parse_sample
 from ..synthetic import voice_cloning_sample
 from .base import Source
+from .pairing import draw_references, no_reference, reference_pools
 
 
 @dataclasses.dataclass
@@ -28,21 +27,17 @@ class Utterance:
 
 
 class UtteranceSource(Source):
-    def __init__(self, path, seed=0):
-        super().__init__(path)
-        self.seed = seed
-
     def utterances(self):
         """`Utterance`s in a fixed order, or `DataError`s for unreadable entries."""
         raise NotImplementedError
 
     def identity(self):
-        return {**super().identity(), "seed": self.seed}
+        return {**super().identity(), **self.config.pairing()}
 
     def extract_dir(self):
         from ...constants import cache_root
 
-        key = hashlib.sha256(json.dumps(super().identity(), default=str).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps(Source.identity(self), default=str).encode()).hexdigest()[:16]
         path = os.path.join(cache_root(), "extracted", key)
         os.makedirs(path, exist_ok=True)
         return path
@@ -54,21 +49,19 @@ class UtteranceSource(Source):
                 yield u
             else:
                 utts.append(u)
-        by_speaker = {}
+        pools, many = reference_pools(utts, self.config), self.config.refs_per_target > 1
         for i, u in enumerate(utts):
-            by_speaker.setdefault(u.speaker, []).append(i)
-        for i, u in enumerate(utts):
-            others = [j for j in by_speaker[u.speaker] if j != i]
-            if not others:
-                yield DataError(f"{u.file}:{u.line} (sample {u.uid}): speaker {u.speaker!r} has no other utterance "
-                                "to use as the voice reference", "no_reference", u.file, u.line, u.uid)
-                continue
-            ref = utts[others[int(np.random.default_rng([self.seed, i]).integers(len(others)))]]
-            obj = {"id": u.uid, **voice_cloning_sample(ref.audio, ref.text, u.audio, u.text, u.speaker)}
-            try:
-                yield parse_sample(obj, u.file, u.line)
-            except DataError as e:
-                yield e
+            refs = draw_references(pools[u.speaker], i, self.config)
+            if not refs:
+                yield no_reference(u, self.config)
+            for k, j in enumerate(refs, start=1):
+                ref = utts[j]
+                obj = {"id": f"{u.uid}#{k}" if many else u.uid,
+                       **voice_cloning_sample(ref.audio, ref.text, u.audio, u.text, u.speaker)}
+                try:
+                    yield parse_sample(obj, u.file, u.line)
+                except DataError as e:
+                    yield e
 
 
 def write_once(path, data):
