@@ -96,7 +96,7 @@ def build(args) -> Optional[Components]:
     """Paths, data, model + LoRA, engine, resume state and meters; None after --validate_data_only."""
     from higgs_ds.engine.checkpoint import CheckpointConfig, find_resume_dir
     from higgs_ds.engine.distributed import init_distributed, select_accelerator, share_host_threads
-    from higgs_ds.engine.ds_config import load_ds_config
+    from higgs_ds.engine.ds_config import load_ds_config, model_dtype
     from higgs_ds.engine.preflight import check_output_dir
     from higgs_ds.evaluation.config import EvalConfig
     from higgs_ds.logs import setup_logging
@@ -117,11 +117,11 @@ def build(args) -> Optional[Components]:
     ds_kwargs = dict(micro_batch_size=args.batch_size, grad_accum_steps=args.gradient_accumulation_steps,
                      world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                      explicit=args.explicit)
-    load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # fail on a bad config before loading
+    ds_cfg, _ = load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # a bad config fails here
     resume_dir = find_resume_dir(ckpt_cfg.resume, ckpt_cfg.output_dir)  # and on a bad --resume PATH
     torch.manual_seed(args.seed)
     check_output_dir(args.output_dir)  # writable, before anything loads
-    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank)
+    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank, model_dtype(ds_cfg))
     loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
     engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
     eval_cfg = from_args(EvalConfig, args)
@@ -174,8 +174,9 @@ def validate_inputs(data_cfg, paths):
     return reports.get(data_cfg.train_data), reports.get(data_cfg.val_data)
 
 
-def build_data_and_model(args, data_cfg, paths, reports, rank):
-    """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports."""
+def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float32):
+    """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports; the
+    model loaded in `dtype` (the DeepSpeed config's training dtype)."""
     from higgs_ds.data.auto_prepare import auto_prepare
     from higgs_ds.data.loaders import dataset_from_report, open_code_cache
     from higgs_ds.data.open_prepared import open_prepared
@@ -191,7 +192,8 @@ def build_data_and_model(args, data_cfg, paths, reports, rank):
                                                                     content_hash=data_cfg.content_hash)
                                                    for k in ("train_data", "val_data")})
     prepared = [is_prepared(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data)]
-    model, tokenizer, audio_tokenizer = load_all(paths, audio=not all(p is not False for p in prepared))
+    model, tokenizer, audio_tokenizer = load_all(paths, dtype, audio=not all(p is not False for p in prepared))
+    log.info("model loaded in %s (the DeepSpeed config's training dtype)", str(dtype).replace("torch.", ""))
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
                    code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))

@@ -57,22 +57,3 @@ def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_
     while not os.path.isfile(os.path.join(out, INDEX)):
         time.sleep(poll_s)
     return out
-    return path
-
-
-def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0):
-    """The prepared dir for ChatML file `path` (prepared by rank 0 when missing); `path` itself when it is already
-    a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies)."""
-    from .prepare import prepare_dataset
-
-    copy = prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits)
-    if copy is None or is_prepared(copy):
-        return copy
-    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits)
-    if rank == 0:
-        log.info("%s: preparing it once into %s (--auto_prepare)", path, out)
-        prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
-                        show_progress=True, source_config=source_config, rank_env=False)
-    while not os.path.isfile(os.path.join(out, INDEX)):
-        time.sleep(poll_s)
-    return out

@@ -96,3 +96,15 @@ def _walk(d, prefix=""):
             yield from _walk(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v
+
+
+def model_dtype(cfg):
+    """The dtype DeepSpeed trains the module in (bf16 / fp16 when enabled, else fp32): load the model in it, so no
+    rank holds an fp32 copy first. DeepSpeed would cast it (`module.bfloat16()`) to the same bits."""
+    import torch
+
+    for key, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if cfg.get(key, {}).get("enabled"):
+            return dtype
+    return torch.float32
+

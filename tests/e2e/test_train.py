@@ -67,17 +67,38 @@ def test_single_process_quick_test(small_data, tmp_path):
     assert _steps(out)["world_size"] == 1
 
 
+def test_single_process_bf16_loads_the_model_in_bf16(small_data, tmp_path):
+    """A bf16 DeepSpeed config loads the model in bf16 (no fp32 copy first) and trains (CPU bf16)."""
+    with open("ds_configs/cpu_zero2.json") as f:
+        config = {**json.load(f), "bf16": {"enabled": True}}
+    (tmp_path / "bf16.json").write_text(json.dumps(config))
+    out = str(tmp_path / "b")
+    proc = run_cmd([PYTHON, "higgs_ds/train.py", "--quick_test", "--train_data", small_data[0], "--deepspeed",
+                    str(tmp_path / "bf16.json"), "--output_dir", out, "--no_progress"])
+    assert "model loaded in bfloat16" in proc.stdout and "ZeRO stage 2, bf16" in proc.stdout
+    assert all(h["loss/total"] < 20 for h in _steps(out)["history"])
+
+
 def test_fresh_machine_two_ranks_build_the_embedded_default(tmp_path):
+    """The README's first command on an empty cache: two ranks race to build the tiny assets (file lock,
+    built before the process group exists), rank 0 prepares the embedded set once (auto-prepare) and both train;
+    nothing hangs. A second start reuses the prepared copy: no validation, no prepare, no audio tokenizer."""
     from higgs_ds.assets.tiny import TINY_VERSION
 
-    """The README's first command on an empty cache: two ranks race to build the tiny assets (file lock,
-    built before the process group exists) and then train; nothing hangs."""
-    out = str(tmp_path / "fresh")
-    proc = run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", "29621", "higgs_ds/train.py",
-                    "--deepspeed", "ds_configs/cpu_zero2.json", "--quick_test", "--output_dir", out,
-                    "--no_progress"], env={"DS_ACCELERATOR": "cpu", "HIGGS_DS_CACHE": str(tmp_path / "cache")},
-                   timeout=600)
-    metrics = _steps(out)
-    assert metrics["world_size"] == 2 and len(metrics["history"]) >= 1  # 8 samples / (2 ranks x 2) = 2 steps
-    assert f"step {len(metrics['history'])}/{len(metrics['history'])}" in proc.stdout
+    def start(name, port):
+        out = str(tmp_path / name)
+        proc = run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", port, "higgs_ds/train.py",
+                        "--deepspeed", "ds_configs/cpu_zero2.json", "--quick_test", "--output_dir", out,
+                        "--no_progress"], env={"DS_ACCELERATOR": "cpu", "HIGGS_DS_CACHE": str(tmp_path / "cache")},
+                       timeout=600)
+        metrics = _steps(out)
+        assert metrics["world_size"] == 2 and len(metrics["history"]) >= 1  # 8 samples / (2 ranks x 2) = 2 steps
+        assert f"step {len(metrics['history'])}/{len(metrics['history'])}" in proc.stdout
+        return proc.stdout  # run_cmd merges stderr into stdout
+
+    first = start("fresh", "29621")
     assert os.path.isfile(str(tmp_path / "cache" / TINY_VERSION / ".complete"))
+    assert first.count("preparing it once into") == 2  # train and val, by rank 0 only
+    again = start("again", "29622")
+    assert "preparing it once" not in again and "higgs_ds.data.validate" not in again
+    assert again.count("using its prepared copy") >= 2

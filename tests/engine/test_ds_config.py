@@ -50,3 +50,28 @@ def test_offload_and_zero3_configs_resolve():
     assert z3["zero_optimization"]["stage"] == 3 and z3["bf16"]["enabled"] is True
     cpu3, _ = load_ds_config("ds_configs/cpu_zero3.json", **KW)
     assert cpu3["zero_optimization"]["stage"] == 3 and cpu3["bf16"]["enabled"] is False
+
+
+def test_model_dtype_follows_the_config():
+    import torch
+
+    from higgs_ds.engine.ds_config import model_dtype
+
+    for name in ("zero2", "zero3", "zero2_offload", "cpu_zero2", "cpu_zero3"):
+        cfg, _ = load_ds_config(f"ds_configs/{name}.json", **KW)
+        assert model_dtype(cfg) == (torch.bfloat16 if cfg["bf16"]["enabled"] else torch.float32), name
+    assert model_dtype({"fp16": {"enabled": True}}) == torch.float16
+
+
+def test_loading_in_bf16_equals_deepspeeds_cast(tiny_assets):
+    """Loading straight in bf16 (no fp32 copy in host memory) gives the same bits as loading fp32 and casting, which
+    is what DeepSpeed's bf16 engine did to the module (`module.bfloat16()`)."""
+    import torch
+
+    from higgs_ds.models.loading import load_model
+
+    direct = load_model(tiny_assets.model_path, torch.bfloat16)
+    cast = load_model(tiny_assets.model_path, torch.float32).bfloat16()
+    assert all(p.dtype == torch.bfloat16 for p in direct.parameters())
+    ours, theirs = direct.state_dict(), cast.state_dict()
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
