@@ -9,11 +9,15 @@ A mid-size random Higgs config (default hidden 384, 4 layers, intermediate 1024,
     higgs_ds       fused + activation checkpointing (what `higgs-ds train --activation_checkpointing all` runs)
 
 Memory: each cell runs in its own subprocess with glibc's mmap threshold at 1 MiB (freed tensors go back to the OS,
-so the resident set follows live tensors); peak = VmHWM (reset after imports) minus the RSS after imports (torch, libs),
+so the resident set follows live tensors); peak = VmHWM (reset after imports, again after the warm-up) minus the RSS after imports (torch, libs),
 i.e. everything the step allocates: weights, LoRA + AdamW states, activations, loss buffers. `model` is the rise
 after building the model and optimizer, before the first step; `step` = peak - model, what the training step adds,
-printed beside `higgs-ds plan`'s prediction of it (higgs_ds/tools/plan.py). Time: the fastest of --steps steps after
---warmup (the machine is shared: the minimum is the least disturbed).
+printed beside `higgs-ds plan`'s prediction of it (higgs_ds/tools/plan.py). With --warmup >= 1 the peak is that of
+the timed steps, the steady state the plan predicts (AdamW's moments, created by the first optimizer step, sit under
+the activations), less `runtime`: what the warm-up left resident beyond the model and the optimizer states (the CPU
+runtime's one-time state, ~20-30 MiB; a GPU's max_memory_allocated leaves such state out too). --warmup 0: the first
+step, lower by the moments. Time: the fastest of --steps steps after --warmup (the machine is shared: the minimum
+is the least disturbed).
 
     python bench/step.py [--tokens 2048] [--hidden 384 --layers 4 --intermediate 1024] [--json]
 """
@@ -52,6 +56,17 @@ def _peak_rss_bytes():
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
+def _runtime_bytes(opt):
+    """RSS after the warm-up less AdamW's states: with the model's, the rest is the CPU runtime's one-time state of
+    the first backward and optimizer step (kernel caches, library pages, arenas; no tensor holds it)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the OS
+    return rss_bytes() - sum(t.nbytes for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+
+
 def run_one(variant, args):
     """In a subprocess: the cell's step time and memory (bytes above the post-import RSS)."""
     ours, ckpt = VARIANTS[variant]
@@ -70,16 +85,19 @@ def run_one(variant, args):
         batch = add_plan(batch, cfg)
     model_bytes = rss_bytes() - base
     step = step_fn(model, ours)
-    times = []
+    times, runtime = [], 0
     for i in range(args.warmup + args.steps):
+        if i == args.warmup > 0:  # steady state from here: measure the timed steps only
+            runtime = _runtime_bytes(opt) - base - model_bytes
+            _reset_peak_rss()
         t0 = time.perf_counter()
         loss = step(batch, opt)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
-    peak = _peak_rss_bytes() - base
+    peak = _peak_rss_bytes() - base - runtime
     return dict(variant=variant, ckpt=ckpt, fused_loss=ours, tokens=args.tokens, step_s=min(times),
                 finetune=args.finetune if ours else "lora",
-                peak_bytes=peak, model_bytes=model_bytes, loss=float(loss.detach()),
+                peak_bytes=peak, model_bytes=model_bytes, runtime_bytes=runtime, loss=float(loss.detach()),
                 params=sum(p.numel() for p in model.parameters()),
                 trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
 
@@ -135,8 +153,8 @@ def main(argv=None):
     print(f"CPU ({torch.get_num_threads()} threads), fp32, hidden {args.hidden}, {args.layers} layers, intermediate "
           f"{args.intermediate}, vocab 128256, audio 8x1026; LoRA r={args.lora_r} ({rows[0]['trainable']:,} of "
           f"{rows[0]['params']:,} parameters); {args.tokens} tokens per step")
-    print("memory: peak RSS (ru_maxrss) of the cell's own process minus its RSS after imports; model = weights + "
-          "LoRA + optimizer before the first step (glibc mmap threshold 1 MiB)")
+    print("memory: peak RSS (VmHWM) of the cell's timed steps minus its RSS after imports and the runtime state the "
+          "warm-up left; model = weights + LoRA + optimizer before the first step (glibc mmap threshold 1 MiB)")
     print(f"{'variant':<12}{'ckpt':>6}{'loss':>7}{'step s':>9}{'tok/s':>9}{'peak GiB':>10}{'model GiB':>11}"
           f"{'step GiB':>10}{'plan GiB':>10}")
     for r in rows:
@@ -144,7 +162,8 @@ def main(argv=None):
               f"{r['step_s']:>9.2f}{r['tokens_per_s']:>9.0f}{r['peak_bytes'] / GiB:>10.2f}{r['model_bytes'] / GiB:>11.2f}"
               f"{(r['peak_bytes'] - r['model_bytes']) / GiB:>10.3f}{r['plan_step_bytes'] / GiB:>10.3f}")
     summary = {"device": "cpu", "args": {k: v for k, v in vars(args).items() if k not in ("one", "json", "out")},
-               "memory_method": "ru_maxrss minus post-import RSS, one subprocess per cell, MALLOC_MMAP_THRESHOLD_=1MiB",
+               "memory_method": "VmHWM of the timed steps minus post-import RSS and the warm-up's runtime "
+                                "state, one subprocess per cell, MALLOC_MMAP_THRESHOLD_=1MiB",
                "rows": rows}
     if "naive" in by and "higgs_ds" in by:
         n, o = by["naive"], by["higgs_ds"]

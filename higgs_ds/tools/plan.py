@@ -2,23 +2,29 @@
 
     higgs-ds plan --model_path DIR --ds_config ds_configs/zero2.json --num_gpus 8 --tokens_per_gpu 8192 --gpu h200
 
-Memory (bytes per GPU), no weights loaded:
+Memory (bytes per GPU), no weights loaded: the steady-state peak, from the second step on, as the benches measure it
+after their warm-up (AdamW creates its moments in the first `opt.step()`, after that step's activations are freed; from
+then on they sit under the activations):
 - model states: frozen weights (dtype of the DeepSpeed config: bf16/fp16 or fp32) + the trainable LoRA /
   `modules_to_save` parameters with their gradients, fp32 master copy and AdamW moments under the ZeRO stage and
   optimizer offload (stage 1/2 as DeepSpeed's `estimate_zero2_model_states_mem_needs`: 2 + 18/N bytes per
   trainable parameter, 2 on the GPU with offload); without a DeepSpeed config (`--ds_config none`), plain
-  `torch.optim.AdamW` on the model dtype, as bench/step.py and bench/gpu_step.py run it;
+  `torch.optim.AdamW` on the model dtype, as bench/step.py and bench/gpu_step.py run it: weights and two moments
+  resident, the gradients (None between steps) only from the backward to the step;
 - activations: autograd-saved tensors per token and decoder layer, `a_h * hidden + a_i * intermediate` elements of
   the model dtype (ACT_ELEMS, counted with `torch.autograd.graph.saved_tensors_hooks` on small random configs;
   bf16 is larger than fp32 because RMSNorm saves fp32 upcasts); a checkpointed layer keeps only its input
   (hidden elements) and one layer is recomputed at a time; peft's fp32 adapters (the naive trainer) add
   FP32_ADAPTER_ELEMS;
 - a transient workspace at the start of the backward (WORKSPACE_ELEMS per token, fitted; see below);
-- the AdamW step's temporaries, about one fp32 copy of the (ZeRO-partitioned) trainable parameters: what makes
-  `--finetune full` peak (`optimizer_transient`); LoRA's are negligible;
-- loss: the fused chunked loss keeps the gathered labeled rows and their gradient (~T x hidden) and a few
-  16 MiB chunks; the naive loss keeps ~NAIVE_LOGIT_BYTES per logit over all T x vocab positions.
-Error against measurements (tests/tools/test_plan.py, docs/PERF.md): within 15 % on CPU (fp32) and on one H200 (bf16).
+- the AdamW step's temporaries, about one fp32 copy of the (ZeRO-partitioned) trainable parameters, and without
+  DeepSpeed the gradients: what makes `--finetune full` peak (`optimizer_transient`); LoRA's are negligible;
+- loss: the fused chunked loss keeps the gathered labeled rows and their gradient (~T x hidden), one chunk of 2**22
+  logits (CHUNK_BYTES) and, for each trained head (`--finetune audio`/`full`, `--modules_to_save *_head`), its fp32
+  gradient and a head-sized fp32 product (8 B per head parameter); the naive loss keeps ~NAIVE_LOGIT_BYTES per
+  logit over all T x vocab positions.
+Error against measurements (tests/tools/test_plan.py, tests/e2e/test_plan_measured.py, docs/PERF.md): within 15 %
+on CPU (fp32, lora / audio / full) and on one H200 (bf16).
 
 Step time: FLOPs per token as train.py's MFU (engine/metrics.py: 4N + 2N_trainable + 2N x recomputed fraction),
 tokens/s/GPU = assumed MFU x peak FLOP/s / FLOPs per token (measured on one H200: 0.32 at 4k tokens, 0.39 at 8k).
@@ -35,11 +41,12 @@ from ..errors import add_debug_flag
 GiB = 2 ** 30
 ACT_ELEMS = {"fp32": (8.2, 4.0), "bf16": (11.2, 4.0)}  # (a_h, a_i): saved elements / token / layer
 FP32_ADAPTER_ELEMS = (10.0, 1.0)  # extra (a_h, a_i) with peft's default fp32 adapters on a bf16 model
-WORKSPACE_ELEMS = {"fp32": (7.0, 0.0), "bf16": (31.0, 0.0)}  # (w_h, w_i) per token: transient at the peak
-#   (start of the backward) when the last layers are not checkpointed; fitted to bench/step.py (CPU fp32) and
-#   bench/results/gpu_step_h200.json (bf16); 0 with every layer checkpointed (measured: none left over)
+WORKSPACE_ELEMS = {"fp32": (13.0, 0.0), "bf16": (31.0, 0.0)}  # (w_h, w_i) per token: transient at the peak
+#   (start of the backward) when the last layers are not checkpointed; fitted (least squares) to bench/step.py's
+#   steady-state CPU cells (fp32) and bench/results/gpu_step_h200.json (bf16); 0 with every layer checkpointed
 NAIVE_LOGIT_BYTES = 12.0  # full logits, their fp32 log-softmax and its gradient, per logit
-CHUNK_BYTES = 2 * 16 * 2 ** 20  # the fused loss's live chunk buffers (logits chunk + its gradient)
+CHUNK_BYTES = {"fp32": 4 * 2 ** 22, "bf16": 6 * 2 ** 22}  # the fused loss's live chunk of 2**22 logits
+#   (loss/fused.py DEFAULT_CHUNK_ELEMENTS): fp32 logits, softmax and its gradient formed in place; bf16: + its bf16 copy
 GPU_MEMORY_GIB = {"h100": 79.1, "h200": 139.8, "a100": 79.1}  # torch.cuda.mem_get_info() total
 HEADROOM = 0.92  # fraction of GPU memory the plan lets a run use (CUDA context, allocator fragmentation)
 LORA_MODULES = {"attn": ("q", "k", "v", "o"), "attn_mlp": ("q", "k", "v", "o", "gate", "up", "down"),
@@ -75,6 +82,17 @@ class Dims:
         return {"q": (h, q), "k": (h, kv), "v": (h, kv), "o": (q, h), "gate": (h, i), "up": (h, i), "down": (i, h),
                 "audio_gate": (h, i), "audio_up": (h, i), "audio_down": (i, h)}
 
+    def saved_modules(self):
+        """Parameters of each `--modules_to_save` choice."""
+        audio = self.codebooks * self.classes * self.hidden
+        return {"audio_head": audio, "audio_embeddings": audio, "text_head": self.vocab * self.hidden}
+
+    def trained_heads(self, finetune="lora", modules_to_save=()):
+        """Parameters of the output heads that train: the fused loss forms their gradient in its forward."""
+        heads = {"full": {"text_head", "audio_head"}, "audio": {"audio_head"}}.get(finetune, set())
+        heads |= set(modules_to_save or ()) - {"audio_embeddings"}
+        return sum(self.saved_modules()[m] for m in heads)
+
 
 def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None, modules_to_save=(), finetune="lora"):
     """(all parameters incl. LoRA and saved copies, trainable) of the model `--finetune` builds (models/finetune.py):
@@ -94,8 +112,7 @@ def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None,
     per_layer = sum(lora_r * sum(shapes[n]) for n in names if not n.startswith("audio_"))
     per_dual = sum(lora_r * sum(shapes[n]) for n in names if n.startswith("audio_"))
     lora = d.layers * per_layer + d.dual_ffn_layers * per_dual
-    full = {"audio_head": d.codebooks * d.classes * d.hidden, "audio_embeddings": d.codebooks * d.classes * d.hidden,
-            "text_head": d.vocab * d.hidden}
+    full = d.saved_modules()
     saved = sum(full[m] for m in modules_to_save or ())  # a trainable copy beside the frozen original
     if finetune == "audio":  # trained copies of the audio FFN + its two norms of every dual-FFN layer
         saved += d.dual_ffn_layers * (mlp + 2 * d.hidden)
@@ -103,10 +120,10 @@ def parameter_counts(d, lora_r=16, preset="attn_mlp_audio", target_modules=None,
 
 
 def model_states(n_total, n_train, ds_config, num_gpus, dtype="bf16"):
-    """(GPU bytes, host bytes, dtype name) of weights, gradients and optimizer states."""
-    if ds_config is None:  # plain torch AdamW on the model dtype: weights, gradients, two moments
-        b = 2 if dtype == "bf16" else 4
-        return b * n_total + 3 * b * n_train, 0, dtype
+    """(GPU bytes, host bytes, dtype name) of the resident weights, gradients and optimizer states."""
+    if ds_config is None:  # plain torch AdamW on the model dtype: weights and two moments; the gradients (None
+        b = 2 if dtype == "bf16" else 4  # between steps) come as the backward frees activations: optimizer_transient
+        return b * n_total + 2 * b * n_train, 0, dtype
     half = any(ds_config.get(k, {}).get("enabled") for k in ("bf16", "fp16"))
     b = 2 if half else 4
     zero = ds_config.get("zero_optimization", {})
@@ -126,17 +143,22 @@ def model_states(n_total, n_train, ds_config, num_gpus, dtype="bf16"):
     return frozen + train, 0, "bf16" if half else "fp32"
 
 
-def optimizer_transient(n_train, ds_config, num_gpus):
+def optimizer_transient(n_train, ds_config, num_gpus, dtype="bf16"):
     """Bytes of the AdamW step's temporaries: torch's foreach AdamW holds about one fp32 copy of the parameters it
-    steps (measured on CPU with `--finetune full`: bench/step.py; negligible for LoRA); ZeRO steps a 1/N partition."""
-    zero = (ds_config or {}).get("zero_optimization", {})
+    steps (measured on CPU with `--finetune full`: bench/step.py; negligible for LoRA); ZeRO steps a 1/N partition.
+    Without DeepSpeed the gradients (model dtype) too: they exist from the backward to the step."""
+    if ds_config is None:
+        return (4 + (2 if dtype == "bf16" else 4)) * n_train
+    zero = ds_config.get("zero_optimization", {})
     if (zero.get("offload_optimizer") or {}).get("device", "none") in ("cpu", "nvme"):
         return 0  # the step runs on the host
     return 4 * n_train / (num_gpus if zero.get("stage", 0) >= 1 else 1)
 
 
-def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp32_adapters=False):
-    """Bytes of activations, backward workspace and loss buffers of one micro-batch of `tokens` tokens."""
+def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp32_adapters=False, head_params=0):
+    """Bytes of activations, backward workspace and loss buffers of one micro-batch of `tokens` tokens.
+    `head_params`: of trained output heads; the fused loss accumulates their gradient in fp32 in its forward, plus a
+    head-sized fp32 product per chunk: 8 B per parameter (without DeepSpeed, the only gradients at this peak)."""
     b = 2 if dtype == "bf16" else 4
     a_h, a_i = ACT_ELEMS[dtype]
     per_layer = (a_h * d.hidden + a_i * d.intermediate) * b
@@ -147,7 +169,7 @@ def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp
     w_h, w_i = WORKSPACE_ELEMS[dtype]
     work = 0 if ckpt == "all" else (w_h * d.hidden + w_i * d.intermediate) * b
     if loss == "fused":
-        loss_bytes = 2 * d.hidden * b + CHUNK_BYTES / tokens
+        loss_bytes = 2 * d.hidden * b + (CHUNK_BYTES[dtype] + 8 * head_params) / tokens
     else:
         loss_bytes = NAIVE_LOGIT_BYTES * d.vocab + 12 * d.codebooks * d.classes
     return tokens * (saved + work + loss_bytes)
@@ -165,8 +187,10 @@ def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckp
     d = Dims.from_config(config)
     n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
     states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
-    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters)
-    act = max(act, optimizer_transient(n_train, ds_config, num_gpus))  # peak: activations, or the step's temporaries
+    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters,
+                      d.trained_heads(finetune, modules_to_save))
+    # the peak: the activations, or the optimizer step's temporaries
+    act = max(act, optimizer_transient(n_train, ds_config, num_gpus, dtype))
     fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
     peak = PEAK_BF16_FLOPS.get(gpu.upper())
     tps = mfu * peak / fpt if peak else None

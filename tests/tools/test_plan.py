@@ -104,3 +104,23 @@ def test_parameter_counts_match_each_finetune_mode(tiny_assets, finetune):
     real = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
     assert parameter_counts(Dims.from_config(cfg), 8, finetune=finetune) == real
     assert estimate(cfg, 512, lora_r=8, finetune=finetune)["trainable"] == real[1]
+
+
+@pytest.mark.parametrize("finetune, to_save", [("lora", ()), ("lora", ("text_head", "audio_embeddings")),
+                                               ("audio", ()), ("full", ())])
+def test_trained_heads_match_the_loss(tiny_assets, finetune, to_save):
+    """The heads the plan charges the fused loss's gradient buffers for == the head weights that require grad."""
+    from boson_multimodal.model.higgs_audio import HiggsAudioConfig, HiggsAudioModel
+
+    from higgs_ds.loss.fused import DEFAULT_CHUNK_ELEMENTS
+    from higgs_ds.loss.hidden import head_weights
+    from higgs_ds.models.finetune import prepare_model
+    from higgs_ds.tools.plan import CHUNK_BYTES
+
+    with open(os.path.join(tiny_assets.model_path, "config.json")) as f:
+        cfg = json.load(f)
+    with torch.device("meta"):
+        model = prepare_model(HiggsAudioModel(HiggsAudioConfig(**cfg)), finetune, r=8, modules_to_save=to_save)
+    trained = sum(w.numel() for w in head_weights(model) if w.requires_grad)
+    assert Dims.from_config(cfg).trained_heads(finetune, to_save) == trained
+    assert CHUNK_BYTES["fp32"] == 4 * DEFAULT_CHUNK_ELEMENTS
