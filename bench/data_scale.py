@@ -3,10 +3,11 @@ of the training process, for today's JSONL path (validation + tokenization + cod
 and the prepared path (`higgs-ds prepare --output DIR`, memory-mapped Arrow), on synthetic LibriTTS-like corpora.
 
 Corpora: `--sizes` utterances of `--speakers` speakers, each a five-message voice-cloning sample whose reference
-is another utterance of the same speaker. Encoding every distinct clip of a 16k-utterance corpus with the embedded
-audio tokenizer (about 1 s per second of audio per core here) would take hours, so the scale corpora draw their
+is another utterance of the same speaker. Encoding every distinct clip of a 16k-utterance corpus (about nine hours
+of audio) would dominate the run, so the scale corpora draw their
 clips from a pool of `--pool` distinct wavs (tokenization, validation, Arrow I/O and the sampler still see every
-utterance); the prepare-throughput corpus (`--prepare_samples`) has distinct clips only.
+utterance); the prepare-throughput corpus (`--prepare_samples`, 400: enough work that process start-up does not
+dominate now that the embedded audio tokenizer encodes ~50x faster than real time) has distinct clips only.
 
     python bench/data_scale.py [--sizes 1000 4000 16000] [--json] [--out bench/results/data_scale_cpu.json]
 """
@@ -112,7 +113,7 @@ def scale_runs(tmp, sizes, pool, speakers):
         data = make_corpus(os.path.join(tmp, f"n{n}"), n, pool, speakers)
         prepare_codes([data], tiny.audio_tokenizer_path, cache, show_progress=False)
         prep_s, stats = prepare(data, os.path.join(tmp, f"n{n}", "prepared"), 1)
-        jsonl = first_step(data, os.path.join(tmp, f"out_j{n}"), ["--code_cache_dir", cache])
+        jsonl = first_step(data, os.path.join(tmp, f"out_j{n}"), ["--code_cache_dir", cache, "--no_auto_prepare"])
         prepared = first_step(os.path.join(tmp, f"n{n}", "prepared"), os.path.join(tmp, f"out_p{n}"))
         rows[n] = {"jsonl": {"first_step_s": jsonl[0], "peak_rss_mb": jsonl[1]},
                    "prepared": {"first_step_s": prepared[0], "peak_rss_mb": prepared[1], "prepare_s": round(prep_s, 2),
@@ -151,7 +152,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="corpus sizes (utterances)")
     p.add_argument("--pool", type=int, default=64, help="distinct wavs the scale corpora draw from")
     p.add_argument("--speakers", type=int, default=16, help="speakers of the scale corpora")
-    p.add_argument("--prepare_samples", type=int, default=32, help="samples (distinct clips) of the throughput run")
+    p.add_argument("--prepare_samples", type=int, default=400, help="samples (distinct clips) of the throughput run")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--out", help="also write the JSON object here")
     args = p.parse_args(argv)
