@@ -125,7 +125,8 @@ def flags_markdown():
         lines += [f"## {group.title}", "", "| flag | default | description |", "|---|---|---|"]
         for a in acts:
             flag = a.option_strings[-1] + (" {" + ",".join(map(str, a.choices)) + "}" if a.choices else "")
-            default = "" if a.default is None or a.default is False or a.default == [] else f"`{a.default}`"
+            hidden = a.default is None or a.default is False or a.default == [] or a.default == argparse.SUPPRESS
+            default = "" if hidden else f"`{a.default}`"
             lines.append(f"| `{flag}` | {default} | {(a.help or '').replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ range) and `from_args(Config, args)` builds the config from parsed flags, so a n
 docs/FLAGS.md line in one step. Plain fields (no `option`) are filled from a flag of the same name defined
 elsewhere, when there is one. Components never see the argparse Namespace.
 """
+import argparse
 import dataclasses
 
 
@@ -32,11 +33,14 @@ def add_flags(group, cls):
     """Add every `option` field of `cls` to the argparse `group`."""
     for f in _flag_fields(cls):
         kw, default = dict(f.metadata["kw"]), f.metadata["flag_default"]
-        if default is False and "action" not in kw:
+        if isinstance(default, bool) and "action" not in kw:
             kw["action"] = "store_true"
         elif "action" not in kw and "type" not in kw and default is not None and not isinstance(default, list):
             kw["type"] = type(default)
         group.add_argument(f"--{flag_name(f)}", default=default, help=f.metadata["help"], **kw)
+        if default is True and kw["action"] == "store_true":  # on by default: --no_name turns it off
+            group.add_argument(f"--no_{flag_name(f)}", dest=flag_name(f), action="store_false",
+                               default=argparse.SUPPRESS, help=f"turn off --{flag_name(f)}")
 
 
 def from_args(cls, args, **overrides):

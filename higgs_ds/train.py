@@ -284,12 +284,18 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
 
 def run_summary(args, paths, data_cfg, world, train_set, val_set):
     """The facts of this run for metrics.json (and from there the exported model card)."""
-    reports = {"train": getattr(train_set, "report", None), "val": getattr(val_set, "report", None)}
-    return {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
-            "train_data": data_cfg.train_data, "val_data": data_cfg.val_data, "finetune": args.finetune,
-            "tokenizer_path": paths.tokenizer_path,
-            "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
-            "data": {k: r.to_dict() for k, r in reports.items() if r is not None}}
+    facts = {"world_size": world, "model_path": paths.model_path, "audio_tokenizer_path": paths.audio_tokenizer_path,
+             "finetune": args.finetune, "tokenizer_path": paths.tokenizer_path,
+             "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}, "data": {}}
+    for split, path, ds in (("train", data_cfg.train_data, train_set), ("val", data_cfg.val_data, val_set)):
+        index = getattr(ds, "index", None)  # a prepared dir: the user's files, the stored report
+        facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"]) if index else path
+        if index:
+            facts[f"{split}_prepared"] = path
+        report = index["report"] if index else getattr(getattr(ds, "report", None), "to_dict", lambda: None)()
+        if report is not None:
+            facts["data"][split] = report
+    return facts
 
 
 def build_meter(args, engine, total_steps, start_step, rank, world, run_config):

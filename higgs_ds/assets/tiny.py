@@ -1,12 +1,12 @@
 """Build (once, deterministically, offline) and locate the embedded tiny default.
 
 Layout, the same as the real release so one loading path serves both:
-    <cache>/tiny-v2/model/            config.json, model.safetensors, tokenizer files   (--model_path)
-    <cache>/tiny-v2/audio_tokenizer/  config.json, model.pth, semantic_teacher/         (--audio_tokenizer_path)
+    <cache>/tiny-v3/model/            config.json, model.safetensors, tokenizer files   (--model_path)
+    <cache>/tiny-v3/audio_tokenizer/  config.json, model.pth, semantic_teacher/         (--audio_tokenizer_path)
 With the Whisper audio tower on (`ensure_tiny_tower_assets`, tests of the tower path only):
-    <cache>/tiny-tower-v1/model/              the same, plus a tiny Whisper encoder (encode_whisper_embed)
-    <cache>/tiny-tower-v1/audio_tokenizer     -> the tiny-v2 audio tokenizer (a symlink)
-    <cache>/tiny-tower-v1/whisper_processor/  WhisperProcessor.save_pretrained (--whisper_processor_path)
+    <cache>/tiny-tower-v2/model/              the same, plus a tiny Whisper encoder (encode_whisper_embed)
+    <cache>/tiny-tower-v2/audio_tokenizer     -> the tiny-v3 audio tokenizer (a symlink)
+    <cache>/tiny-tower-v2/whisper_processor/  WhisperProcessor.save_pretrained (--whisper_processor_path)
 The cache dir is $HIGGS_DS_CACHE or ~/.cache/higgs_ds. Concurrent ranks wait on a file lock.
 """
 import dataclasses
@@ -25,7 +25,7 @@ TINY_HEAD_STD = 0.125
 TINY_DATA_SAMPLES = 16
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=320, max_position_embeddings=4096, rms_norm_eps=1e-5)
-TINY_TOWER_VERSION = "tiny-tower-v1"
+TINY_TOWER_VERSION = "tiny-tower-v2"  # v2: links the tiny-v3 audio tokenizer
 # Whisper-large-v3 input geometry (128 mel bins, 30 s = 3000 frames -> 1500 positions), tiny width and depth.
 TINY_WHISPER = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
                     max_source_positions=1500)

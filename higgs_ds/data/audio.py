@@ -78,9 +78,11 @@ def load_waveform(path, sample_rate, where=""):
 
 
 def encode_audio(audio_tokenizer, path, where=""):
-    """Codes (num_codebooks, frames) for one file, as the serve engine computes them."""
+    """Codes (num_codebooks, frames) for one file, as the serve engine computes them. The caller's RNG state is
+    left as it was (the tokenizer's forward draws random numbers), so encoding on the fly or preparing in-process
+    does not change a run's LoRA init or dropout."""
     import torch
 
     wav = load_waveform(path, audio_tokenizer.sampling_rate, where)
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
         return audio_tokenizer.encode(wav, audio_tokenizer.sampling_rate).squeeze(0).cpu()

