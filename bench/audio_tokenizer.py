@@ -7,8 +7,6 @@ encode, with `torch.set_num_threads(1)`. Issue 14's target: <= 20 MB and >= 20x 
 
     python bench/audio_tokenizer.py [--seconds 10] [--json] [--out bench/results/audio_tokenizer_cpu.json]
 """
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -20,6 +18,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import bench_parser, write_results  # noqa: E402
 
 
 def dir_bytes(path):
@@ -57,11 +57,9 @@ def row(tok, size, wav, seconds, repeats):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json", action="store_true", help="last line: one JSON object")
-    ap.add_argument("--out", help="also write the JSON here")
+    ap = bench_parser(__doc__)
+    ap.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    ap.add_argument("--repeats", type=int, default=5, help="timed encodes (the median is reported)")
     args = ap.parse_args()
     from higgs_ds.assets import ensure_tiny_assets
     from higgs_ds.data.synthetic import speech_like
@@ -84,11 +82,7 @@ def main():
         r = result[name]
         print(f"{name:13s} {r['mb']:8.2f} MB {r['parameters']:>11,} params  {r['encode_s']:.3f} s per "
               f"{args.seconds:g} s clip = {r['realtime_x']}x real time (1 thread)")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-    if args.json:
-        print(json.dumps(result))
+    write_results(result, args.out, args.json)
 
 
 if __name__ == "__main__":

@@ -142,11 +142,23 @@ def step_fn(model, ours, fused_loss=None):
     return step
 
 
+def bench_parser(doc, default_out=None):
+    """An argparse parser with the flags every bench has: --json (last line one JSON object) and --out."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object, the last line")
+    p.add_argument("--out", default=default_out, help="also write the result JSON here")
+    return p
+
+
 def write_results(summary, out, as_json):
-    """Write the bench's summary to `out`; with `as_json`, also print it as the last stdout line. Returns 0."""
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(summary, f, indent=1)
+    """Write the bench's summary to `out` (when given); with `as_json`, also print it as the last stdout line.
+    Returns 0."""
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(summary, f, indent=1)
     if as_json:
         print(json.dumps(summary))
     return 0

@@ -23,6 +23,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_results  # noqa: E402
+
 PY = sys.executable
 TRAIN_ARGS = ["--max_steps", "1", "--batch_size", "2", "--no_progress", "--tensorboard_dir", "none"]
 
@@ -180,11 +183,7 @@ def main(argv=None):
     print(f"projection to 375k utterances: first step {result['projection_375k_first_step_s']['jsonl']} s (JSONL) "
           f"vs {result['projection_375k_first_step_s']['prepared']} s (prepared) per start; prepare on 8 ranks at "
           f"this machine's 1-process rate: {result['projection_375k_prepare_hours_8_ranks']} h")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-    if args.json:
-        print(json.dumps(result))
+    write_results(result, args.out, args.json)
 
 
 if __name__ == "__main__":

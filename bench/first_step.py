@@ -6,13 +6,12 @@ Issue 14's target: <= 30 s once the venv exists.
 
     python bench/first_step.py [--json] [--out bench/results/first_step_cpu.json]
 """
-import argparse
-import json
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import bench_parser, write_results  # noqa: E402
 from data_scale import timed  # noqa: E402
 
 STEP_ARGS = ["--max_steps", "1", "--log_every", "1", "--no_progress", "--tensorboard_dir", "none"]
@@ -25,10 +24,7 @@ def start(cache, out, extra=()):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true", help="last line: one JSON object")
-    ap.add_argument("--out", help="also write the JSON here")
-    args = ap.parse_args()
+    args = bench_parser(__doc__).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = os.path.join(tmp, "cache")
         result = {"empty_cache": start(cache, os.path.join(tmp, "o1")),
@@ -38,11 +34,7 @@ def main():
     for name, r in result.items():
         if isinstance(r, dict):
             print(f"{name:30s} first step after {r['first_step_s']:6.2f} s")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-    if args.json:
-        print(json.dumps(result))
+    write_results(result, args.out, args.json)
 
 
 if __name__ == "__main__":
