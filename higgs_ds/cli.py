@@ -76,19 +76,25 @@ def _tiny():
 def validate(args):
     """Validate data files; only the text tokenizer is loaded (no model, no DeepSpeed): it starts in about a second."""
     from .config import from_args
-    from .data.validate import ValidationConfig, validate_files
+    from .data.open_prepared import stored_report
+    from .data.prepared import is_prepared
+    from .data.validate import ValidationConfig, summary_text, validate_files
     from .models.loading import load_text_tokenizer
 
     tokenizer_dir = args.tokenizer_path or _tiny().model_path
     if not os.path.isdir(tokenizer_dir):
         raise InputNotFound(f"--tokenizer_path: directory not found: {tokenizer_dir}")
-    reports = validate_files(args.data, load_text_tokenizer(tokenizer_dir),
-                             from_args(ValidationConfig, args))
-    for path, report in zip(args.data, reports):
-        print(f"{path}\n{report.summary()}")
+    config, stats = from_args(ValidationConfig, args), {}
+    files = [p for p in args.data if not is_prepared(p)]
+    for path, report in zip(files, validate_files(files, load_text_tokenizer(tokenizer_dir), config)):
+        stats[path] = report.to_dict()
+    for path in (p for p in args.data if is_prepared(p)):  # a prepared dir: the report stored at prepare time
+        stats[path] = stored_report(path, config.on_bad_sample)
+    for path in args.data:
+        print(f"{path}{' (prepared)' if is_prepared(path) else ''}\n{summary_text(stats[path])}")
     if args.report:
         with open(args.report, "w") as f:
-            json.dump({path: r.to_dict() for path, r in zip(args.data, reports)}, f, indent=1)
+            json.dump(stats, f, indent=1)
     return 0
 
 

@@ -108,7 +108,7 @@ def build(args) -> Optional[Components]:
     data_cfg, paths = resolve_inputs(args)  # before torch.distributed exists (the tiny assets' build needs that)
     reports = validate_inputs(data_cfg, paths)  # bad data stops every rank here, before DeepSpeed starts
     if args.validate_data_only:
-        return None
+        return report_prepared(data_cfg)
     accelerator = select_accelerator()
     ckpt_cfg = from_args(CheckpointConfig, args)
     rank, world = init_distributed(args.dist_timeout_minutes)
@@ -172,6 +172,16 @@ def validate_inputs(data_cfg, paths):
             raise DataError(f"{path}: none of its {report.num_read} samples is usable:\n{report.problem_listing()}",
                             "empty_data")
     return reports.get(data_cfg.train_data), reports.get(data_cfg.val_data)
+
+
+def report_prepared(data_cfg):
+    """--validate_data_only on prepared dirs: their stored reports (validated at prepare time); None."""
+    from higgs_ds.data.open_prepared import stored_report
+    from higgs_ds.data.prepared import is_prepared
+
+    for path in (data_cfg.train_data, data_cfg.val_data):
+        if path and is_prepared(path):
+            stored_report(path, data_cfg.validation.on_bad_sample)
 
 
 def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float32):

@@ -48,9 +48,16 @@ def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=No
                         "needs: train on the ChatML JSONL instead", "file", root, 0)
     ds = PreparedDataset(root)
     check_identity(ds, tokenizer, audio_tokenizer_path)
-    report = ValidationReport(problems=[Problem(**p) for p in ds.index["problems"]])
-    report.num_read = ds.index["report"]["samples_read"]
-    # the same listing and counts as validating the sources (`higgs-ds validate`)
-    finish_report(report, getattr(validation, "on_bad_sample", "fail"), ds.index["report"])
-    log.info("%s (prepared)\n%s", root, summary_text(ds.index["report"]))
+    stored_report(root, getattr(validation, "on_bad_sample", "fail"), ds.index)
     return _Subset(ds, limit) if limit else ds
+
+
+def stored_report(root, on_bad_sample="fail", index=None):
+    """The validation report a prepared dir stored at prepare time (its counts as a dict), logged and with
+    --on_bad_sample applied: the same listing and counts as validating its sources (`higgs-ds validate`)."""
+    index = index or PreparedDataset(root).index
+    report = ValidationReport(problems=[Problem(**p) for p in index["problems"]])
+    report.num_read = index["report"]["samples_read"]
+    finish_report(report, on_bad_sample, index["report"])
+    log.info("%s (prepared)\n%s", root, summary_text(index["report"]))
+    return index["report"]

@@ -122,6 +122,13 @@ def test_bad_samples_are_reported_as_validation_does(small_data, tiny_assets, ti
     with pytest.raises(DataError) as at_train:  # training with --on_bad_sample fail refuses it, with the listing
         load_dataset(str(tmp_path / "p"), tiny_bundle[1], None, validation=ValidationConfig(on_bad_sample="fail"))
     assert str(at_train.value) == str(expected.value)
+    # the validate doors on a prepared dir show its stored report: `higgs-ds validate`, train --validate_data_only
+    for cmd in ([PYTHON, "-m", "higgs_ds.cli", "validate", "--data"], [PYTHON, "higgs_ds/train.py",
+                                                                       "--validate_data_only", "--train_data"]):
+        failed = run_cmd(cmd + [str(tmp_path / "p")], check=False)
+        assert failed.returncode == 65 and f"{path}:6 (sample line6)" in failed.stdout, failed.stdout
+        ok = run_cmd(cmd + [str(tmp_path / "p"), "--on_bad_sample", "skip"])
+        assert "8 ok, 2 bad" in ok.stdout and "(prepared)" in ok.stdout
 
 
 def test_per_rank_prepare_equals_one_process(small_data, tiny_assets, prepared, tmp_path, monkeypatch):
