@@ -34,7 +34,8 @@ def build_parser():
                    "default: embedded tiny model")
     g.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth) or Hub id ORG/NAME[@REV]; "
                    "default: the official tokenizer repo with the official model repo, else the embedded tiny one")
-    g.add_argument("--tokenizer_path", help="text tokenizer dir; default: --model_path")
+    g.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (its tokenizer files only); default: "
+                                            "--model_path")
     g.add_argument("--whisper_processor_path", metavar="DIR",
                    help="local WhisperProcessor dir (save_pretrained), required when the model config has "
                         "encode_whisper_embed (Whisper audio tower; the release has it off); never fetched from the hub")

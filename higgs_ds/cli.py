@@ -26,7 +26,8 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check every sample and print a report (docs/DATA.md)")
     v.add_argument("--data", nargs="+", required=True, help="ChatML JSONL / JSON list files")
-    v.add_argument("--tokenizer_path", help="text tokenizer dir (for token lengths); default: the embedded tiny one")
+    v.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (org/name[@revision]; for token "
+                                            "lengths); default: the embedded tiny one")
     v.add_argument("--report", help="also write the reports as JSON here")
     v.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     from .data.validate import ValidationConfig
@@ -34,7 +35,8 @@ def _parser():
     add_flags(v, ValidationConfig)
     pr = sub.add_parser("prepare", help="fill the audio-code cache, or convert a manifest to ChatML")
     pr.add_argument("--data", nargs="+", help="ChatML files whose audio to encode into the code cache")
-    pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth); default: tiny one")
+    pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth) or Hub repo id; "
+                                                  "default: the tiny one")
     pr.add_argument("--code_cache_dir", help="default: $HIGGS_DS_CACHE/codes/<audio tokenizer id>/")
     pr.add_argument("--manifest", help="TSV/CSV/JSONL with ref_audio, ref_text, target_audio, target_text, speaker")
     pr.add_argument("--output", help="ChatML JSONL written from --manifest; with --data: the prepared dataset dir")
@@ -44,7 +46,8 @@ def _parser():
                                                         "corpora (LibriTTS tree, parquet, WebDataset tar)")
     pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     # issue 14: prepared dataset (--data SOURCE... --output DIR), higgs_ds/data/prepare.py
-    pr.add_argument("--tokenizer_path", help="text tokenizer dir of the prepared dataset; default: the tiny one")
+    pr.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (its tokenizer files only) of the "
+                                            "prepared dataset; default: the tiny one")
     pr.add_argument("--num_workers", type=int, default=1, help="prepare processes on this machine (per rank)")
     pr.add_argument("--shard_size", type=int, default=256, help="samples per shard (the unit of resumption)")
     add_flags(pr, ValidationConfig)
@@ -80,8 +83,9 @@ def validate(args):
     from .data.prepared import is_prepared
     from .data.validate import ValidationConfig, summary_text, validate_files
     from .models.loading import load_text_tokenizer
+    from .models.sources import tokenizer_dir as resolve_tokenizer
 
-    tokenizer_dir = args.tokenizer_path or _tiny().model_path
+    tokenizer_dir = resolve_tokenizer(args.tokenizer_path) or _tiny().model_path
     if not os.path.isdir(tokenizer_dir):
         raise InputNotFound(f"--tokenizer_path: directory not found: {tokenizer_dir}")
     config, stats = from_args(ValidationConfig, args), {}

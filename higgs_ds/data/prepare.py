@@ -191,7 +191,10 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
 def prepare_from_args(args, tiny_assets):
     """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs."""
 
-    tokenizer_path, audio_path = args.tokenizer_path, args.audio_tokenizer_path
+    from ..models import sources
+
+    tokenizer_path = sources.tokenizer_dir(args.tokenizer_path)  # Hub ids, native tokenizers (converted once)
+    audio_path = sources.audio_tokenizer_dir(args.audio_tokenizer_path)
     if not (tokenizer_path and audio_path):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path

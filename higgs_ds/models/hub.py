@@ -21,11 +21,12 @@ SEMANTIC_TEACHERS = {"hubert_base_general": "bosonai/hubert_base", "hubert_base"
 # what to fetch: both formats (boson and transformers-native), never optimizer states or audio samples
 PATTERNS = {"model": ["*.json", "*.safetensors", "tokenizer.model"],
             "audio_tokenizer": ["*.json", "*.pth", "*.safetensors"],
-            "semantic_teacher": ["*.json", "*.safetensors", "*.bin", "*.py"]}
+            "semantic_teacher": ["*.json", "*.safetensors", "*.bin", "*.py"],
+            "tokenizer": ["tokenizer*.json", "special_tokens_map.json", "tokenizer.model"]}
 # one of each group must be in a snapshot (either format); checked after download, before anything loads
 REQUIRED = {"model": [("config.json",), ("model.safetensors", "model.safetensors.index.json")],
             "audio_tokenizer": [("config.json",), ("model.pth", "model.safetensors")],
-            "semantic_teacher": [("config.json",)]}
+            "semantic_teacher": [("config.json",)], "tokenizer": [("tokenizer.json", "tokenizer.model")]}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
 _SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
 _TRUE = {"1", "true", "yes", "on"}

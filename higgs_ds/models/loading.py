@@ -40,7 +40,7 @@ class ModelPaths:
         if audio_tokenizer_path is None:
             raise ConfigError("--model_path was given without --audio_tokenizer_path: a real model needs its "
                                  "audio tokenizer dir (config.json + model.pth)")
-        paths = cls(model_path, audio_tokenizer_path, tokenizer_path or model_path)
+        paths = cls(model_path, audio_tokenizer_path, sources.tokenizer_dir(tokenizer_path) or model_path)
         paths.check()
         return paths
 

@@ -18,6 +18,13 @@ def audio_tokenizer_dir(spec, flag="--audio_tokenizer_path"):
     return ensure_boson_audio_tokenizer(hub.resolve(spec, "audio_tokenizer", flag))
 
 
+def tokenizer_dir(spec, flag="--tokenizer_path"):
+    """A text tokenizer dir, or a repo id whose tokenizer files alone are fetched (no weights)."""
+    if spec is None:
+        return None
+    return hub.resolve(spec, "tokenizer", flag)
+
+
 def default_audio_tokenizer(model_spec):
     """The official tokenizer repo for the official model repo (so `--model_path <hub id>` alone works)."""
     ref = hub.parse_ref(model_spec) if model_spec else None

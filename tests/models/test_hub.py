@@ -108,3 +108,24 @@ def test_cli_error_is_one_message(hub_cache):
     assert "Traceback" not in proc.stderr
     assert f"{hub.MODEL_REPO}@{OTHER}: not in the local cache (offline)" in proc.stderr
     assert f"hf download {hub.MODEL_REPO} --revision {OTHER}" in proc.stderr
+
+
+def test_prepare_takes_hub_ids(hub_cache, small_data, tiny_assets, tmp_path):
+    """`higgs-ds prepare --tokenizer_path <model repo> --audio_tokenizer_path <tokenizer repo>` works offline from
+    the cache (the text tokenizer's files alone from the model repo, at its pin) and prepares with those tokenizers."""
+    import json
+
+    from higgs_ds.data.code_cache import tokenizer_id
+    from higgs_ds.data.prepare import text_tokenizer_id
+    from higgs_ds.models import sources
+    from tests.helpers import PYTHON, run_cmd
+
+    assert sources.tokenizer_dir(hub.MODEL_REPO) == snapshot(hub_cache, hub.MODEL_REPO, hub.PINNED[hub.MODEL_REPO])
+    out = str(tmp_path / "prepared")
+    run_cmd([PYTHON, "-m", "higgs_ds.cli", "prepare", "--data", small_data[0], "--output", out,
+             "--tokenizer_path", hub.MODEL_REPO, "--audio_tokenizer_path", hub.TOKENIZER_REPO])
+    with open(os.path.join(out, "index.json")) as f:
+        index = json.load(f)
+    assert index["plan"]["audio_tokenizer_id"] == tokenizer_id(tiny_assets.audio_tokenizer_path)
+    assert index["plan"]["text_tokenizer_id"] == text_tokenizer_id(tiny_assets.model_path)
+    assert index["num_samples"] == 8
