@@ -16,6 +16,7 @@ if __name__ == "__main__":  # run as a script: do not let higgs_ds/ itself shado
     sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -266,6 +267,7 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     from higgs_ds.evaluation.in_training import setup_quality
     from higgs_ds.evaluation.validation import build_preview
     from higgs_ds.loss import LossConfig, compute_loss
+    from higgs_ds.models.finetune import artefact_dir, save_to
 
     loss_cfg = from_args(LossConfig, args)
 
@@ -280,7 +282,9 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     summary = run_summary(args, paths, data_cfg, world, loader.dataset, val_set)
     meter = build_meter(args, engine, total_steps, state.step, rank, world, summary["args"])
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
-    gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world)
+    save_best = functools.partial(save_to, engine, args.finetune, tokenizer_dir=paths.tokenizer_path, rank=rank)
+    gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world,
+                                   save_best, os.path.basename(artefact_dir("", args.finetune)))
     return Components(
         gen_eval=gen_eval, best=best, loss_cfg=loss_cfg, engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),

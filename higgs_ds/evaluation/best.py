@@ -1,5 +1,6 @@
-"""`--keep_best sim|wer|dnsmos|loss`: keep the adapter of the best evaluation so far in `<output_dir>/best/`
-(beside the latest checkpoints), with `best.json` naming the metric, its value and the step."""
+"""`--keep_best sim|wer|dnsmos|loss`: keep the artefact of the best evaluation so far in `<output_dir>/best/`
+(`adapter/`, or `model/` with --finetune full; beside the latest checkpoints), with `best.json` naming the metric,
+its value and the step."""
 import json
 import os
 import shutil
@@ -9,10 +10,13 @@ METRIC_KEYS = {"sim": ("sim", True), "dnsmos": ("dnsmos_ovrl", True), "wer": ("w
 
 
 class BestKeeper:
-    def __init__(self, metric, output_dir, save_fn, rank=0):
-        """`save_fn(dir)` writes the adapter (e.g. `peft_model.save_pretrained`); only rank 0 writes."""
+    def __init__(self, metric, output_dir, save_fn, rank=0, artefact="adapter"):
+        """`save_fn(dir)` writes the artefact into `best/<artefact>/`; it is called on every rank (under ZeRO-3 it
+        gathers the partitions: `models/finetune.save_to`), and every rank must observe the same metrics (they are
+        all-reduced / gathered). Rank 0 owns the directory."""
         self.key, self.higher = METRIC_KEYS[metric]
         self.metric, self.dir, self.save_fn, self.rank = metric, os.path.join(output_dir, "best"), save_fn, rank
+        self.artefact = artefact
         self.best = self._load()
 
     def _load(self):
@@ -35,10 +39,11 @@ class BestKeeper:
         if value is None or not self.better(value):
             return False
         self.best = {"metric": self.metric, "key": self.key, "value": float(value), "step": int(step)}
+        tmp = self.dir + ".tmp"
         if self.rank == 0:
-            tmp = self.dir + ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            self.save_fn(os.path.join(tmp, "adapter"))
+        self.save_fn(os.path.join(tmp, self.artefact))  # every rank (a collective under ZeRO-3)
+        if self.rank == 0:
             write_atomic(os.path.join(tmp, "best.json"), json.dumps(self.best, indent=1))
             fsync_tree(tmp)
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -52,7 +52,12 @@ def _consolidated_state_dict(engine):
 
 def save_final(engine, mode, output_dir, tokenizer_dir, rank):
     """Write the run's artefact (`artefact_dir`); call on every rank. Returns its path."""
-    path = artefact_dir(output_dir, mode)
+    return save_to(engine, mode, artefact_dir(output_dir, mode), tokenizer_dir, rank)
+
+
+def save_to(engine, mode, path, tokenizer_dir, rank):
+    """Write the adapter (lora, audio) or full model dir (full) at `path`; call on every rank (ZeRO-3 partitions
+    are gathered to rank 0, which writes). Returns `path`."""
     state = _consolidated_state_dict(engine)
     if rank == 0:
         os.makedirs(path, exist_ok=True)

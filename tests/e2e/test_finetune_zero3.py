@@ -16,24 +16,25 @@ pytestmark = pytest.mark.slow
 PORTS = {"z2_audio": 29701, "z3_audio": 29703, "z3_full": 29705}
 
 
-def _train(name, small_data, code_cache, out, finetune, ds_config):
+def _train(name, small_data, code_cache, out, finetune, ds_config, extra=()):
     run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", str(PORTS[name]), "higgs_ds/train.py",
              "--deepspeed", ds_config, "--train_data", small_data[0], "--val_data", small_data[0],
              "--code_cache_dir", code_cache, "--batch_size", "2", "--num_epochs", "10", "--max_steps", "6",
-             "--learning_rate", "3e-3", "--finetune", finetune, "--output_dir", out, "--no_progress", "--seed", "1"],
-            env={"DS_ACCELERATOR": "cpu"}, timeout=600)
+             "--learning_rate", "3e-3", "--finetune", finetune, "--output_dir", out, "--no_progress", "--seed", "1",
+             *extra], env={"DS_ACCELERATOR": "cpu"}, timeout=600)
     with open(os.path.join(out, "metrics.json")) as f:
         return json.load(f)
 
 
 @pytest.fixture(scope="module")
 def runs(small_data, small_code_cache, tmp_path_factory):
-    spec = {"z2_audio": ("audio", "ds_configs/cpu_zero2.json"), "z3_audio": ("audio", "ds_configs/cpu_zero3.json"),
-            "z3_full": ("full", "ds_configs/cpu_zero3.json")}
+    best = ["--keep_best", "loss", "--eval_every", "3"]  # ZeRO-3's --keep_best gathers the partitions
+    spec = {"z2_audio": ("audio", "ds_configs/cpu_zero2.json", ()),
+            "z3_audio": ("audio", "ds_configs/cpu_zero3.json", ()), "z3_full": ("full", "ds_configs/cpu_zero3.json", best)}
     out = {}
-    for name, (finetune, ds_config) in spec.items():
+    for name, (finetune, ds_config, extra) in spec.items():
         d = str(tmp_path_factory.mktemp(name))
-        out[name] = (d, _train(name, small_data, small_code_cache, d, finetune, ds_config))
+        out[name] = (d, _train(name, small_data, small_code_cache, d, finetune, ds_config, extra))
     return out
 
 
@@ -87,3 +88,7 @@ def test_full_finetune_under_zero3_writes_a_model_dir_that_reproduces_the_run(ru
     assert reloaded == pytest.approx(metrics["val"]["loss/total"], rel=1e-4)
     base = load_model(metrics["model_path"])
     assert (model.embed_tokens.weight - base.embed_tokens.weight).abs().max() > 1e-4  # every weight trained
+    with open(os.path.join(out, "best", "best.json")) as f:  # --keep_best loss: a whole model, not rank 0's shards
+        best = json.load(f)
+    kept = token_weighted_loss(load_model(os.path.join(out, "best", "model")).eval(), val)
+    assert best["step"] in (3, 6) and kept == pytest.approx(best["value"], rel=1e-4)
