@@ -8,8 +8,10 @@ import logging
 import os
 import time
 
+from .chatml import DataError
 from .prepared import INDEX, is_prepared
 
+FAILED = "FAILED"  # rank 0's error, for the ranks waiting on the index
 log = logging.getLogger(__name__)
 
 
@@ -50,10 +52,29 @@ def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_
         return copy
     source_config = SourceConfig(content_hash=content_hash)
     out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, source_config=source_config)
+    failed = os.path.join(out, FAILED)
     if rank == 0:
         log.info("%s: preparing it once into %s (--auto_prepare)", path, out)
-        prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
-                        show_progress=True, source_config=source_config, rank_env=False)
+        _remove(failed)
+        try:
+            prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
+                            show_progress=True, source_config=source_config, rank_env=False)
+        except BaseException as e:  # the waiting ranks (other nodes too) stop instead of polling forever
+            from ..durable import write_atomic
+
+            os.makedirs(out, exist_ok=True)
+            write_atomic(failed, f"{type(e).__name__}: {e}", f".tmp{os.getpid()}")
+            raise
     while not os.path.isfile(os.path.join(out, INDEX)):
+        if os.path.isfile(failed):
+            with open(failed) as f:
+                raise DataError(f"{path}: rank 0 failed to prepare it into {out}:\n{f.read()}", "prepare_failed")
         time.sleep(poll_s)
     return out
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -249,3 +249,38 @@ def test_auto_prepare_prepares_once_and_rekeys_on_change(tiny_assets, tmp_path, 
         f.write("\n")
     with pytest.raises(BaseException, match="prepared again"):
         auto_prepare(train, *paths, args, rank=0)
+
+
+def test_auto_prepare_failure_stops_the_waiting_ranks(tiny_assets, tmp_path, monkeypatch):
+    """Rank 0's prepare fails (bad data): a waiting rank raises with its message instead of polling forever; a
+    later, fixed start prepares normally."""
+    import threading
+
+    from higgs_ds.data.auto_prepare import auto_prepare
+    from higgs_ds.data.synthetic import create_sample_data
+    from higgs_ds.data.validate import ValidationConfig
+
+    monkeypatch.setenv("HIGGS_DS_CACHE", str(tmp_path / "cache"))
+    train, _ = create_sample_data(str(tmp_path / "d"), num_samples=3, seed=1, min_seconds=0.2, max_seconds=0.3)
+    good = open(train).read()
+    with open(train, "a") as f:
+        f.write("{not json\n")
+    args, paths, waiter = ValidationConfig(on_bad_sample="fail"), (tiny_assets.model_path,
+                                                                   tiny_assets.audio_tokenizer_path), {}
+
+    def wait():
+        try:
+            auto_prepare(train, *paths, args, rank=1, poll_s=0.05)
+        except DataError as e:
+            waiter["error"] = str(e)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    with pytest.raises(DataError, match=r"train.jsonl:3"):
+        auto_prepare(train, *paths, args, rank=0)
+    t.join(30)
+    assert not t.is_alive() and "rank 0 failed to prepare it" in waiter["error"] and "train.jsonl:3" in waiter["error"]
+    with open(train, "w") as f:
+        f.write(good)
+    assert len(PreparedDataset(auto_prepare(train, *paths, args, rank=0))) == 2
+
