@@ -201,7 +201,10 @@ def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, sma
     run_cmd(train + ["--train_data", prepared, "--output_dir", resumed, "--resume",
                      os.path.join(prep, "checkpoints", "step2")])
     got, expected = _losses(resumed), _losses(prep)
-    assert {s: got[s] for s in range(3, 7)} == {s: expected[s] for s in range(3, 7)}
+    # equal to float rounding: once, under load, a resumed process differed in the 8th digit (a wrong data order
+    # or a lost optimizer state moves the losses by 1e-2 and more; tests/e2e/test_resume.py checks bit equality)
+    for s in range(3, 7):
+        assert got[s] == pytest.approx(expected[s], rel=1e-6, abs=1e-6), s
 
 
 @pytest.mark.slow
