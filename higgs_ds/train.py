@@ -267,7 +267,7 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     from higgs_ds.evaluation.in_training import setup_quality
     from higgs_ds.evaluation.validation import build_preview
     from higgs_ds.loss import LossConfig, compute_loss
-    from higgs_ds.models.finetune import artefact_dir, save_to
+    from higgs_ds.models.finetune import artefact_name, save_to
 
     loss_cfg = from_args(LossConfig, args)
 
@@ -284,7 +284,7 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
     save_best = functools.partial(save_to, engine, args.finetune, tokenizer_dir=paths.tokenizer_path, rank=rank)
     gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world,
-                                   save_best, os.path.basename(artefact_dir("", args.finetune)))
+                                   save_best, artefact_name(args.finetune))
     return Components(
         gen_eval=gen_eval, best=best, loss_cfg=loss_cfg, engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),
@@ -305,10 +305,9 @@ def run_summary(args, paths, data_cfg, world, train_set, val_set):
         index = getattr(ds, "index", None)  # a prepared dir: the user's files, the stored report
         facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"]) if index else path
         if index:
-            facts[f"{split}_prepared"] = path
-        report = index["report"] if index else getattr(getattr(ds, "report", None), "to_dict", lambda: None)()
-        if report is not None:
-            facts["data"][split] = report
+            facts[f"{split}_prepared"], facts["data"][split] = path, index["report"]
+        elif getattr(ds, "report", None) is not None:
+            facts["data"][split] = ds.report.to_dict()
     return facts
 
 

@@ -25,19 +25,24 @@ def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size
     return os.path.join(cache_root(), "prepared", plan["plan_id"])
 
 
+def _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash):
+    """(the cache dir of ChatML file `path`'s prepared copy, its `SourceConfig`); logs when the copy is there."""
+    from .sources.config import SourceConfig
+
+    source_config = SourceConfig(content_hash=content_hash)
+    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, source_config=source_config)
+    if is_prepared(out):
+        log.info("%s: using its prepared copy %s", path, out)
+    return out, source_config
+
+
 def prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash=False):
     """The cache's prepared copy of ChatML file `path` when there is one, else `path` (no decode; a content hash
     only with `content_hash`, --content_hash)."""
-    from .sources.config import SourceConfig
-
     if path is None or is_prepared(path):
         return path
-    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits,
-                        source_config=SourceConfig(content_hash=content_hash))
-    if is_prepared(out):
-        log.info("%s: using its prepared copy %s", path, out)
-        return out
-    return path
+    out, _ = _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash)
+    return out if is_prepared(out) else path
 
 
 def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0, content_hash=False):
@@ -45,13 +50,12 @@ def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_
     a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies); `content_hash`:
     key the cache by the file's sha256 too (--content_hash)."""
     from .prepare import prepare_dataset
-    from .sources.config import SourceConfig
 
-    copy = prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash)
-    if copy is None or is_prepared(copy):
-        return copy
-    source_config = SourceConfig(content_hash=content_hash)
-    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, source_config=source_config)
+    if path is None or is_prepared(path):
+        return path
+    out, source_config = _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash)
+    if is_prepared(out):
+        return out
     failed = os.path.join(out, FAILED)
     if rank == 0:
         log.info("%s: preparing it once into %s (--auto_prepare)", path, out)

@@ -96,13 +96,12 @@ class GenerationEval:
         return metrics
 
 
-def setup_quality(args, peft_model, paths, val_set, sink, rank, world, save_fn=None, artefact="adapter"):
+def setup_quality(args, peft_model, paths, val_set, sink, rank, world, save_fn, artefact):
     """(GenerationEval or None, BestKeeper or None) from a `GenerationEvalConfig` (`args`); runs the base-model
-    baseline (step 0) first. `save_fn(dir)`: how --keep_best writes its artefact on every rank (default: rank 0's
-    `save_pretrained`, which ZeRO-3 cannot use)."""
+    baseline (step 0) first. `save_fn(dir)`: how --keep_best writes its `artefact` (`adapter`/`model`) on every
+    rank (models/finetune.save_to)."""
     from .scorer import Scorer
 
-    save_fn = save_fn or (lambda path: peft_model.save_pretrained(path) if rank == 0 else None)
     best = BestKeeper(args.keep_best, args.output_dir, save_fn, rank, artefact) if args.keep_best else None
     if args.eval_generate_every <= 0:
         return None, best

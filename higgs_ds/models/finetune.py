@@ -23,8 +23,13 @@ AUDIO_PATH_MODULES = ("audio_mlp", "audio_input_layernorm", "audio_post_attentio
                       "audio_decoder_proj.audio_lm_head", "audio_codebook_embeddings")
 
 
+def artefact_name(mode):
+    """What a run of `mode` writes: `model` (a full model dir) or `adapter`."""
+    return "model" if mode == "full" else "adapter"
+
+
 def artefact_dir(output_dir, mode):
-    return os.path.join(output_dir, "model" if mode == "full" else "adapter")
+    return os.path.join(output_dir, artefact_name(mode))
 
 
 def prepare_model(model, mode, r=16, alpha=32, dropout=0.0, preset="attn_mlp_audio", target_modules=None,
