@@ -1,9 +1,9 @@
 """The embedded audio tokenizer: size on disk and encoding speed on one CPU core, side by side with the same
-configuration at the widths boson-multimodal hard-codes (64 / 1024 / 768: the embedded tokenizer before issue 14).
+configuration at the widths boson-multimodal hard-codes (64 / 1024 / 768: the embedded tokenizer before it was narrowed).
 
 Both are the real `HiggsAudioTokenizer` at the release's geometry (24 kHz, 25 frames/s, 8 codebooks x 1024) with
 random weights; speed is the median of `--repeats` encodes of a `--seconds` speech-like clip after one warm-up
-encode, with `torch.set_num_threads(1)`. Issue 14's target: <= 20 MB and >= 20x real time.
+encode, with `torch.set_num_threads(1)`. Target: <= 20 MB and >= 20x real time.
 
     python bench/audio_tokenizer.py [--seconds 10] [--json] [--out bench/results/audio_tokenizer_cpu.json]
 """

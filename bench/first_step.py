@@ -2,7 +2,7 @@
 tiny default): seconds from launch to the first optimizer step's log line, on an empty cache (the tiny assets are
 built, the embedded set is prepared once by rank 0) and on a second start (everything reused), side by side with
 the second start reading the ChatML at every start (`--no_auto_prepare`: validation, decode, encode per rank).
-Issue 14's target: <= 30 s once the venv exists.
+Target: <= 30 s once the venv exists.
 
     python bench/first_step.py [--json] [--out bench/results/first_step_cpu.json]
 """

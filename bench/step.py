@@ -171,7 +171,7 @@ def main(argv=None):
         summary["peak_mem_ratio"] = round(n["peak_bytes"] / o["peak_bytes"], 3)
         print(f"higgs_ds vs naive: {summary['tokens_per_s_ratio']:.2f}x tokens/s, {summary['peak_mem_ratio']:.2f}x "
               "less peak memory")
-    if "fused" in by and "naive" in by:  # the loss alone, and checkpointing alone (issue 6's two comparisons)
+    if "fused" in by and "naive" in by:  # the loss alone, and checkpointing alone (the two comparisons of docs/PERF.md)
         summary["fused_vs_naive_loss"] = {"tokens_per_s_ratio": round(by["naive"]["step_s"] / by["fused"]["step_s"], 3),
                                           "peak_mem_ratio": round(by["naive"]["peak_bytes"] / by["fused"]["peak_bytes"], 3)}
     if "fused" in by and "higgs_ds" in by:

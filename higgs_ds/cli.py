@@ -45,7 +45,7 @@ def _parser():
     pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker and of the pairs of utterance "
                                                         "corpora (LibriTTS tree, parquet, WebDataset tar)")
     pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
-    # issue 14: prepared dataset (--data SOURCE... --output DIR), higgs_ds/data/prepare.py
+    # a prepared dataset (--data SOURCE... --output DIR), higgs_ds/data/prepare.py
     pr.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (its tokenizer files only) of the "
                                             "prepared dataset; default: the tiny one")
     pr.add_argument("--num_workers", type=int, default=1, help="prepare processes on this machine (per rank)")
@@ -123,14 +123,14 @@ def prepare(args, parser):
         return 0
     if not args.data:
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
-    if args.output:  # issue 14: a prepared dataset
+    if args.output:  # a prepared dataset
         from .data.prepare import prepare_from_args
 
         _check_source_flags(args, parser)
 
         return prepare_from_args(args, _tiny)
     from .data.code_cache import prepare_codes
-    from .models.sources import audio_tokenizer_dir  # issue 16: Hub ids / native dirs
+    from .models.sources import audio_tokenizer_dir  # Hub ids / native dirs
 
     stats = prepare_codes(args.data, audio_tokenizer_dir(args.audio_tokenizer_path) or _tiny().audio_tokenizer_path,
                           args.code_cache_dir)

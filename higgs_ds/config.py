@@ -10,11 +10,12 @@ import argparse
 import dataclasses
 
 
-def option(default, help, *, flag=None, flag_default=dataclasses.MISSING, minimum=None, **argparse_kw):
+def option(default, help, *, flag=None, flag_default=dataclasses.MISSING, minimum=None, above=None, **argparse_kw):
     """A config field that is a flag. flag: its name when it differs from the field's; flag_default: the flag's
-    default when it differs from the dataclass default; minimum: the smallest allowed value (checked by
-    `check_ranges`); other keywords go to `add_argument` (type, nargs, choices, metavar, action)."""
-    meta = dict(help=help, flag=flag, minimum=minimum, kw=argparse_kw,
+    default when it differs from the dataclass default; minimum: the smallest allowed value, above: a bound the
+    value must exceed (both checked by `check_ranges`); other keywords go to `add_argument` (type, nargs, choices,
+    metavar, action)."""
+    meta = dict(help=help, flag=flag, minimum=minimum, above=above, kw=argparse_kw,
                 flag_default=default if flag_default is dataclasses.MISSING else flag_default)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -51,9 +52,11 @@ def from_args(cls, args, **overrides):
 
 
 def check_ranges(parser, args, *classes):
-    """`parser.error` for a flag below its `minimum` (one clear message, exit 2)."""
+    """`parser.error` for a flag below its `minimum` or not above its `above` bound (one clear message, exit 2)."""
     for cls in classes:
         for f in _flag_fields(cls):
-            low, value = f.metadata["minimum"], getattr(args, flag_name(f), None)
+            low, above, value = f.metadata["minimum"], f.metadata["above"], getattr(args, flag_name(f), None)
             if low is not None and value is not None and value < low:
                 parser.error(f"--{flag_name(f)} must be >= {low}, got {value}")
+            if above is not None and value is not None and value <= above:
+                parser.error(f"--{flag_name(f)} must be > {above}, got {value}")

@@ -101,6 +101,7 @@ def build(args) -> Optional[Components]:
     from higgs_ds.engine.preflight import check_output_dir
     from higgs_ds.evaluation.config import EvalConfig
     from higgs_ds.logs import setup_logging
+    from higgs_ds.run_config import write_run_config
 
     setup_logging(int(os.environ.get("RANK", 0)))
     threads = share_host_threads()
@@ -118,16 +119,33 @@ def build(args) -> Optional[Components]:
     ds_kwargs = dict(micro_batch_size=args.batch_size, grad_accum_steps=args.gradient_accumulation_steps,
                      world_size=world, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                      explicit=args.explicit)
-    ds_cfg, _ = load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # a bad config fails here
+    ds_cfg, opt = load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)  # a bad config fails here
+    check_generation_under_zero3(ds_cfg, ds_path, args)
     resume_dir = find_resume_dir(ckpt_cfg.resume, ckpt_cfg.output_dir)  # and on a bad --resume PATH
     torch.manual_seed(args.seed)
     check_output_dir(args.output_dir)  # writable, before anything loads
+    if rank == 0:  # what this run uses, every key: `--config` on it replays the run
+        write_run_config(args, deepspeed=ds_path, learning_rate=opt["lr"], weight_decay=opt["weight_decay"],
+                         batch_size=ds_cfg["train_micro_batch_size_per_gpu"],
+                         gradient_accumulation_steps=ds_cfg["gradient_accumulation_steps"])
     model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank, model_dtype(ds_cfg))
     loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
     engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
     eval_cfg = from_args(EvalConfig, args)
     return build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg, resume_dir, total_steps,
                       rank, world, paths, data_cfg)
+
+
+def check_generation_under_zero3(ds_cfg, ds_path, args):
+    """Generation during training (previews, generation eval) is refused under ZeRO-3: its ranks generate different
+    lengths, so their forwards (each one all-gathering the weights) would not pair up and the run would hang."""
+    from higgs_ds.errors import ConfigError
+
+    asked = [f"--{k} {getattr(args, k)}" for k in ("sample_every", "eval_generate_every") if getattr(args, k) > 0]
+    if asked and ds_cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+        raise ConfigError(f"{', '.join(asked)}: generation during training is not supported under ZeRO-3 ({ds_path}: "
+                          "zero_optimization.stage 3): use a ZeRO-2 config, or score saved adapters afterwards with "
+                          "`higgs-ds evaluate --generate`")
 
 
 def resolve_inputs(args):
@@ -281,6 +299,7 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     model = engine.module
     summary = run_summary(args, paths, data_cfg, world, loader.dataset, val_set)
     meter = build_meter(args, engine, total_steps, state.step, rank, world, summary["args"])
+    summary["flops_per_token"] = meter.fpt
     stop_at = min(total_steps, state.step + args.stop_after_steps) if args.stop_after_steps > 0 else total_steps
     save_best = functools.partial(save_to, engine, args.finetune, tokenizer_dir=paths.tokenizer_path, rank=rank)
     gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world,

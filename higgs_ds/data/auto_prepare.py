@@ -1,17 +1,18 @@
 """`--auto_prepare`: training on a ChatML file prepares it once into `$HIGGS_DS_CACHE/prepared/<plan id>/` and
 later starts reuse it (on by default; --no_auto_prepare). The key is the plan of prepare.py: the file's path, size
 and mtime (and its sha256 with --content_hash), the tokenizer identities, the validation limits and the shard size.
-Rank 0 prepares; the other ranks wait for its index (polling: a long prepare must not hit the collective timeout).
-Several nodes need $HIGGS_DS_CACHE on a shared filesystem, or the data prepared first (`higgs-ds prepare`).
+The ranks of the first node (RANK < LOCAL_WORLD_SIZE, as torchrun and deepspeed number them) share the shards, each
+encoding on its own device; rank 0 writes the index and every other rank waits for it (polling: a long prepare
+must not hit the collective timeout). The tokenizers leave each rank's memory before training. Several nodes need
+$HIGGS_DS_CACHE on a shared filesystem, or the data prepared first (`higgs-ds prepare`).
 """
 import logging
 import os
 import time
 
 from .chatml import DataError
-from .prepared import INDEX, is_prepared
+from .prepared import FAILED, INDEX, is_prepared
 
-FAILED = "FAILED"  # rank 0's error, for the ranks waiting on the index
 log = logging.getLogger(__name__)
 
 
@@ -25,12 +26,12 @@ def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size
     return os.path.join(cache_root(), "prepared", plan["plan_id"])
 
 
-def _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash):
+def _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash, shard_size=256):
     """(the cache dir of ChatML file `path`'s prepared copy, its `SourceConfig`); logs when the copy is there."""
     from .sources.config import SourceConfig
 
     source_config = SourceConfig(content_hash=content_hash)
-    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, source_config=source_config)
+    out = cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size, source_config)
     if is_prepared(out):
         log.info("%s: using its prepared copy %s", path, out)
     return out, source_config
@@ -45,34 +46,43 @@ def prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_ha
     return out if is_prepared(out) else path
 
 
-def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0, content_hash=False):
-    """The prepared dir for ChatML file `path` (prepared by rank 0 when missing); `path` itself when it is already
-    a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies); `content_hash`:
-    key the cache by the file's sha256 too (--content_hash)."""
+def node_share(rank):
+    """(rank, ranks) of this process among the first node's ranks, which share a prepare; None on other nodes."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return (rank, local_world) if rank < local_world else None
+
+
+def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0, content_hash=False,
+                 shard_size=256):
+    """The prepared dir for ChatML file `path` (prepared by the first node's ranks when missing); `path` itself when
+    it is already a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies);
+    `content_hash`: key the cache by the file's sha256 too (--content_hash)."""
     from .prepare import prepare_dataset
 
     if path is None or is_prepared(path):
         return path
-    out, source_config = _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash)
+    out, source_config = _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash, shard_size)
     if is_prepared(out):
         return out
-    failed = os.path.join(out, FAILED)
+    failed, share = os.path.join(out, FAILED), node_share(rank)
     if rank == 0:
-        log.info("%s: preparing it once into %s (--auto_prepare)", path, out)
         _remove(failed)
+    if share is not None:
+        log.info("%s: preparing it once into %s, shards shared by %d rank(s) (--auto_prepare)", path, out, share[1])
         try:
             prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
-                            show_progress=True, source_config=source_config, rank_env=False)
+                            shard_size=shard_size, show_progress=rank == 0, source_config=source_config, share=share)
         except BaseException as e:  # the waiting ranks (other nodes too) stop instead of polling forever
             from ..durable import write_atomic
 
             os.makedirs(out, exist_ok=True)
-            write_atomic(failed, f"{type(e).__name__}: {e}", f".tmp{os.getpid()}")
+            write_atomic(failed, f"rank {rank} failed to prepare it into {out}:\n{type(e).__name__}: {e}",
+                         f".tmp{os.getpid()}")
             raise
     while not os.path.isfile(os.path.join(out, INDEX)):
         if os.path.isfile(failed):
             with open(failed) as f:
-                raise DataError(f"{path}: rank 0 failed to prepare it into {out}:\n{f.read()}", "prepare_failed")
+                raise DataError(f"{path}: {f.read()}", "prepare_failed")
         time.sleep(poll_s)
     return out
 

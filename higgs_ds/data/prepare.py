@@ -17,7 +17,7 @@ import time
 
 from .audio import AudioInfo
 from .chatml import DataError
-from .prepared import FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
+from .prepared import FAILED, FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
 from .sources import open_sources, sources_id
 from .validate import Problem, ValidationConfig, ValidationReport, finish_report
 
@@ -88,8 +88,11 @@ def _run_shards(root, jobs, worker_args, num_workers, rank, show_progress):
 
     if num_workers <= 1:
         prepare_shard.init_worker(*worker_args)
-        for k, items in jobs.items():
-            done(prepare_shard.process_shard(root, k, items, rank))
+        try:
+            for k, items in jobs.items():
+                done(prepare_shard.process_shard(root, k, items, rank))
+        finally:  # a training run's process goes on to train: the tokenizers leave its memory (and GPU)
+            prepare_shard.release()
     else:
         import concurrent.futures as cf
         import multiprocessing
@@ -125,9 +128,13 @@ def merge_report(root, num_shards, items):
 
 
 def wait_for_shards(root, num_shards, poll_s=2.0):
-    """Rank 0: wait until every rank has finished its shards (their .json files exist)."""
+    """Rank 0: wait until every rank has finished its shards (their .json files exist); a rank that failed left
+    FAILED with its error."""
     last = 0.0
     while missing := [k for k in range(num_shards) if not _done(root, k)]:
+        if os.path.isfile(os.path.join(root, FAILED)):
+            with open(os.path.join(root, FAILED)) as f:
+                raise DataError(f"{root}: another rank failed to prepare its shards:\n{f.read()}", "prepare_failed")
         if time.time() - last > 60:
             log.info("waiting for %d shard(s) of other ranks (first: %s)", len(missing), shard_name(missing[0]))
             last = time.time()
@@ -150,14 +157,15 @@ def dist_env():
 
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
-                    num_workers=1, shard_size=256, show_progress=True, source_config=None, rank_env=True):
+                    num_workers=1, shard_size=256, show_progress=True, source_config=None, share=None):
     """Prepare `data` (paths of sources, read with `source_config`: a `SourceConfig`) into `output`; returns a stats
-    dict (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here."""
+    dict (rank 0: with the index). `share=(rank, world)`: this process's share of the shards when it is not the
+    launcher's RANK / WORLD_SIZE (a training run's ranks, auto_prepare.py); the process keeps its torch threads."""
     import torch
 
     limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
-    if not rank_env:  # one process of a training run prepares everything (auto_prepare.py)
-        rank, world = 0, 1
+    if share is not None:
+        rank, world = share
     t0 = time.time()
     sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.iter_items()]
@@ -172,7 +180,7 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     if todo and not os.path.isfile(index_path):
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         # a training run's process keeps the threads its rank was given (engine/distributed.share_host_threads)
-        threads = max(1, (os.cpu_count() or 1) // max(1, num_workers)) if device == "cpu" and rank_env else None
+        threads = max(1, (os.cpu_count() or 1) // max(1, num_workers)) if device == "cpu" and share is None else None
         stats["audio_hours_encoded"] = _run_shards(
             output, todo, (tokenizer_path, audio_tokenizer_path, limits, threads, device), num_workers, rank,
             show_progress)

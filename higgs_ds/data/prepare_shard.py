@@ -30,6 +30,15 @@ def init_worker(tokenizer_path, audio_tokenizer_path, limits, threads=None, devi
                   audio_tokenizer=load_audio_tokenizer(audio_tokenizer_path, device=device or "cpu"))
 
 
+def release():
+    """Drop what `init_worker` loaded (the audio tokenizer may sit on a GPU) and the per-process caches."""
+    import torch
+
+    _STATE.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def sample_json(src):
     """The ChatML JSON of a parsed sample (audio paths absolute), as `chatml.parse_sample` reads it back."""
     from boson_multimodal.data_types import AudioContent
@@ -101,7 +110,7 @@ def process_shard(root, k, items, rank=0):
     write_shard_rows(os.path.join(root, shard_name(k) + ".arrow"), rows, suffix)
     fault("kill_mid_prepare", k, rank)  # the .arrow is written, its .json is not: the shard is redone on rerun
     audio = {u: dataclasses.astuple(validator._audio[u]) for u in _urls_in_order(items) if u in report.audio_files}
-    meta = {"shard": k, "rows": len(rows), "num_read": report.num_read,
+    meta = {"shard": k, "rank": rank, "rows": len(rows), "num_read": report.num_read,
             "problems": [dataclasses.asdict(p) for p in report.problems], "audio": audio,
             "speakers": sorted(report.speakers), "token_lengths": report.token_lengths,
             "num_codebooks": next((int(c.shape[0]) for c in codes_by_url.values()), None),

@@ -23,6 +23,7 @@ from .chatml import DataError
 
 FORMAT_VERSION = 1
 INDEX, PLAN, SHARDS = "index.json", "plan.json", "shards"
+FAILED = "FAILED"  # a preparing rank's error, for the ranks waiting on the index or its shards
 
 
 def schema():

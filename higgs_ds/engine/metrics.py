@@ -43,9 +43,15 @@ class MetricsConfig:
 
 def flops_per_token(model, recompute_fraction=0.0):
     """Training FLOPs per token (formula in the module docstring)."""
-    n = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n = sum(full_numel(p) for p in model.parameters())
+    n_trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad)
     return flops_from_counts(n, n_trainable, recompute_fraction)
+
+
+def full_numel(p):
+    """Elements of a parameter as the model defines it: ZeRO-3 leaves each rank an empty placeholder (`numel()` 0)
+    and keeps the true count in `ds_numel`."""
+    return getattr(p, "ds_numel", p.numel())
 
 
 def flops_from_counts(n, n_trainable, recompute_fraction=0.0):

@@ -4,8 +4,14 @@ Token-weighted over the whole set: every labelled token counts once, whatever ba
 per-batch means would weight a short batch's tokens more). Each rank evaluates every world-th sample (no
 padding duplicates, unlike `DistributedSampler`) and the sums are all-reduced, so the result is independent of
 the world size and the batch size up to float rounding.
+
+Every rank runs the same number of forwards whatever the split: a rank with fewer batches than rank 0 runs
+uncounted filler batches (sample 0) until it has as many. Under ZeRO-3 each forward all-gathers the weights
+with every rank, so a rank that went on to the final all-reduce early would leave the others waiting in a
+gather until the distributed timeout.
 """
 import dataclasses
+import math
 
 import torch
 
@@ -20,6 +26,21 @@ def eval_loader(dataset, config, batch_size, rank=0, world=1):
 
     collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None))
     return DataLoader(Subset(dataset, range(rank, len(dataset), world)), batch_size=batch_size, collate_fn=collate)
+
+
+def eval_batches(dataset, config, batch_size, rank=0, world=1):
+    """(batch, counted) pairs: this rank's batches, then uncounted fillers up to rank 0's batch count (the most any
+    rank has), so every rank runs the same number of forwards."""
+    from ..data.collate import TrainingCollator
+
+    most = math.ceil(math.ceil(len(dataset) / world) / batch_size)
+    mine = 0
+    for batch in eval_loader(dataset, config, batch_size, rank, world):
+        mine += 1
+        yield batch, True
+    filler = TrainingCollator(config, getattr(dataset, "whisper_processor", None))([dataset[0]]) if mine < most else None
+    for _ in range(most - mine):
+        yield filler, False
 
 
 def _accumulate(sums, m, k):
@@ -50,9 +71,11 @@ def teacher_forced_eval(model, dataset, batch_size, loss_cfg=None, rank=0, world
     model.eval()
     sums = torch.zeros(4 + 2 * k + 1, dtype=torch.float64)
     try:
-        for batch in eval_loader(dataset, config, batch_size, rank, world):
-            _accumulate(sums, compute_loss(model, to_device(batch, device), cfg).metrics, k)
-            sums[-1] += batch["input_ids"].shape[0]
+        for batch, counted in eval_batches(dataset, config, batch_size, rank, world):
+            metrics = compute_loss(model, to_device(batch, device), cfg).metrics
+            if counted:
+                _accumulate(sums, metrics, k)
+                sums[-1] += batch["input_ids"].shape[0]
     finally:
         model.train(was_training)
     s = all_reduce_sum(sums).tolist()

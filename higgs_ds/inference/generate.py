@@ -41,7 +41,7 @@ def serve_engine(model_path, audio_tokenizer_path, tokenizer_path=None, device=N
 
 def load_engine(model_path, audio_tokenizer_path, adapter=None, device=None):
     """The serve engine on a merged model dir, or on a base model with `adapter` merged in memory first."""
-    from ..models import sources  # issue 16: Hub ids and native dirs -> local boson dirs
+    from ..models import sources  # Hub ids and native dirs -> local boson dirs
 
     model_path, audio_tokenizer_path = sources.model_dir(model_path), sources.audio_tokenizer_dir(audio_tokenizer_path)
     model = None

@@ -24,6 +24,16 @@ def evaluate_dataset(model, dataset, batch_size=4):
             "acc_audio_cb": [r[f"acc/audio_cb{c}"] for c in range(k)]}
 
 
+def placement(device=None, dtype=None):
+    """(torch.device, torch.dtype) of the evaluated model: the GPU when there is one, in bf16 (the training dtype of
+    the GPU DeepSpeed configs), else the CPU in fp32; --device / --dtype override."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    return torch.device(device), getattr(torch, dtype)
+
+
 def format_table(r):
     lines = [f"samples {r['samples']}  text tokens {r['text_tokens']}  audio tokens {r['audio_tokens']}",
              f"loss text {r['loss_text']:.4f}  loss audio {r['loss_audio']:.4f}", "codebook  loss    acc"]
@@ -64,6 +74,9 @@ def main(argv=None):
     p.add_argument("--adapter", help="adapter dir or training output dir")
     p.add_argument("--whisper_processor_path", help="local WhisperProcessor dir (models with the Whisper tower)")
     p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--device", help="where the model runs (cuda, cuda:1, cpu); default: the GPU when there is one")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="model dtype; default bfloat16 on a GPU (the training dtype), float32 on the CPU")
     p.add_argument("--output", help="write the results as JSON here")
     add_generate_flags(p)
     add_debug_flag(p)
@@ -80,11 +93,14 @@ def main(argv=None):
     model_path = args.model_path or (base_model_path(adapter) if adapter else None)
     paths = resolve_model_paths(model_path, args.audio_tokenizer_path)
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)
-    model, tok, audio_tok = load_all(paths)
+    device, dtype = placement(args.device, args.dtype)
+    model, tok, audio_tok = load_all(paths, dtype, str(device))
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
+    model = model.to(device)
+    log.info("evaluating on %s in %s", device, str(dtype).replace("torch.", ""))
     result = evaluate_dataset(model, load_dataset(args.data, tok, audio_tok, whisper_processor=whisper), args.batch_size)
     print(format_table(result))
     if args.generate:

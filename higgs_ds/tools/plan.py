@@ -248,7 +248,7 @@ def main(argv=None):
         from ..assets import ensure_tiny_assets
 
         args.model_path = ensure_tiny_assets().model_path
-    from ..models.sources import model_dir  # issue 16: Hub ids and native dirs
+    from ..models.sources import model_dir  # Hub ids and native dirs
 
     args.model_path = model_dir(args.model_path)
     path = os.path.join(args.model_path, "config.json")

@@ -1,4 +1,4 @@
-"""Issue 6 on CPU: data parallelism is exact (2 ranks == 1 rank with the same global batch), and two "nodes"
+"""On CPU: data parallelism is exact (2 ranks == 1 rank with the same global batch), and two "nodes"
 started without ssh (DeepSpeed --no_ssh, one launcher per node rank, on localhost) form one job."""
 import json
 import os

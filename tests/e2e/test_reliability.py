@@ -1,4 +1,4 @@
-"""Issue 8 end to end: preemption (SIGTERM -> save -> exit -> --resume auto), non-finite steps skipped with
+"""End to end: preemption (SIGTERM -> save -> exit -> --resume auto), non-finite steps skipped with
 weights and optimizer state unchanged, an abort after N in a row, a rank without trainable audio, a dead rank.
 Scenarios are chained in few runs (each train.py start costs ~10 s of imports and loading on 2 cores)."""
 import glob

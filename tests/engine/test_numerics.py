@@ -1,4 +1,4 @@
-"""Units of issue 8 (the end-to-end proofs are in test_reliability.py): fault points for NaN/inf, the step guard's
+"""Units of the reliability features (the end-to-end proofs are in test_reliability.py): fault points for NaN/inf, the step guard's
 counting and abort message, the preemption flag."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""Bad configuration fails with a clear error naming the file or flag, before any model loads (issue 8)."""
+"""Bad configuration fails with a clear error naming the file or flag, before any model loads."""
 import json
 import os
 import shutil

@@ -55,7 +55,7 @@ def test_narrow_widths_shape_every_module(tmp_path):
 
 
 def test_embedded_audio_tokenizer_is_small(tiny_assets):
-    """Issue 14: the embedded audio tokenizer is at most 20 MB on disk (speed: bench/audio_tokenizer.py)."""
+    """The embedded audio tokenizer is at most 20 MB on disk (speed: bench/audio_tokenizer.py)."""
     root = tiny_assets.audio_tokenizer_path
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
     assert size <= 20 * 2**20, size
