@@ -57,3 +57,24 @@ def language_flag(value):
         return check_language(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_language_weights(value):
+    """{"vi": 0.7, "en": 0.3} from "vi=0.7,en=0.3" (weights are normalised to sum 1); argparse `type`."""
+    import argparse
+
+    out = {}
+    for part in value.split(","):
+        tag, _, w = part.partition("=")
+        try:
+            lang, weight = check_language(tag.strip()), float(w)
+        except ValueError as e:
+            msg = str(e) if "language code" in str(e) else "expected TAG=WEIGHT, e.g. vi=0.7"
+            raise argparse.ArgumentTypeError(f"{part!r}: {msg}") from None
+        if not weight >= 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: a weight is a number >= 0")
+        out[lang] = weight
+    total = sum(out.values())
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: the weights sum to 0")
+    return {k: v / total for k, v in out.items()}

@@ -154,3 +154,80 @@ def test_english_only_whisper_is_not_forced(tmp_path):
     row = asr.score(_clip(1), "hello", "vi")
     assert (row["asr_language"], row["language_source"]) == ("en", "model")
     assert row["error_rate_name"] == "wer"  # scored as the sample's language (Vietnamese) all the same
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, multilingual):
+    """A mixed-language request set of espeak-ng speech (Vietnamese, Mandarin, Arabic, English voices), scored
+    with the tiny multilingual Whisper; the last clip names no language (Whisper detects it)."""
+    import json
+
+    from higgs_ds.evaluation.requests import read_requests
+    from higgs_ds.evaluation.scorer import Scorer
+    from tests.evaluation import espeak
+
+    root = tmp_path_factory.mktemp("mixed")
+    clips = espeak.language_corpus(str(root))
+    with open(root / "req.jsonl", "w") as f:
+        for i, (lang, voice, text, path) in enumerate(clips):
+            req = {"audio": path, "ref_audio": clips[i - 1][3], "text": text, "speaker": f"{voice}-{i % 2}"}
+            f.write(json.dumps({**req, **({"language": lang} if i < len(clips) - 1 else {})}) + "\n")
+    scorer = Scorer(asr_model=multilingual.model.name_or_path, dnsmos=False)
+    return clips, scorer.score_requests(read_requests(str(root / "req.jsonl")))
+
+
+def _naive_groups(rows, group):
+    """{group: {metric: plain mean of the rows that have it}}."""
+    out = {}
+    for r in rows:
+        out.setdefault(group(r), []).append(r)
+    return {g: {k: float(np.mean([r[k] for r in rs if r.get(k) is not None]))
+                for k in ("sim", "wer", "cer", "error_rate") if any(r.get(k) is not None for r in rs)}
+            for g, rs in out.items()}
+
+
+def test_score_breaks_every_mean_down_by_language_and_speaker(mixed):
+    from higgs_ds.evaluation.scorer import format_table
+
+    clips, result = mixed
+    rows = result["rows"]
+    assert [r["asr_language"] for r in rows[:-1]] == [c[0] for c in clips[:-1]]
+    assert rows[-1]["language_source"] == "detected" and "language" not in rows[-1]
+    langs = [r.get("language") or r["asr_language"] for r in rows]
+    for key, group in (("by_language", lambda r: r.get("language") or r["asr_language"]),
+                       ("by_speaker", lambda r: r["speaker"])):
+        naive = _naive_groups(rows, group)
+        assert set(result[key]) == set(naive)
+        for g, means in naive.items():
+            assert {k: result[key][g][k]["mean"] for k in means} == pytest.approx(means)
+    assert result["by_language"]["zh"]["error_rate_name"] == "cer" and "wer" not in result["by_language"]["zh"]
+    assert result["by_language"]["vi"]["error_rate_name"] == "wer"
+    assert result["by_language"]["vi"]["n_rows"] == langs.count("vi")
+    assert result["mean"]["error_rate_name"] == ("wer+cer" if "zh" in langs else "wer")
+    table = format_table(result)
+    zh_line = next(line for line in table.splitlines() if line.startswith("language zh"))
+    assert " cer " in zh_line  # the error rate is named in the table
+
+
+def test_generation_eval_and_card_report_languages(mixed, tmp_path):
+    from higgs_ds.evaluation.compare import format_generation_table, summarize_systems
+    from higgs_ds.evaluation.in_training import gen_metrics
+    from higgs_ds.inference.model_card import quality_facts, render
+
+    _, result = mixed
+    rows = [dict(r, no_audio=False) for r in result["rows"]]
+    naive = _naive_groups(rows, lambda r: r.get("language") or r["asr_language"])
+    metrics = gen_metrics(rows)
+    for lang, means in naive.items():
+        assert metrics[f"language/{lang}/error_rate"] == pytest.approx(means["error_rate"])
+        assert metrics[f"language/{lang}/sim"] == pytest.approx(means["sim"])
+    summary = summarize_systems({"adapter": rows})
+    assert summary["adapter"]["by_language"] == result["by_language"]
+    table = format_generation_table(summary, asr=True)
+    assert all(f"adapter language {lang}" in table for lang in naive)
+    q = quality_facts([{"step": 0, "baseline": True}, {"step": 5, "baseline": False, **metrics}])
+    assert q["step"] == 5 and q["groups"]["language zh"]["error_rate"] == round(naive["zh"]["error_rate"], 4)
+    card = render({"format": "boson", "base_model": {"path": "/m"}, "data": {}, "train_data": "t", "val_data": None,
+                   "training": {}, "world_size": 1, "steps": 5, "lora": {}, "final_train": {}, "final_val": {},
+                   "quality": q})
+    assert "## Generation quality" in card and f"| language zh | {q['groups']['language zh']['sim']} |" in card
