@@ -247,7 +247,8 @@ def build_loader(args, data_cfg, train_set, model_config, rank, world):
 
     loader = loader_for(train_set, model_config, data_cfg.batch_size, rank, world, data_cfg.seed,
                         max_tokens_per_batch=data_cfg.max_tokens_per_batch, num_workers=data_cfg.num_workers,
-                        plan=True)  # host-side index plan -> sync-free forward + loss (data/plan.py)
+                        plan=True,  # host-side index plan -> sync-free forward + loss (data/plan.py)
+                        language_weights=data_cfg.language_weights)
     total_steps = max(1, len(loader) // args.gradient_accumulation_steps) * args.num_epochs
     if args.max_steps > 0:
         total_steps = min(total_steps, args.max_steps)

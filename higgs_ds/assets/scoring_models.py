@@ -29,19 +29,33 @@ def save_random_wavlm(path, seed=0, **shape):
     return path
 
 
-def save_random_whisper(path, seed=0, **shape):
-    """`WhisperForConditionalGeneration` (random init) + a byte-level `WhisperProcessor` in `path`. Its vocabulary
-    has no language tokens, so it is decoded without a forced language (the scorer handles both kinds)."""
+def save_random_whisper(path, seed=0, languages=(), **shape):
+    """`WhisperForConditionalGeneration` (random init) + a byte-level `WhisperProcessor` in `path`. Without
+    `languages` its vocabulary has no language tokens (an English-only checkpoint: decoded without a forced
+    language); with them (Whisper codes, e.g. ("en", "vi")) it is multilingual: start-of-transcript, one `<|xx|>`
+    token per language, task and no-timestamps tokens, and the generation config's `lang_to_id` / `task_to_id`."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     from .tiny_text_tokenizer import save_tiny_whisper_processor
 
     shape = shape or TINY_WHISPER
+    specials = ["<|startoftranscript|>", *(f"<|{c}|>" for c in languages), "<|translate|>", "<|transcribe|>",
+                "<|notimestamps|>"] if languages else []
+    ids = {t: 257 + i for i, t in enumerate(specials)}
     os.makedirs(path, exist_ok=True)
-    save_tiny_whisper_processor(path, shape["num_mel_bins"])
+    save_tiny_whisper_processor(path, shape["num_mel_bins"], specials)
     eot = 256  # "<|endoftext|>" in the byte-level vocab
+    start = ids.get("<|startoftranscript|>", eot)
     torch.manual_seed(seed)
-    cfg = WhisperConfig(vocab_size=257, decoder_start_token_id=eot, bos_token_id=eot, eos_token_id=eot,
-                        pad_token_id=eot, **shape)
-    WhisperForConditionalGeneration(cfg).eval().save_pretrained(path)
+    cfg = WhisperConfig(vocab_size=257 + len(specials), decoder_start_token_id=start, bos_token_id=eot,
+                        eos_token_id=eot, pad_token_id=eot, **shape)
+    model = WhisperForConditionalGeneration(cfg).eval()
+    if languages:
+        gc = model.generation_config
+        gc.lang_to_id = {f"<|{c}|>": ids[f"<|{c}|>"] for c in languages}
+        gc.task_to_id = {t: ids[f"<|{t}|>"] for t in ("translate", "transcribe")}
+        gc.no_timestamps_token_id, gc.is_multilingual = ids["<|notimestamps|>"], True
+        gc.forced_decoder_ids, gc.begin_suppress_tokens = None, None
+        gc._from_model_config = False  # else from_pretrained rebuilds it from config.json, dropping lang_to_id
+    model.save_pretrained(path)
     return path

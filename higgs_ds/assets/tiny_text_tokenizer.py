@@ -32,19 +32,19 @@ def build_tiny_text_tokenizer():
     )
 
 
-def save_tiny_whisper_processor(path, feature_size):
+def save_tiny_whisper_processor(path, feature_size, special_tokens=()):
     """`WhisperProcessor.save_pretrained(path)`: default (whisper-large-v3 style) feature extractor with
     `feature_size` mel bins, and a byte-level slow `WhisperTokenizer` (all `WhisperProcessor` accepts; the collator
-    only uses the feature extractor)."""
+    only uses the feature extractor); `special_tokens` (e.g. Whisper's `<|vi|>`) get ids 257, 258, ..."""
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
     os.makedirs(path, exist_ok=True)
-    vocab = {**_byte_vocab(), "<|endoftext|>": 256}
+    vocab = {**_byte_vocab(), "<|endoftext|>": 256, **{t: 257 + i for i, t in enumerate(special_tokens)}}
     vocab_file, merges_file = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
     with open(vocab_file, "w") as f:
         json.dump(vocab, f)
     with open(merges_file, "w") as f:
         f.write("#version: 0.2\n")
-    processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=feature_size),
-                                 WhisperTokenizer(vocab_file, merges_file))
+    tokenizer = WhisperTokenizer(vocab_file, merges_file, additional_special_tokens=list(special_tokens))
+    processor = WhisperProcessor(WhisperFeatureExtractor(feature_size=feature_size), tokenizer)
     processor.save_pretrained(path)

@@ -11,6 +11,7 @@ import os
 from boson_multimodal.data_types import AudioContent, ChatMLSample, Message, TextContent
 
 from ..errors import EXIT_DATA, UserError
+from ..languages import check_language
 
 ROLES = ("system", "user", "assistant")
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Windows tools and spreadsheet exports write
@@ -27,11 +28,12 @@ class DataError(UserError, ValueError):
 
 @dataclasses.dataclass
 class SourcedSample:
-    """A parsed sample and where it came from."""
+    """A parsed sample, where it came from, and its language tag (None when the sample gives none)."""
     sample: ChatMLSample
     file: str
     line: int
     sample_id: str
+    language: str = None
 
     @property
     def where(self):
@@ -66,14 +68,24 @@ def _is_audio_turn(m):
 
 
 def parse_sample(obj, file, line):
-    """Turn one JSON object into a `SourcedSample`, checking roles, content and `start_index`."""
+    """Turn one JSON object into a `SourcedSample`, checking roles, content, `start_index` and `language`."""
     sample_id = str(obj.get("id", f"line{line}")) if isinstance(obj, dict) else f"line{line}"
     where = f"{file}:{line} (sample {sample_id})"
     try:
-        return SourcedSample(_parse(obj, file, where), file, line, sample_id)
+        return SourcedSample(_parse(obj, file, where), file, line, sample_id, _language(obj, where))
     except DataError as e:
         e.file, e.line, e.sample_id = file, line, sample_id
         raise
+
+
+def _language(obj, where):
+    """The sample's optional `language` (ISO 639-1/3 or BCP-47), in its usual case."""
+    if obj.get("language") is None:
+        return None
+    try:
+        return check_language(obj["language"])
+    except ValueError as e:
+        raise DataError(f"{where}: {e}", "language") from None
 
 
 def _parse(obj, file, where):

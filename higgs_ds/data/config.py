@@ -3,6 +3,7 @@ import dataclasses
 from typing import Optional
 
 from ..config import option
+from ..languages import parse_language_weights
 from .sources.config import content_hash_option
 from .validate import ValidationConfig
 
@@ -27,6 +28,12 @@ class DataConfig:
     max_tokens_per_batch: int = option(0, "token-budget batching: length-bucketed micro-batches of at most this "
                                           "many padded tokens (replaces --batch_size for training; 0: fixed "
                                           "--batch_size)", minimum=0)
+    language_weights: Optional[dict] = option(None, "draw each epoch's training samples so that their `language` "
+                                                    "tags follow these weights, e.g. vi=0.7,en=0.3 (normalised; a "
+                                                    "small language is repeated; samples of unlisted languages are "
+                                                    "not drawn); deterministic per seed and epoch, resumes exactly "
+                                                    "(docs/LANGUAGES.md)", type=parse_language_weights,
+                                              metavar="TAG=W,...")
     num_workers: Optional[int] = option(None, "DataLoader worker processes per rank (persistent; 0: load in the "
                                               "training process); default 2 with CUDA, 0 on CPU. Pinned memory is "
                                               "used on CUDA", type=int, minimum=0)

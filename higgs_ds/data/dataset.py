@@ -72,6 +72,11 @@ class VoiceCloningDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.items)
 
+    @property
+    def languages(self):
+        """Each sample's language tag (None when unset): what --language_weights draws by."""
+        return [s.language for s in self.samples]
+
     def num_tokens(self, idx):
         """Sequence length after the audio placeholders expand (text tokens + audio frames)."""
         input_tokens, _, clips = self.items[idx]

@@ -70,16 +70,22 @@ def loader_kwargs(num_workers):
 
 
 def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None,
-                 num_workers=0, plan=False):
+                 num_workers=0, plan=False, language_weights=None):
     """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it);
-    `plan`: batches carry their host-side index plan (the sync-free step, data/plan.py)."""
+    `plan`: batches carry their host-side index plan (the sync-free step, data/plan.py); `language_weights`:
+    {tag: weight} of --language_weights (language_mix.py)."""
+    from .language_mix import LanguageWeightedSampler, dataset_mix
+
     collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None), plan=plan)
-    kw = loader_kwargs(num_workers)
+    kw, mix = loader_kwargs(num_workers), dataset_mix(dataset, language_weights)
     if max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,
-                                                      rank=rank, seed=seed, shuffle=shuffle)
+                                                      rank=rank, seed=seed, shuffle=shuffle, mix=mix)
         log.info("token-budget batches: %d per rank, %.1f%% padding", len(sampler), 100 * sampler.padding_fraction())
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kw)
+    if mix is not None:
+        sampler = LanguageWeightedSampler(dataset.languages, language_weights, world_size, rank, seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, **kw)
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, **kw)
 

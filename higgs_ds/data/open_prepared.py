@@ -24,6 +24,10 @@ class _Subset(PreparedDataset):
     def samples(self):
         return PreparedDataset.samples.fget(self)[:self._len]
 
+    @property
+    def languages(self):
+        return PreparedDataset.languages.fget(self)[:self._len]
+
 
 def check_identity(ds, tokenizer, audio_tokenizer_path):
     """A prepared dir holds token ids and codes of one text and one audio tokenizer: refuse any other."""

@@ -117,6 +117,7 @@ def merge_report(root, num_shards, items):
         report.num_read += m["num_read"]
         report.problems += [Problem(**p) for p in m["problems"]]
         report.speakers.update(m["speakers"])
+        report.languages.update(m.get("languages", {}))
         report.token_lengths += m["token_lengths"]
         audio.update({u: AudioInfo(*v) for u, v in m["audio"].items()})
     for url, info in audio.items():
@@ -168,7 +169,7 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
         rank, world = share
     t0 = time.time()
     sources = open_sources(data, source_config)
-    items = [it for s in sources for it in s.iter_items()]
+    items = [it for s in sources for it in s.items()]
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items))
     _claim(output, plan)
     num_shards = max(1, math.ceil(len(items) / shard_size))

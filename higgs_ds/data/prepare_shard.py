@@ -51,7 +51,7 @@ def sample_json(src):
         return {"type": "text", "text": c.text}
 
     s = src.sample
-    return {"id": src.sample_id, "speaker": s.speaker, "start_index": s.start_index,
+    return {"id": src.sample_id, "speaker": s.speaker, "start_index": s.start_index, "language": src.language,
             "messages": [{"role": m.role, "content": content(m.content)} for m in s.messages]}
 
 
@@ -112,7 +112,8 @@ def process_shard(root, k, items, rank=0):
     audio = {u: dataclasses.astuple(validator._audio[u]) for u in _urls_in_order(items) if u in report.audio_files}
     meta = {"shard": k, "rank": rank, "rows": len(rows), "num_read": report.num_read,
             "problems": [dataclasses.asdict(p) for p in report.problems], "audio": audio,
-            "speakers": sorted(report.speakers), "token_lengths": report.token_lengths,
+            "speakers": sorted(report.speakers), "languages": dict(report.languages),
+            "token_lengths": report.token_lengths,
             "num_codebooks": next((int(c.shape[0]) for c in codes_by_url.values()), None),
             "encoded_seconds": sum(audio[u][0] for u in encoded if u in audio)}
     write_json(os.path.join(root, shard_name(k) + ".json"), meta)

@@ -9,7 +9,8 @@ Layout of a prepared dir (written by `higgs-ds prepare --data SOURCE... --output
 Columns (one row per good sample, in source order): `input_ids`, `label_ids` (int32 lists), `audio_codes` (int16
 list: the sample's clips concatenated along frames, `(num_codebooks, frames)` row-major), `audio_frames` (int32
 list, frames per clip), `num_tokens` (text tokens + audio frames: what the token-budget sampler reads), `speaker`,
-`source` (`file:line`), `sample_id`, `sample` (the ChatML JSON with absolute audio paths). Inspect with
+`source` (`file:line`), `sample_id`, `sample` (the ChatML JSON with absolute audio paths), `language` (the sample's
+tag or null; a dir prepared before it existed has no such column: read as null). Inspect with
 `pyarrow.ipc.open_stream(path).read_all()` or `datasets.Dataset.from_file(path)`.
 """
 import json
@@ -32,7 +33,7 @@ def schema():
     return pa.schema([("input_ids", pa.list_(pa.int32())), ("label_ids", pa.list_(pa.int32())),
                       ("audio_codes", pa.large_list(pa.int16())), ("audio_frames", pa.list_(pa.int32())),
                       ("num_tokens", pa.int32()), ("speaker", pa.string()), ("source", pa.string()),
-                      ("sample_id", pa.string()), ("sample", pa.string())])
+                      ("sample_id", pa.string()), ("sample", pa.string()), ("language", pa.string())])
 
 
 def is_prepared(path):
@@ -63,7 +64,8 @@ def make_row(src, input_tokens, label_tokens, clips, sample_json):
     return {"input_ids": list(map(int, input_tokens)), "label_ids": list(map(int, label_tokens)),
             "audio_codes": codes.astype(np.int16).ravel().tolist(), "audio_frames": frames,
             "num_tokens": len(input_tokens) + sum(frames), "speaker": src.sample.speaker,
-            "source": f"{src.file}:{src.line}", "sample_id": src.sample_id, "sample": json.dumps(sample_json)}
+            "source": f"{src.file}:{src.line}", "sample_id": src.sample_id, "sample": json.dumps(sample_json),
+            "language": src.language}
 
 
 def _open_stream(path):
@@ -155,6 +157,12 @@ class PreparedDataset(torch.utils.data.Dataset):
                     file, line = src.rsplit(":", 1)
                     self._samples.append(parse_sample(json.loads(raw), file, int(line)))
         return self._samples
+
+    @property
+    def languages(self):
+        """Each sample's language tag (None when unset), from the `language` column."""
+        return [lang for t in self._tables for lang in (t.column("language").to_pylist() if "language" in
+                t.schema.names else [None] * t.num_rows)]
 
     def row(self, idx, column):
         shard, row = self._locate(idx)

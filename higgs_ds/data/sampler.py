@@ -38,12 +38,14 @@ def pack_by_length(order, lengths, max_tokens):
 class TokenBudgetBatchSampler:
     """A `batch_sampler` for `DataLoader`: this rank's batches of dataset indices for the current epoch."""
 
-    def __init__(self, lengths, max_tokens_per_batch, num_replicas=1, rank=0, seed=0, shuffle=True):
+    def __init__(self, lengths, max_tokens_per_batch, num_replicas=1, rank=0, seed=0, shuffle=True, mix=None):
+        """`mix`: (pools, weights) of --language_weights (language_mix.py): the epoch's samples are drawn by
+        language weight (with repeats) before length bucketing."""
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside [0, {num_replicas})")
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.max_tokens, self.num_replicas, self.rank = int(max_tokens_per_batch), num_replicas, rank
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.mix = seed, shuffle, mix
         self.epoch, self.consumed, self._skip = 0, 0, 0
         self.num_repeated = 0
         over = int((self.lengths > self.max_tokens).sum())
@@ -61,8 +63,14 @@ class TokenBudgetBatchSampler:
 
     def global_batches(self, epoch=None):
         """All ranks' batches for `epoch`, in order; rank r takes batches r, r + num_replicas, ..."""
-        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch])
-        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.mix is not None:
+            from .language_mix import weighted_order
+
+            order = weighted_order(*self.mix, len(self.lengths), self.seed, epoch)
+        else:
+            order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         order = order[np.argsort(self.lengths[order], kind="stable")]  # by length; ties in random order
         batches = pack_by_length(order, self.lengths, self.max_tokens)
         batches = self._even_out(batches)

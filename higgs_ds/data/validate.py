@@ -17,6 +17,7 @@ from .chatml import DataError, iter_chatml
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 50
+UNSET = "(none)"  # the language count of samples without a `language`
 
 
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class ValidationReport:
     notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     num_read: int = 0
     speakers: set = dataclasses.field(default_factory=set)
+    languages: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # good samples per tag
     audio_seconds: float = 0.0
     token_lengths: list = dataclasses.field(default_factory=list)
     audio_files: set = dataclasses.field(default_factory=set)
@@ -65,6 +67,7 @@ class ValidationReport:
             "speakers": len(self.speakers), "audio_files": len(self.audio_files), "audio_hours": round(self.audio_seconds / 3600, 4),
             "token_length": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)} | {"max": int(lengths.max())},
             "problems_by_kind": dict(collections.Counter(p.kind for p in self.problems)), "notes": dict(self.notes),
+            "languages": dict(sorted(self.languages.items())),
         }
 
     def add_audio(self, url, info):
@@ -94,6 +97,8 @@ def summary_text(d):
     lines = [f"data: {d['samples_read']} samples read, {d['samples_ok']} ok, {d['samples_bad']} bad; "
              f"{d['speakers']} speakers; {d['audio_hours']:.3f} h of audio (unique files)",
              f"tokens per sample (text + audio frames): p50 {t['p50']} p90 {t['p90']} p99 {t['p99']} max {t['max']}"]
+    if any(k != UNSET for k in d.get("languages", {})):
+        lines.append("samples per language: " + ", ".join(f"{k} {v}" for k, v in d["languages"].items()))
     if d["problems_by_kind"]:
         lines.append("problems by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(d["problems_by_kind"].items())))
     if d["notes"]:
@@ -150,6 +155,7 @@ class Validator:
         report.token_lengths.append(length)
         if src.sample.speaker:
             report.speakers.add(src.sample.speaker)
+        report.languages[src.language or UNSET] += 1
 
 
 def validate_data(paths, tokenizer=None, limits=None, on_bad_sample=None):

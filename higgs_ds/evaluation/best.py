@@ -5,8 +5,9 @@ import json
 import os
 import shutil
 
-# flag value -> (key in the eval metrics, higher is better)
-METRIC_KEYS = {"sim": ("sim", True), "dnsmos": ("dnsmos_ovrl", True), "wer": ("wer", False), "loss": ("loss/total", False)}
+# flag value -> (key in the eval metrics, higher is better); "wer" is each language's error rate (CER for Chinese, ...)
+METRIC_KEYS = {"sim": ("sim", True), "dnsmos": ("dnsmos_ovrl", True), "wer": ("error_rate", False),
+               "loss": ("loss/total", False)}
 
 
 class BestKeeper:

@@ -1,17 +1,8 @@
 """`higgs-ds evaluate --generate`: clone a prompt set with the adapter and with its base model (the same weights,
-adapter disabled), score both and print a seed-tts-eval-style table: SIM, WER (with an ASR dir), DNSMOS OVRL,
-mean ± 95 % CI, overall and per speaker."""
-from .scorer import METRICS
-from .stats import summarize
-
-TABLE_METRICS = ("sim", "wer", "dnsmos_ovrl")
-
-
-def by_speaker(rows):
-    out = {}
-    for r in rows:
-        out.setdefault(r["speaker"], []).append(r)
-    return {s: summarize(rs, METRICS) for s, rs in sorted(out.items())}
+adapter disabled), score both and print a seed-tts-eval-style table: SIM, the language's error rate (WER or CER,
+with an ASR dir), DNSMOS OVRL, mean ± 95 % CI, overall, per language and per speaker."""
+from .scorer import METRICS, group_table
+from .stats import breakdown, summarize_named
 
 
 def generate_systems(model, paths, prompts, scorer, max_new_tokens=512):
@@ -31,26 +22,20 @@ def generate_systems(model, paths, prompts, scorer, max_new_tokens=512):
 
 
 def summarize_systems(systems):
-    return {name: {"rows": rows, "mean": summarize(rows, METRICS), "by_speaker": by_speaker(rows)}
+    """{system: {"rows", "mean", "by_language", "by_speaker"}}."""
+    return {name: {"rows": rows, "mean": summarize_named(rows, METRICS), **breakdown(rows, METRICS)}
             for name, rows in systems.items()}
 
 
-def _cell(m):
-    if m is None or m["mean"] is None:
-        return f"{'-':>15}"
-    ci = "" if m["ci95"] is None else f" ± {m['ci95']:.3f}"
-    return f"{m['mean']:.3f}{ci}".rjust(15)
-
-
 def format_generation_table(summary, asr=False):
-    """One line per system and speaker: n, SIM, WER (or a note that it needs --asr_model), DNSMOS OVRL."""
-    metrics = [k for k in TABLE_METRICS if asr or k != "wer"]
-    lines = [f"{'system':<8} {'speaker':<14} {'n':>3} " + " ".join(f"{k:>15}" for k in metrics)]
+    """One line per system and group (all, each language, each speaker): n, SIM, error rate named wer/cer (or a
+    note that it needs --asr_model), DNSMOS OVRL."""
+    groups = []
     for name, s in summary.items():
-        groups = [("all", s["mean"], len(s["rows"]))]
-        groups += [(spk, m, sum(r["speaker"] == spk for r in s["rows"])) for spk, m in s["by_speaker"].items()]
-        for spk, m, n in groups:
-            lines.append(f"{name:<8} {spk[:14]:<14} {n:>3} " + " ".join(_cell(m.get(k)) for k in metrics))
+        groups.append((f"{name} all", s["mean"]))
+        groups += [(f"{name} language {g}", m) for g, m in s["by_language"].items()]
+        groups += [(f"{name} speaker {g}", m) for g, m in s["by_speaker"].items()]
+    lines = group_table(groups, asr, head="system / group")
     if not asr:
-        lines.append("wer: not measured (no --asr_model DIR given)")
+        lines.append("wer/cer: not measured (no --asr_model DIR given)")
     return "\n".join(lines)

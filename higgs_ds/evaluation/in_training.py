@@ -10,11 +10,11 @@ import logging
 import time
 
 from .best import BestKeeper
-from .scorer import METRICS
-from .stats import summarize
+from .scorer import METRICS, TABLE_METRICS
+from .stats import error_rate_label, flat_breakdown, summarize
 
 log = logging.getLogger(__name__)
-LOGGED = ("sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "wer", "cer")
+LOGGED = METRICS
 
 
 def gather_rows(rows):
@@ -29,7 +29,8 @@ def gather_rows(rows):
 
 
 def gen_metrics(rows, baseline=None):
-    """Flat metrics: each score's mean and ci95, its change since the baseline, and the no-audio fraction."""
+    """Flat metrics: each score's mean and ci95, its change since the baseline, the no-audio fraction, and the
+    table metrics per language and speaker (`language/<tag>/error_rate`, ...; error_rate_name: wer, cer or both)."""
     summary = summarize(rows, METRICS)
     out = {"num_prompts": len(rows), "no_audio": sum(r["no_audio"] for r in rows) / max(len(rows), 1)}
     for k in LOGGED:
@@ -37,6 +38,9 @@ def gen_metrics(rows, baseline=None):
             out[k], out[f"{k}_ci95"] = summary[k]["mean"], summary[k]["ci95"]
             if baseline and baseline.get(k) is not None:
                 out[f"delta_{k}"] = out[k] - baseline[k]
+    if "error_rate" in out:
+        out["error_rate_name"] = error_rate_label(rows)
+    out.update(flat_breakdown(rows, TABLE_METRICS))
     return out
 
 

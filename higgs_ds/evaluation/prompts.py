@@ -15,6 +15,7 @@ class EvalPrompt:
     text: str  # the last user text in the prompt (what to say)
     speaker: str
     sample_id: str
+    language: str = None  # the sample's tag; None: Whisper detects it
 
 
 def _contents(message):
@@ -33,7 +34,8 @@ def eval_prompt(sourced):
              for c in _contents(m) if isinstance(c, (str, TextContent))]
     if not audio or not texts:
         return None
-    return EvalPrompt(prompt, audio[-1], texts[-1], sourced.sample.speaker or "unknown", sourced.sample_id)
+    return EvalPrompt(prompt, audio[-1], texts[-1], sourced.sample.speaker or "unknown", sourced.sample_id,
+                      sourced.language)
 
 
 def eval_prompts(sourced_samples, n):
@@ -49,7 +51,7 @@ def eval_prompts(sourced_samples, n):
 
 def generate_rows(engine, prompts, scorer, max_new_tokens=512):
     """Clone each prompt greedily (audio forced) through a `HiggsAudioServeEngine` and score it: one row each with
-    sim, dnsmos_*, wer/cer (with ASR), speaker, sample_id, seconds (audio length), no_audio."""
+    sim, dnsmos_*, wer/cer/error_rate (with ASR), speaker, language, sample_id, seconds (audio length), no_audio."""
     from ..data.audio import load_waveform
 
     rows = []
@@ -57,11 +59,11 @@ def generate_rows(engine, prompts, scorer, max_new_tokens=512):
         resp = engine.generate(p.prompt, max_new_tokens=max_new_tokens, temperature=0.0, force_audio_gen=True,
                                ras_win_len=None)
         wav = np.asarray(resp.audio if resp.audio is not None else [], dtype=np.float32)
-        row = {"speaker": p.speaker, "sample_id": p.sample_id, "seconds": len(wav) / resp.sampling_rate,
-               "no_audio": wav.size == 0}
+        row = {"speaker": p.speaker, "language": p.language, "sample_id": p.sample_id,
+               "seconds": len(wav) / resp.sampling_rate, "no_audio": wav.size == 0}
         if wav.size:
             ref = load_waveform(p.ref_audio, 16000, f"sample {p.sample_id}")
-            row.update(scorer.score(np.clip(wav, -1, 1), ref, p.text, sr=resp.sampling_rate))
+            row.update(scorer.score(np.clip(wav, -1, 1), ref, p.text, sr=resp.sampling_rate, language=p.language))
         else:
             log.warning("generation eval: sample %s produced no audio", p.sample_id)
         rows.append(row)

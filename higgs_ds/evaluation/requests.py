@@ -1,9 +1,11 @@
-"""The request file of `higgs-ds score`: JSONL, one `{"audio": WAV, "ref_audio": WAV, "text": STR}` per line.
-Relative paths are resolved against the file's directory (as in ChatML data files)."""
+"""The request file of `higgs-ds score`: JSONL, one `{"audio": WAV, "ref_audio": WAV, "text": STR}` per line, with
+optional `speaker` and `language` (a language tag, languages.py). Relative paths are resolved against the file's
+directory (as in ChatML data files)."""
 import json
 import os
 
 from ..data.chatml import DataError
+from ..languages import check_language
 
 FIELDS = ("audio", "ref_audio", "text")
 
@@ -33,6 +35,11 @@ def read_requests(path):
                 req[k] = req[k] if os.path.isabs(req[k]) else os.path.join(base, req[k])
                 if not os.path.isfile(req[k]):  # before any model loads
                     raise DataError(f"{where}: {k} file not found: {req[k]}", "missing_audio", path, n)
+            if obj.get("language") is not None:
+                try:
+                    req["language"] = check_language(obj["language"])
+                except ValueError as e:
+                    raise DataError(f"{where}: {e}", "language", path, n) from None
             out.append({**req, "line": n, **({"speaker": obj["speaker"]} if "speaker" in obj else {})})
     if not out:
         raise DataError(f"{path}: no requests", "empty", path)

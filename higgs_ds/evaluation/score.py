@@ -45,7 +45,7 @@ def main(argv=None):
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(result["mean"], result["backends"]))
+    print(format_table(result))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)

@@ -11,6 +11,7 @@ from ..models import hub
 from ..models.convert import SOURCE_FILE
 
 LAST_METRICS = ("loss/total", "loss/text", "loss/audio")
+QUALITY = ("sim", "error_rate", "dnsmos_ovrl")  # generation eval's table metrics (evaluation/scorer.py)
 
 
 def _read(path):
@@ -51,7 +52,36 @@ def card_facts(adapter_dir, base_dir, fmt, exported_adapter_dir=None):
         "data": run.get("data") or {}, "train_data": run.get("train_data"), "val_data": run.get("val_data"),
         "final_train": {k: round(history[-1][k], 4) for k in LAST_METRICS if history and k in history[-1]},
         "final_val": {k: round(v, 4) for k, v in (run.get("val") or {}).items() if k.startswith(("loss/", "acc/"))},
+        "quality": quality_facts(run.get("eval_gen") or []),
     }
+
+
+def quality_facts(records):
+    """The last generation eval's table metrics, overall and per language and speaker (`language/<tag>/sim`
+    keys of in_training.gen_metrics): {"step", "error_rate_name", "groups": {group: {metric: value}}}; {} without."""
+    if not records:
+        return {}
+    last, groups = records[-1], {}
+    for key, v in last.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] in ("language", "speaker") and parts[2] in QUALITY:
+            groups.setdefault(f"{parts[0]} {parts[1]}", {})[parts[2]] = round(v, 4)
+    overall = {k: round(last[k], 4) for k in QUALITY if last.get(k) is not None}
+    return {"step": last.get("step"), "baseline": bool(last.get("baseline")),
+            "error_rate_name": last.get("error_rate_name"), "groups": {"all": overall, **groups}}
+
+
+def _quality(q):
+    """The card's generation-quality section (empty without a generation eval)."""
+    if not q:
+        return []
+    what = "the base model (no training step evaluated)" if q["baseline"] else f"step {q['step']}"
+    name = q["error_rate_name"] or "not measured (no --asr_model)"
+    lines = ["## Generation quality", "", f"Generation eval of {what}: SIM, error rate ({name}; CER for Chinese, "
+             "Japanese, Korean, Thai, WER elsewhere), DNSMOS OVRL; means per language and speaker.", "",
+             "| group | " + " | ".join(QUALITY) + " |", "|---" * (len(QUALITY) + 1) + "|"]
+    lines += [f"| {g} | " + " | ".join(str(m.get(k, "-")) for k in QUALITY) + " |" for g, m in q["groups"].items()]
+    return lines + [""]
 
 
 def _usage(fmt):
@@ -68,6 +98,14 @@ def _table(d):
     return "\n".join(f"| {k} | {v} |" for k, v in d.items()) or "| - | - |"
 
 
+def _languages(report):
+    """", samples per language: vi 10, en 2" when the data names languages."""
+    langs = report.get("languages") or {}
+    if not any(k != "(none)" for k in langs):
+        return ""
+    return ", samples per language: " + ", ".join(f"{k} {v}" for k, v in langs.items())
+
+
 def render(facts):
     base = facts["base_model"]
     base_line = (f"`{base['repo']}` at revision `{base['revision']}`" if "repo" in base else f"`{base['path']}`")
@@ -81,7 +119,8 @@ def render(facts):
     data = "\n".join(f"- `{split}` (`{paths.get(split)}`): {r.get('samples_ok')} samples ({r.get('samples_bad')} rejected), "
                      f"{r.get('speakers')} speakers, {r.get('audio_hours')} h of audio, tokens per sample p50 "
                      f"{(r.get('token_length') or {}).get('p50')} / max {(r.get('token_length') or {}).get('max')}"
-                     for split, r in facts["data"].items()) or f"- train: `{facts['train_data']}` (no report recorded)"
+                     + _languages(r) for split, r in facts["data"].items()) \
+        or f"- train: `{facts['train_data']}` (no report recorded)"
     return "\n".join(front + ["---", "", "# Higgs Audio v2 voice-cloning fine-tune (higgs_ds)", "",
                               f"Base model: {base_line}. Layout: {facts['format']}.", "", "## Data", "", data, "",
                               "## Training", "", "| setting | value |", "|---|---|",
@@ -91,7 +130,7 @@ def render(facts):
                               "## Final metrics", "", "| metric | value |", "|---|---|",
                               _table({**{f"train {k}": v for k, v in facts["final_train"].items()},
                                       **{f"val {k}": v for k, v in facts["final_val"].items()}}), "",
-                              "## Use", "", _usage(facts["format"]), ""])
+                              *_quality(facts["quality"]), "## Use", "", _usage(facts["format"]), ""])
 
 
 def write_model_card(output, adapter_dir, base_dir, fmt, exported_adapter_dir=None):

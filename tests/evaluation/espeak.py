@@ -29,3 +29,23 @@ def corpus(root, voices=tuple(VOICES), n_sentences=3):
     os.makedirs(root, exist_ok=True)
     return {(v, i): synth(os.path.join(root, f"{v}_{i}.wav"), SENTENCES[i], v)
             for v in voices for i in range(n_sentences)}
+
+
+# one sentence pair per language, for the per-language reports: (tag, espeak-ng voice, sentences)
+LANGUAGE_SETS = [("vi", "vi", ["Tôi yêu Việt Nam.", "Hôm nay trời đẹp quá."]),
+                 ("zh", "cmn", ["我們今天去北京。", "天氣很好，我很高興。"]),
+                 ("ar", "ar", ["ذهب الولد إلى المدرسة.", "الجو جميل اليوم."]),
+                 ("en", "en-us", SENTENCES[:2])]
+
+
+def language_corpus(root):
+    """[(language, voice, sentence, wav path)] for LANGUAGE_SETS, synthesised with espeak-ng's own voices."""
+    require_espeak()
+    os.makedirs(root, exist_ok=True)
+    out = []
+    for lang, voice, sentences in LANGUAGE_SETS:
+        for i, text in enumerate(sentences):
+            path = os.path.join(root, f"{lang}_{i}.wav")
+            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", path, text], check=True)
+            out.append((lang, voice, text, path))
+    return out

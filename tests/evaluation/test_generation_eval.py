@@ -25,7 +25,7 @@ def _keeper(tmp_path, metric):
 
 @pytest.mark.parametrize("metric, key, values", [
     ("sim", "sim", [0.61, 0.70, 0.65, 0.74, None, 0.72]),
-    ("wer", "wer", [0.30, 0.22, 0.25, 0.12, 0.12, 0.40]),
+    ("wer", "error_rate", [0.30, 0.22, 0.25, 0.12, 0.12, 0.40]),
     ("loss", "loss/total", [9.0, 8.1, 8.5, 7.9, 8.0, None]),
 ])
 def test_keep_best_keeps_the_best_step(tmp_path, metric, key, values):
@@ -118,4 +118,4 @@ def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_
     assert g["adapter"]["mean"]["dnsmos_ovrl"]["mean"] == pytest.approx(gen[1]["dnsmos_ovrl"], abs=1e-4)
     assert list(g["adapter"]["by_speaker"]) == [g["adapter"]["rows"][0]["speaker"]]
     table = capsys.readouterr().out
-    assert "adapter  all" in table and "base     all" in table and "wer: not measured" in table
+    assert "adapter all" in table and "base all" in table and "wer/cer: not measured" in table

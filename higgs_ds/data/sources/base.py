@@ -1,4 +1,5 @@
 """The `Source` interface and the dispatch from a path to the source class that reads it."""
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,13 @@ class Source:
     def iter_items(self):
         raise NotImplementedError
 
+    def items(self):
+        """`iter_items()`, where a sample naming no language gets the source's (`config.language`, --language)."""
+        for it in self.iter_items():
+            if self.config.language and not isinstance(it, DataError) and it.language is None:
+                it = dataclasses.replace(it, language=self.config.language)
+            yield it
+
     def files(self):
         """The files whose change means a changed corpus (default: the path itself)."""
         return [self.path]
@@ -36,6 +44,8 @@ class Source:
         files = [f for f in self.files() if os.path.exists(f)]
         stats = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
         out = {"type": type(self).__name__, "path": os.path.abspath(self.path), "files": stats}
+        if self.config.language:  # it changes the prepared rows
+            out["language"] = self.config.language
         if self.config.content_hash:  # hashed once per Source: the plan and the extraction dir both ask
             self._hashes = self._hashes or [file_sha256(f) for f in files]
             out["sha256"] = self._hashes

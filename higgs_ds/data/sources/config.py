@@ -4,6 +4,7 @@ import dataclasses
 from typing import Optional
 
 from ...config import option
+from ...languages import language_flag
 
 
 def content_hash_option():
@@ -24,6 +25,10 @@ class SourceConfig:
     refs_per_target: int = option(1, "utterance corpora: samples per target utterance, each with a different "
                                      "reference of the same speaker (fewer when the speaker has fewer; ids "
                                      "<uid>#1..#K when K > 1)", minimum=1)
+    language: Optional[str] = option(None, "language tag (ISO 639-1/3 or BCP-47, e.g. vi, zh-Hant) of every sample "
+                                           "of these sources that names none in its `language` field (counted per "
+                                           "language in the report, scored in it; docs/LANGUAGES.md)",
+                                     type=language_flag, metavar="TAG")
     content_hash: bool = content_hash_option()
     seed: int = 0
 
@@ -36,4 +41,4 @@ class SourceConfig:
 
     def pairing(self):
         """What changes the pairs (part of an utterance source's identity)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "content_hash"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("content_hash", "language")}
