@@ -61,7 +61,7 @@ def loss_fn(method, h, W, Wa, outputs, batch):
 
 def extra_loss(method, h, W, Wa, outputs, batch):
     """Text head through cut-cross-entropy / Liger on the labeled rows, audio head through ours."""
-    from higgs_ds.loss.objective import text_rows
+    from higgs_ds.data.alignment import text_rows
     pos, tgt = text_rows(outputs.expanded_labels, h.shape[:2], h.device)
     rows = h.reshape(-1, H).index_select(0, pos)
     if method == "cce":

@@ -2,6 +2,7 @@
 
     python bench/syncs.py --json                  # layers 2 and 8 -> bench/results/syncs_cpu.json
     python bench/syncs.py --layers 2 --json --out /tmp/s.json
+    python bench/syncs.py --train_step 4 --activation_checkpointing all    # one train.py cell, this process
 
 An op that needs a device value on the host (`nonzero` and boolean-mask indexing, which call it, `item` /
 `_local_scalar_dense`, `is_nonzero`, `masked_select`, `unique`, `equal`, ...) makes the host wait for the GPU's
@@ -19,7 +20,9 @@ import argparse
 import collections
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
@@ -54,23 +57,30 @@ def padded_batch(cfg, lengths=(256, 200), samples_per_row=2):
         label_audio_ids=torch.cat([r["label_audio_ids"] for r in rows], 1))
 
 
-def count_syncs(prof):
-    """(total, {op: count}) of sync ops in a finished profile, each outermost one counted once."""
+def _ancestors(evt):
+    parent = evt.cpu_parent
+    while parent is not None:
+        yield parent
+        parent = parent.cpu_parent
+
+
+def count_syncs(prof, within=None):
+    """(total, {op: count}) of sync ops in a finished profile, each outermost one counted once; `within`: only
+    those under a `record_function` range of one of these names."""
     counts = collections.Counter()
     for evt in prof.events():
         if evt.name not in SYNC_OPS:
             continue
-        parent = evt.cpu_parent
-        while parent is not None and parent.name not in SYNC_OPS:
-            parent = parent.cpu_parent
-        if parent is None:
-            counts[evt.name] += 1
+        names = [p.name for p in _ancestors(evt)]
+        if any(n in SYNC_OPS for n in names) or (within and not set(names) & set(within)):
+            continue
+        counts[evt.name] += 1
     return sum(counts.values()), dict(sorted(counts.items()))
 
 
 def step_fn(model, kind):
     from higgs_ds.loss import LossConfig, compute_loss
-    from higgs_ds.models.sync_free import PLAN_KEY
+    from higgs_ds.models.training_forward import PLAN_KEY
     from tests.loss.reference_loss import plain_loss
 
     def step(batch):
@@ -82,12 +92,12 @@ def step_fn(model, kind):
     return step
 
 
-def measure(layers, kind):
+def measure(layers, kind, ckpt=False):
     """Sync ops of one forward + backward (after one unprofiled warm-up step)."""
     from higgs_ds.data.plan import add_plan
 
     cfg = higgs_config(num_hidden_layers=layers, **SMALL)
-    model = build(cfg, ours=kind != "naive", ckpt=False, dev="cpu", dtype=torch.float32)
+    model = build(cfg, ours=kind != "naive", ckpt=ckpt, dev="cpu", dtype=torch.float32)
     batch = add_plan(padded_batch(cfg), cfg)
     step = step_fn(model, kind)
     step(batch).backward()
@@ -99,28 +109,143 @@ def measure(layers, kind):
     return count_syncs(prof)
 
 
+FORWARD, BACKWARD = "higgs_ds.loss_forward", "higgs_ds.engine_backward"
+
+
+def deeper_tiny_model(layers, out_dir):
+    """(tiny assets, a copy of the tiny default model dir with `layers` dual-FFN decoder layers, random weights)."""
+    import shutil
+
+    from boson_multimodal.model.higgs_audio import HiggsAudioConfig, HiggsAudioModel
+
+    from higgs_ds.assets import ensure_tiny_assets
+
+    tiny = ensure_tiny_assets()
+    shutil.copytree(tiny.model_path, out_dir)
+    cfg = HiggsAudioConfig.from_pretrained(out_dir)
+    cfg.text_config.num_hidden_layers = layers
+    cfg.audio_dual_ffn_layers = list(range(layers))
+    torch.manual_seed(0)
+    HiggsAudioModel(cfg).save_pretrained(out_dir, safe_serialization=True)
+    return tiny, out_dir
+
+
+class _LabelledEngine:
+    """The DeepSpeed engine, its `backward` inside a profiler range."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def backward(self, loss):
+        with torch.profiler.record_function(BACKWARD):
+            return self._engine.backward(loss)
+
+
+def _labelled_loss(loss_fn, keep_plan):
+    from higgs_ds.models.training_forward import PLAN_KEY
+
+    def run(batch, denominators=None):
+        batch = batch if keep_plan else {k: v for k, v in batch.items() if k != PLAN_KEY}
+        with torch.profiler.record_function(FORWARD):
+            return loss_fn(batch, denominators)
+    return run
+
+
+def measure_train_step(layers, ckpt):
+    """{"step", "whole_step", "without_plan": (total, ops)} of train.py's own step (its loader, engine and loss) on
+    the tiny model `layers` deep with `--activation_checkpointing ckpt`, after one warm-up step."""
+    from higgs_ds import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny, model_dir = deeper_tiny_model(layers, os.path.join(tmp, "model"))
+        args = train.parse_args(["--model_path", model_dir, "--tokenizer_path", tiny.model_path,
+                                 "--audio_tokenizer_path", tiny.audio_tokenizer_path, "--batch_size", "2",
+                                 "--activation_checkpointing", ckpt, "--output_dir", os.path.join(tmp, "out")])
+        c = train.build(args)
+        windows = (w for _ in range(100) for w in train.accumulation_windows(c.loader, c.accum))
+        engine = _LabelledEngine(c.engine)
+
+        def step(i, keep_plan):
+            train.train_step(engine, next(windows), _labelled_loss(c.loss_fn, keep_plan), c.meter, c.global_norm,
+                             c.audio_out_id, i, c.rank)
+        step(1, True)
+        out = {}
+        for i, (name, keep_plan) in enumerate((("step", True), ("without_plan", False)), 2):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                step(i, keep_plan)
+            if not any(e.name == BACKWARD for e in prof.events()):
+                raise RuntimeError("the profile holds no engine.backward: the count would miss the backward")
+            out[name] = count_syncs(prof, within=(FORWARD, BACKWARD))
+            if keep_plan:
+                out["whole_step"] = count_syncs(prof)
+        return out
+
+
+def train_step_cell(layers, ckpt):
+    """`measure_train_step` in a fresh process (nothing installed or set up there before train.py's own build)."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--train_step", str(layers),
+                           "--activation_checkpointing", ckpt], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"train-step cell ({layers} layers, {ckpt}) failed:\n{proc.stdout[-4000:]}")
+    return {k: tuple(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+def _cells(layers, kinds):
+    """{name: ([total per depth], {depth: ops})} of the in-process cells (this process: like-for-like models)."""
+    out = {}
+    for name, kind, ckpt in kinds:
+        results = [measure(n, kind, ckpt) for n in layers]
+        out[name] = ([t for t, _ in results], {str(n): ops for n, (_, ops) in zip(layers, results)})
+        print(f"{name:>22}: " + ", ".join(f"{n} layers {t} syncs {ops}" for n, (t, ops) in zip(layers, results)),
+              flush=True)
+    return out
+
+
+def _train_cells(layers):
+    """The train.py cells, each in a fresh process, checkpointing off and on."""
+    out = {}
+    for ckpt, suffix in (("off", ""), ("all", "_ckpt")):
+        results = [train_step_cell(n, ckpt) for n in layers]
+        for part in ("step", "whole_step", "without_plan"):
+            name = "train_" + part + suffix
+            out[name] = ([r[part][0] for r in results], {str(n): r[part][1] for n, r in zip(layers, results)})
+            print(f"{name:>22}: " + ", ".join(f"{n} layers {r[part][0]} syncs {r[part][1]}"
+                                              for n, r in zip(layers, results)), flush=True)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, nargs="+", default=[2, 8], help="decoder depths to measure")
     p.add_argument("--json", action="store_true", help="print the summary as the last stdout line")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "syncs_cpu.json"),
                    help="where the results (with per-op counts) are written")
+    p.add_argument("--train_step", type=int, help="only measure train.py's step at this depth, in this process")
+    p.add_argument("--activation_checkpointing", default="all", choices=("off", "all"), help="with --train_step")
     args = p.parse_args(argv)
+    if args.train_step:
+        result = measure_train_step(args.train_step, args.activation_checkpointing)
+        print(json.dumps(result), flush=True)
+        return 0
     torch.manual_seed(0)
-    summary = {"layers": args.layers}
-    detail = {}
-    for kind in ("higgs_ds", "naive", "higgs_ds_without_plan"):
-        results = [measure(n, kind) for n in args.layers]
-        summary[kind] = [total for total, _ in results]
-        detail[kind] = {str(n): ops for n, (_, ops) in zip(args.layers, results)}
-        print(f"{kind:>22}: " + ", ".join(f"{n} layers {t} syncs {ops}" for n, (t, ops) in zip(args.layers, results)),
-              flush=True)
+    cells = _cells(args.layers, (("higgs_ds", "higgs_ds", False), ("higgs_ds_ckpt", "higgs_ds", True),
+                                 ("naive", "naive", False), ("higgs_ds_without_plan", "higgs_ds_without_plan", False)))
+    cells.update(_train_cells(args.layers))
+    summary = {"layers": args.layers, **{k: totals for k, (totals, _) in cells.items()}}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({**summary, "per_op": detail, "device": "cpu", "torch": torch.__version__,
+        json.dump({**summary, "per_op": {k: ops for k, (_, ops) in cells.items()}, "device": "cpu",
+                   "torch": torch.__version__,
                    "what": "host-synchronising ops in one training forward + backward (bench/syncs.py)"}, f, indent=1)
     if args.json:
-        print(json.dumps({k: summary[k] for k in ("layers", "higgs_ds", "naive")}))
+        print(json.dumps({k: summary[k] for k in ("layers", "higgs_ds", "higgs_ds_ckpt", "naive", "train_step_ckpt")}))
     return 0
 
 

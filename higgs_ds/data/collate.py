@@ -54,7 +54,7 @@ def _fast_delay_pattern():
 
 class TrainingCollator:
     """Collate `ChatMLDatasetSample`s into the keyword arguments of `HiggsAudioModel.forward` (labels included);
-    `plan`: add the batch's `StepPlan` under `models.sync_free.PLAN_KEY` (for `loss.compute_loss`, not the model)."""
+    `plan`: add the batch's `StepPlan` under `models.training_forward.PLAN_KEY` (for `loss.compute_loss`, not the model)."""
 
     def __init__(self, config, whisper_processor=None, plan=False):
         self.collator = serve_engine_collator(config, whisper_processor)

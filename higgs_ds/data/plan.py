@@ -5,7 +5,7 @@ input merge, in every dual-FFN layer and in the loss: each is a host synchronisa
 every position on the host, so `build_plan` runs boson-multimodal's own `merge_input_ids_with_audio_features` there
 once per batch on one-column stand-in embeddings that carry each source row's index: its output says, for every
 merged position, which text token / audio-in column / audio-out column lands there, and yields boson's masks,
-labels and position ids unchanged. `models/sync_free.py` replays the merge with `index_select` and splits the
+labels and position ids unchanged. `models/training_forward.py` replays the merge with `index_select` and splits the
 dual-FFN layers with these indices; the loss takes its labeled rows from here (`rows`).
 """
 import dataclasses
@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 from boson_multimodal.model.higgs_audio.utils import merge_input_ids_with_audio_features
 
-from ..loss.objective import audio_rows, text_rows
-from ..models.sync_free import PLAN_KEY
+from ..models.training_forward import PLAN_KEY
+from .alignment import audio_rows, text_rows
 
 ROUND_TO = 8  # HiggsAudioModel.forward pads the merged length to a multiple of 8 when use_cache is off
 
@@ -31,7 +31,7 @@ class StepPlan:
     `source` (B*L,): row of `cat([zero row, text embeddings (B*T), audio-in embeddings, audio-out embeddings])` at
     each merged position (0: padding). The merge outputs are boson's, (B, L). `text_index` / `codes_index`: flat
     positions of the dual-FFN text and audio (in or out codes) paths. `text_pos/text_tgt`, `audio_pos/audio_tgt`:
-    the loss's labeled rows (`loss.objective.text_rows/audio_rows`); `n_text` and `n_audio_k` their counts.
+    the loss's labeled rows (`alignment.text_rows/audio_rows`); `n_text` and `n_audio_k` their counts.
     """
     source: torch.Tensor
     attention_mask: torch.Tensor

@@ -85,7 +85,7 @@ def _row(src, codes_by_url, encoded):
 
 def process_shard(root, k, items, rank=0):
     """Prepare shard `k` from `items` (`SourcedSample`s and `DataError`s); returns its summary (a dict)."""
-    from ..engine.faults import fault
+    from ..faults import fault
 
     validator, report = Validator(_STATE["tokenizer"], _STATE["limits"]), ValidationReport()
     # probes and codes are kept across this process's shards (a reference clip is often shared), up to a bound

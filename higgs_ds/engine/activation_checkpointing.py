@@ -1,21 +1,17 @@
-"""Activation checkpointing of the decoder layers of `HiggsAudioModel`.
+"""Activation checkpointing of the decoder layers of `HiggsAudioModel`: which layers, from the flags.
 
-`HiggsAudioModel._forward_core` calls each of `self.layers` in a plain loop (its
-`num_activation_checkpointing_layers` is unused, HF `gradient_checkpointing_enable()` does not apply), so
-each selected layer's `forward` is replaced by one that runs the original under
-`torch.utils.checkpoint.checkpoint(..., use_reentrant=False)` while training with grad enabled: the layer's
-activations are dropped after the forward and recomputed in the backward. Inference is unchanged. The
-recomputation runs in a copy of the forward's `contextvars` context, so it sees what the forward saw (the
-sync-free forward's index plan, models/sync_free.py).
+`HiggsAudioModel._forward_core` calls each of `self.layers` in a plain loop (its `num_activation_checkpointing_layers`
+is unused, HF `gradient_checkpointing_enable()` does not apply). The chosen layers are handed to the training
+forward (`models/training_forward.checkpoint_layers`), which runs them under `torch.utils.checkpoint.checkpoint(...,
+use_reentrant=False)` while training with grad enabled, whatever the order of setup: the layer's activations are
+dropped after the forward and recomputed in the backward. Inference is unchanged.
 """
-import contextvars
 import dataclasses
-import functools
 import logging
 
-import torch.utils.checkpoint
-
 from ..config import option
+from ..models.training_forward import checkpoint_layers
+from ..models.unwrap import base_higgs_model
 
 log = logging.getLogger(__name__)
 MODES = ("off", "all", "every_k")
@@ -32,21 +28,7 @@ class ActivationCheckpointingConfig:
     def apply(self, model):
         """Wrap the chosen layers; returns the fraction of decoder layers recomputed in the backward."""
         chosen = enable_activation_checkpointing(model, self.activation_checkpointing, self.checkpoint_every_k)
-        from ..models.unwrap import base_higgs_model
-
         return len(chosen) / len(base_higgs_model(model).layers)
-
-
-def _checkpointed(layer, forward):
-    @functools.wraps(forward)
-    def run(*args, **kwargs):
-        if layer.training and torch.is_grad_enabled():
-            context = contextvars.copy_context()
-            return torch.utils.checkpoint.checkpoint(context.run, forward, *args, use_reentrant=False, **kwargs)
-        return forward(*args, **kwargs)
-
-    run.higgs_ds_checkpointed = True
-    return run
 
 
 def enable_activation_checkpointing(model, mode="all", every_k=1):
@@ -57,13 +39,8 @@ def enable_activation_checkpointing(model, mode="all", every_k=1):
         return []
     if every_k < 1:
         raise ValueError(f"checkpoint_every_k must be >= 1, got {every_k}")
-    from ..models.unwrap import base_higgs_model
-
     layers = base_higgs_model(model).layers
     chosen = [i for i in range(len(layers)) if mode == "all" or i % every_k == 0]
-    for i in chosen:
-        layer = layers[i]
-        if not getattr(layer.forward, "higgs_ds_checkpointed", False):
-            layer.forward = _checkpointed(layer, layer.forward)
+    checkpoint_layers(model, chosen)
     log.info("activation checkpointing on %d of %d decoder layers", len(chosen), len(layers))
     return chosen

@@ -1,13 +1,14 @@
 """Losses for Higgs Audio training: text CE with a causal shift, per-codebook audio CE shifted within each clip.
 
 `compute_loss(model, batch, config)` is the training entry point: one forward that stops at the final hidden
-states (`hidden.py`), then the chunked fused head + cross-entropy (`objective.py`, `fused.py`); full-vocab
-logits never exist. The plain reference (full logits + `F.cross_entropy`) lives in tests/reference_loss.py.
+states (`models/training_forward.py`), then the chunked fused head + cross-entropy (`objective.py`, `fused.py`);
+full-vocab logits never exist. The plain reference (full logits + `F.cross_entropy`) lives in
+tests/loss/reference_loss.py.
 """
-from ..models import sync_free  # noqa: F401
+from ..data.alignment import audio_targets, text_targets  # noqa: F401
+from ..models.training_forward import PLAN_KEY, final_hidden_states, hidden_states_only
 from ..models.unwrap import base_higgs_model  # noqa: F401
-from .alignment import audio_targets, text_targets  # noqa: F401
-from .hidden import head_modules, head_weights, hidden_states_only, model_codebooks
+from .hidden import head_modules, head_weights, model_codebooks
 from .normalize import count_labeled, global_denominators  # noqa: F401
 from .objective import Denominators, LossConfig, LossOutput, fused_head_loss
 
@@ -17,15 +18,13 @@ def compute_loss(model, batch, config=None, denominators=None):
 
     `model` is the bare model, a peft `PeftModel` or a DeepSpeed engine; it is called as `model(**batch)` so
     engine hooks run. `denominators` is required when `config.normalization == "global"`. A batch holding a
-    `StepPlan` (`data/plan.py`, under `sync_free.PLAN_KEY`) runs the forward and the loss without host syncs.
+    `StepPlan` (`data/plan.py`, under `PLAN_KEY`) runs the forward and the loss without host syncs.
     """
     config = config or LossConfig()
     text_head, audio_head = head_modules(model)  # modules, not weights: ZeRO-3 gathers them in their own call
     n_codebooks, _ = model_codebooks(model)
-    plan = batch.get(sync_free.PLAN_KEY)
-    kwargs = {k: v for k, v in batch.items() if k != sync_free.PLAN_KEY}
-    with hidden_states_only(model), sync_free.use(plan):
-        outputs = model(**kwargs)
+    outputs = final_hidden_states(model, batch)
+    plan = batch.get(PLAN_KEY)
     rows = plan.loss_rows() if plan is not None else None
     return fused_head_loss(outputs.logits, outputs, batch, text_head, audio_head, n_codebooks, config, denominators,
                            rows)

@@ -10,7 +10,7 @@ data-parallel group, and divides out what DeepSpeed averages over (loss / gradie
 import torch
 import torch.distributed as dist
 
-from .alignment import IGNORE, audio_targets
+from ..data.alignment import IGNORE, audio_targets
 from .objective import Denominators
 
 

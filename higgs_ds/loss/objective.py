@@ -1,11 +1,12 @@
 """The training objective from hidden states: text CE at labeled positions + per-codebook audio CE.
 
-Alignment (reused from `alignment.py`): text logits at t are scored against `expanded_labels[t + 1]`;
+Alignment (`data/alignment.py`): text logits at t are scored against `expanded_labels[t + 1]`;
 audio column t against column t + 1 of the same clip. Only rows with at least one labeled target reach
 the heads, through `fused.fused_linear_ce`, so full-vocab logits never exist.
 
 Normalisation (`LossConfig.normalization`):
-- "local" (default, the convention of the reference loss in tests/reference_loss.py): text = sum of CE / labeled text tokens of this micro-batch;
+- "local" (default, the convention of the reference loss in tests/loss/reference_loss.py): text = sum of CE /
+  labeled text tokens of this micro-batch;
   audio = sum over labeled (codebook, column) pairs of w_k * CE / number of such pairs. With the default
   all-ones `codebook_weights` this is the plain mean; with others (rescaled to mean 1) it is the w-weighted
   mean of per-codebook means, since every codebook of a clip has the same number of labels (T codes + EOS).
@@ -22,7 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..config import option
-from .alignment import IGNORE, audio_targets, text_targets
+from ..data.alignment import IGNORE, audio_rows, text_rows
 from .fused import fused_linear_ce
 from .hidden import call_with_weight
 
@@ -89,30 +90,6 @@ def _denominator(config, denominators, name, local_count):
     if torch.is_tensor(value):
         return value.to(device=local_count.device, dtype=torch.float32)
     return float(value)  # a Python number divides on the device without a host-to-device copy
-
-
-def text_rows(expanded_labels, shape, device):
-    """(flat positions, targets) of the text positions whose next label is not -100."""
-    if expanded_labels is None:
-        expanded_labels = torch.full(shape, IGNORE, dtype=torch.long, device=device)
-    tgt = text_targets(expanded_labels).reshape(-1)
-    pos = (tgt != IGNORE).nonzero().squeeze(1)
-    return pos, tgt.index_select(0, pos)
-
-
-def audio_rows(audio_out_mask, label_audio_ids, audio_out_ids_start, n_codebooks, device):
-    """(flat positions, (N, K) targets) of the audio-out columns with at least one labeled codebook."""
-    positions = audio_out_mask.reshape(-1).nonzero().squeeze(1) if audio_out_mask is not None \
-        else torch.zeros(0, dtype=torch.long, device=device)
-    if label_audio_ids is None:
-        tgt = torch.full((positions.numel(), n_codebooks), IGNORE, dtype=torch.long, device=device)
-    else:
-        if label_audio_ids.shape != (n_codebooks, positions.numel()):
-            raise ValueError(f"label_audio_ids {tuple(label_audio_ids.shape)} does not match {n_codebooks} "
-                             f"codebooks x {positions.numel()} audio-out positions")
-        tgt = audio_targets(label_audio_ids.to(device), audio_out_ids_start.to(device)).t()
-    keep = (tgt != IGNORE).any(1).nonzero().squeeze(1)
-    return positions.index_select(0, keep), tgt.index_select(0, keep)
 
 
 def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config, denominators=None, rows=None):

@@ -1,4 +1,4 @@
-"""The sync-free training forward (models/sync_free.py + data/plan.py) equals boson's forward.
+"""The sync-free training forward (models/training_forward.py + data/plan.py) equals boson's forward.
 
 Batches: padded rows of different lengths with two clips each (reference + target), a row without any audio, and
 one single-row batch (boson left-pads a lone row). Models: the tiny default (LoRA) and a mid-size config with a
@@ -14,8 +14,8 @@ import torch
 
 from higgs_ds.data.collate import TrainingCollator
 from higgs_ds.loss import LossConfig, compute_loss, hidden_states_only
-from higgs_ds.models import sync_free
-from higgs_ds.models.sync_free import PLAN_KEY
+from higgs_ds.models import training_forward
+from higgs_ds.models.training_forward import PLAN_KEY, final_hidden_states
 
 
 def _text_only(sample, config):
@@ -94,10 +94,10 @@ def test_plan_reproduces_boson_merge(tiny_config, small_dataset, fresh_model):
     """The plan's masks, labels and ids are those of boson's merge in the forward; the hidden states are equal."""
     for name, batch in _batches(tiny_config, small_dataset).items():
         plan = batch[PLAN_KEY]
-        with torch.no_grad(), hidden_states_only(fresh_model):
-            ref = fresh_model(**_without_plan(batch))
-            with sync_free.use(plan):
-                ours = fresh_model(**_without_plan(batch))
+        with torch.no_grad():
+            with hidden_states_only(fresh_model):
+                ref = fresh_model(**_without_plan(batch))
+            ours = final_hidden_states(fresh_model, batch)
         for field in ("expanded_labels", "audio_out_mask", "expanded_input_ids", "attention_mask",
                       "audio_in_discrete_codes_mask"):
             assert torch.equal(getattr(ours, field), getattr(ref, field)), (name, field)
@@ -111,8 +111,7 @@ def test_logits_at_labeled_positions_match_boson(tiny_config, small_dataset, fre
     proj = fresh_model.audio_decoder_proj
     with torch.no_grad():
         ref = fresh_model(**_without_plan(batch))
-        with hidden_states_only(fresh_model), sync_free.use(plan):
-            hidden = fresh_model(**_without_plan(batch)).logits.reshape(-1, tiny_config.hidden_size)
+        hidden = final_hidden_states(fresh_model, batch).logits.reshape(-1, tiny_config.hidden_size)
     assert plan.text_pos.numel() > 0 and plan.audio_pos.numel() > 0
     torch.testing.assert_close(hidden[plan.text_pos] @ proj.text_lm_head.weight.T,
                                ref.logits.reshape(hidden.shape[0], -1)[plan.text_pos])
@@ -145,8 +144,8 @@ def test_activation_checkpointing_keeps_the_plan(tiny_config, small_dataset, fre
     ckpt = copy.deepcopy(model)
     enable_activation_checkpointing(ckpt, "all")
     calls = []
-    planned = sync_free._planned_layer
-    monkeypatch.setattr(sync_free, "_planned_layer", lambda *a: calls.append(1) or planned(*a))
+    planned = training_forward._planned_layer
+    monkeypatch.setattr(training_forward, "_planned_layer", lambda *a: calls.append(1) or planned(*a))
     _, grads = _loss_and_grads(ckpt, batch)
     n_layers = tiny_config.text_config.num_hidden_layers
     assert len(calls) == 2 * n_layers  # forward + recompute, each through the plan
@@ -176,3 +175,23 @@ def test_no_audio_labels_fault_updates_the_plan(tiny_config, small_dataset, fres
         ref = compute_loss(fresh_model, _without_plan(batch), LossConfig())
     assert int(ours.metrics["tokens/audio"]) == int(ref.metrics["tokens/audio"]) == 0
     torch.testing.assert_close(ours.loss, ref.loss)
+
+
+def test_planned_layers_run_instead_of_bosons(tiny_config, small_dataset, monkeypatch):
+    """With a plan every dual-FFN layer runs `_planned_layer`, never boson's layer forward (boolean indexing: host
+    syncs); the fast-forward layer indexes nothing and runs as boson's module. Without a plan: boson's throughout."""
+    from boson_multimodal.model.higgs_audio.modeling_higgs_audio import HiggsAudioDualFFNDecoderLayer
+
+    model = _mid_model(tiny_config)
+    batch = _batches(model.config, small_dataset)["padded_clips"]
+    boson, planned = [], []
+    boson_forward, planned_layer = HiggsAudioDualFFNDecoderLayer.forward, training_forward._planned_layer
+    monkeypatch.setattr(HiggsAudioDualFFNDecoderLayer, "forward",
+                        lambda self, *a, **kw: boson.append(self.layer_idx) or boson_forward(self, *a, **kw))
+    monkeypatch.setattr(training_forward, "_planned_layer",
+                        lambda layer, *a: planned.append(layer.layer_idx) or planned_layer(layer, *a))
+    compute_loss(model, batch, LossConfig()).loss.backward()
+    assert planned == [0, 1, 3] and boson == [2]  # layer 2 is the fast-forward one
+    boson.clear()
+    compute_loss(model, _without_plan(batch), LossConfig())
+    assert planned == [0, 1, 3] and boson == [0, 1, 2, 3]
