@@ -126,7 +126,7 @@ def test_every_path_the_docs_name_exists():
 
 def test_path_checker_sees_a_stale_path(tmp_path):
     doc = tmp_path / "x.md"
-    doc.write_text("see `higgs_ds/nowhere.py`, [here](missing.md) and `loss/alignment.py`\n")
+    doc.write_text("see `higgs_ds/nowhere.py`, [here](missing.md) and `engine/checkpoint.py`\n")
     assert len(missing_paths([str(doc)])) == 2
 
 
