@@ -45,3 +45,16 @@ def test_resolved_config_holds_every_key_of_every_section_and_reads_back(tmp_pat
     cfg = _write(tmp_path, json.dumps(resolved))
     again = parse_args(["--config", cfg])
     assert resolved_config(again) == resolved and again.learning_rate == 5e-4
+
+
+def test_shipped_run_configs_parse():
+    import glob
+    import os
+
+    from tests.helpers import ROOT
+
+    files = glob.glob(os.path.join(ROOT, "configs", "*.json"))
+    assert files
+    for path in files:
+        args = parse_args(["--config", path])
+        assert args.deepspeed and os.path.isfile(os.path.join(ROOT, args.deepspeed))
