@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 from tests.structure.test_structure import import_graph
 
 ARCH = os.path.join(ROOT, "docs", "ARCHITECTURE.md")
-REPO_DIRS = ("higgs_ds/", "tests/", "bench/", "docs/", "ds_configs/", "scripts/", "launch/", "requirements/", ".ci/")
+REPO_DIRS = ("higgs_ds/", "tests/", "bench/", "docs/", "configs/", "ds_configs/", "scripts/", "launch/", "requirements/", ".ci/")
 
 
 def layer_table(text):
