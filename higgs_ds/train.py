@@ -21,7 +21,7 @@ import itertools
 import json
 import logging
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
@@ -29,26 +29,40 @@ from higgs_ds.args import default_ds_config, parse_args
 from higgs_ds.config import from_args
 from higgs_ds.errors import EXIT_NONFINITE, EXIT_PREEMPTED, run_entry_point
 
+if TYPE_CHECKING:  # the component types, for the annotations only (train.py imports them where it builds them)
+    from deepspeed import DeepSpeedEngine
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.utils.data import DataLoader, Dataset
+
+    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
+    from higgs_ds.engine.metrics import StepMeter
+    from higgs_ds.engine.numerics import StepGuard
+    from higgs_ds.evaluation.best import BestKeeper
+    from higgs_ds.evaluation.config import EvalConfig
+    from higgs_ds.evaluation.in_training import GenerationEval
+    from higgs_ds.inference.preview import AudioPreview
+    from higgs_ds.loss import LossConfig, LossOutput
+
 log = logging.getLogger("higgs_ds.train")
 
 
 @dataclasses.dataclass
 class Components:
     """Everything `fit` needs, built by `build`."""
-    engine: Any
-    scheduler: Any
-    loader: Any
-    val_set: Any
-    loss_fn: Any
-    checkpointer: Any
-    state: Any
-    meter: Any
-    guard: Any
-    preview: Any
-    gen_eval: Any  # generation eval (evaluation/in_training.py) or None
-    best: Any  # --keep_best keeper or None
-    loss_cfg: Any
-    eval_cfg: Any
+    engine: "DeepSpeedEngine"
+    scheduler: "Optional[LRScheduler]"  # None when the DeepSpeed config has no scheduler section
+    loader: "DataLoader"  # resumable (data/resume.py)
+    val_set: "Optional[Dataset]"
+    loss_fn: "Callable[..., LossOutput]"  # (batch, denominators=None) -> LossOutput
+    checkpointer: "Checkpointer"
+    state: "TrainerState"
+    meter: "StepMeter"
+    guard: "StepGuard"
+    preview: "Optional[AudioPreview]"
+    gen_eval: "Optional[GenerationEval]"
+    best: "Optional[BestKeeper]"  # --keep_best
+    loss_cfg: "LossConfig"
+    eval_cfg: "EvalConfig"
     rank: int
     world: int
     total_steps: int
@@ -236,7 +250,7 @@ def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float
                                                              reports))
     log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
     model = from_args(AdapterConfig, args).apply(model)
-    model.higgs_ds_recompute_fraction = from_args(ActivationCheckpointingConfig, args).apply(model)
+    from_args(ActivationCheckpointingConfig, args).apply(model)
     return model, train_set, val_set
 
 
@@ -333,14 +347,17 @@ def run_summary(args, paths, data_cfg, world, train_set, val_set):
 
 def build_meter(args, engine, total_steps, start_step, rank, world, run_config):
     """The step meter and its sinks: TensorBoard, output_dir/metrics.jsonl, W&B when asked for (engine/sinks.py)."""
+    from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
     from higgs_ds.engine.metrics import MetricsConfig, StepMeter, default_tensorboard_dir, flops_per_token, peak_flops
     from higgs_ds.engine.sinks import build_sinks
+    from higgs_ds.models.unwrap import base_higgs_model
 
     cfg = from_args(MetricsConfig, args)
     sinks = build_sinks(rank, default_tensorboard_dir(args.output_dir, cfg.tensorboard_dir),
                         os.path.join(args.output_dir, "metrics.jsonl"), cfg.wandb_project, run_config)
     model = engine.module
-    return StepMeter(rank, world, total_steps, start_step, fpt=flops_per_token(model, model.higgs_ds_recompute_fraction),
+    recompute = from_args(ActivationCheckpointingConfig, args).recompute_fraction(len(base_higgs_model(model).layers))
+    return StepMeter(rank, world, total_steps, start_step, fpt=flops_per_token(model, recompute),
                      peak=peak_flops(engine.bfloat16_enabled()), progress=not cfg.no_progress, sinks=sinks)
 
 

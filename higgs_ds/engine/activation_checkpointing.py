@@ -26,9 +26,15 @@ class ActivationCheckpointingConfig:
                                      minimum=1)
 
     def apply(self, model):
-        """Wrap the chosen layers; returns the fraction of decoder layers recomputed in the backward."""
-        chosen = enable_activation_checkpointing(model, self.activation_checkpointing, self.checkpoint_every_k)
-        return len(chosen) / len(base_higgs_model(model).layers)
+        """Checkpoint the chosen layers of `model`; returns their indices."""
+        return enable_activation_checkpointing(model, self.activation_checkpointing, self.checkpoint_every_k)
+
+    def recompute_fraction(self, num_layers):
+        """The fraction of `num_layers` decoder layers whose forward runs twice (MFU's FLOPs per token)."""
+        if self.activation_checkpointing == "off":
+            return 0.0
+        step = 1 if self.activation_checkpointing == "all" else self.checkpoint_every_k
+        return len(range(0, num_layers, step)) / num_layers
 
 
 def enable_activation_checkpointing(model, mode="all", every_k=1):

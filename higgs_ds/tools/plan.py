@@ -175,10 +175,6 @@ def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp
     return tokens * (saved + work + loss_bytes)
 
 
-def recompute_fraction(d, ckpt, every_k):
-    return {"off": 0, "all": 1.0, "every_k": ((d.layers + every_k - 1) // every_k) / d.layers}[ckpt]
-
-
 def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckpt="off", every_k=2, lora_r=16,
              preset="attn_mlp_audio", target_modules=None, modules_to_save=(), loss="fused", fp32_adapters=False,
              mfu=0.35, dtype="bf16", finetune="lora"):
@@ -191,7 +187,10 @@ def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckp
                       d.trained_heads(finetune, modules_to_save))
     # the peak: the activations, or the optimizer step's temporaries
     act = max(act, optimizer_transient(n_train, ds_config, num_gpus, dtype))
-    fpt = flops_from_counts(n_total, n_train, recompute_fraction(d, ckpt, every_k))
+    from ..engine.activation_checkpointing import ActivationCheckpointingConfig
+
+    recompute = ActivationCheckpointingConfig(ckpt, every_k).recompute_fraction(d.layers)
+    fpt = flops_from_counts(n_total, n_train, recompute)
     peak = PEAK_BF16_FLOPS.get(gpu.upper())
     tps = mfu * peak / fpt if peak else None
     out = {"params": n_total, "trainable": n_train, "dtype": dtype, "model_states_gib": states / GiB,

@@ -68,3 +68,15 @@ def test_off_leaves_the_model_alone(fresh_model):
     assert all("forward" not in layer.__dict__ for layer in fresh_model.layers)
     with pytest.raises(ValueError):
         enable_activation_checkpointing(fresh_model, "some")
+
+
+def test_recompute_fraction_counts_the_layers_apply_checkpoints(fresh_model):
+    """The MFU's recompute term counts exactly the layers `apply` checkpoints."""
+    import copy
+
+    from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
+
+    n = len(fresh_model.layers)
+    for mode, k in (("off", 2), ("all", 2), ("every_k", 2), ("every_k", 3)):
+        cfg = ActivationCheckpointingConfig(mode, k)
+        assert cfg.recompute_fraction(n) == len(cfg.apply(copy.deepcopy(fresh_model))) / n
