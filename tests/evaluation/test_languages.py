@@ -231,3 +231,21 @@ def test_generation_eval_and_card_report_languages(mixed, tmp_path):
                    "training": {}, "world_size": 1, "steps": 5, "lora": {}, "final_train": {}, "final_val": {},
                    "quality": q})
     assert "## Generation quality" in card and f"| language zh | {q['groups']['language zh']['sim']} |" in card
+
+
+def test_request_language_is_checked(tmp_path, capsys):
+    import json
+
+    from higgs_ds.evaluation.requests import read_requests
+    from higgs_ds.evaluation.score import main
+
+    (tmp_path / "a.wav").write_bytes(b"")  # read_requests only checks that the files exist
+    f = tmp_path / "r.jsonl"
+    req = {"audio": "a.wav", "ref_audio": "a.wav", "text": "t"}
+    f.write_text(json.dumps({**req, "language": "ZH-hant"}) + "\n")
+    assert read_requests(str(f))[0]["language"] == "zh-Hant"
+    with open(f, "a") as fh:
+        fh.write(json.dumps({**req, "language": "english"}) + "\n")
+    assert main(["--requests", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "r.jsonl:2: language 'english' is not a language code" in err and "Traceback" not in err
