@@ -228,10 +228,12 @@ def test_generation_eval_and_card_report_languages(mixed, tmp_path):
     assert all(f"adapter language {lang}" in table for lang in naive)
     q = quality_facts([{"step": 0, "baseline": True}, {"step": 5, "baseline": False, **metrics}])
     assert q["step"] == 5 and q["groups"]["language zh"]["error_rate"] == round(naive["zh"]["error_rate"], 4)
-    card = render({"format": "boson", "base_model": {"path": "/m"}, "data": {}, "train_data": "t", "val_data": None,
-                   "training": {}, "world_size": 1, "steps": 5, "lora": {}, "final_train": {}, "final_val": {},
-                   "quality": q})
+    report = {"samples_ok": 4, "languages": {"(none)": 1, "vi": 2, "zh": 1}}
+    card = render({"format": "boson", "base_model": {"path": "/m"}, "data": {"train": report}, "train_data": "t",
+                   "val_data": None, "training": {}, "world_size": 1, "steps": 5, "lora": {}, "final_train": {},
+                   "final_val": {}, "quality": q})
     assert "## Generation quality" in card and f"| language zh | {q['groups']['language zh']['sim']} |" in card
+    assert "samples per language: (none) 1, vi 2, zh 1" in card
 
 
 def test_request_language_is_checked(tmp_path, capsys):
