@@ -77,3 +77,25 @@ def test_prepare_language_flag_is_checked(capsys):
     with pytest.raises(SystemExit) as e:
         main(["prepare", "--data", "x.jsonl", "--output", "o", "--language", "english"])
     assert e.value.code == 2 and "language 'english' is not a language code" in capsys.readouterr().err
+
+
+def test_an_utterance_corpus_passes_its_languages_on(small_data, tmp_path):
+    """A corpus that names each utterance's language (an `Utterance.language`) gives it to the built pairs; a bad
+    tag is a problem naming the utterance; `--language` fills only the utterances that name none."""
+    from higgs_ds.data.sources.config import SourceConfig
+    from higgs_ds.data.sources.utterances import Utterance, UtteranceSource
+
+    wav = os.path.join(os.path.dirname(small_data[0]), "wavs")
+    wavs = sorted(os.path.join(wav, f) for f in os.listdir(wav))[:4]
+    tags = ["vi", None, "english", "vi"]
+
+    class Corpus(UtteranceSource):
+        def utterances(self):
+            return [Utterance(w, f"text {i}", "spk", "corpus.tsv", i + 1, f"u{i}", t)
+                    for i, (w, t) in enumerate(zip(wavs, tags))]
+
+    items = list(Corpus("corpus.tsv", SourceConfig(language="zh")).items())
+    good = {it.sample_id: it.language for it in items if not isinstance(it, DataError)}
+    bad = [it for it in items if isinstance(it, DataError)]
+    assert good == {"u0": "vi", "u1": "zh", "u3": "vi"}
+    assert len(bad) == 1 and "corpus.tsv:3" in str(bad[0]) and "'english' is not a language code" in str(bad[0])

@@ -88,10 +88,11 @@ LANGS = ("en", "vi", "zh", "ar", "ja")
 
 @pytest.fixture(scope="module")
 def multilingual(tmp_path_factory):
-    from higgs_ds.assets.scoring_models import save_random_whisper
+    from higgs_ds.assets.scoring_models import TINY_WHISPER, save_random_whisper
     from higgs_ds.evaluation.asr import WhisperASR
 
-    path = save_random_whisper(str(tmp_path_factory.mktemp("whisper_ml")), languages=LANGS)
+    shape = dict(TINY_WHISPER, max_target_positions=16)  # 12 new tokens: random weights never stop early
+    path = save_random_whisper(str(tmp_path_factory.mktemp("whisper_ml")), languages=LANGS, **shape)
     return WhisperASR.load(path)
 
 
@@ -227,7 +228,27 @@ def test_generation_eval_and_card_report_languages(mixed, tmp_path):
     assert all(f"adapter language {lang}" in table for lang in naive)
     q = quality_facts([{"step": 0, "baseline": True}, {"step": 5, "baseline": False, **metrics}])
     assert q["step"] == 5 and q["groups"]["language zh"]["error_rate"] == round(naive["zh"]["error_rate"], 4)
-    card = render({"format": "boson", "base_model": {"path": "/m"}, "data": {}, "train_data": "t", "val_data": None,
-                   "training": {}, "world_size": 1, "steps": 5, "lora": {}, "final_train": {}, "final_val": {},
-                   "quality": q})
+    report = {"samples_ok": 4, "languages": {"(none)": 1, "vi": 2, "zh": 1}}
+    card = render({"format": "boson", "base_model": {"path": "/m"}, "data": {"train": report}, "train_data": "t",
+                   "val_data": None, "training": {}, "world_size": 1, "steps": 5, "lora": {}, "final_train": {},
+                   "final_val": {}, "quality": q})
     assert "## Generation quality" in card and f"| language zh | {q['groups']['language zh']['sim']} |" in card
+    assert "samples per language: (none) 1, vi 2, zh 1" in card
+
+
+def test_request_language_is_checked(tmp_path, capsys):
+    import json
+
+    from higgs_ds.evaluation.requests import read_requests
+    from higgs_ds.evaluation.score import main
+
+    (tmp_path / "a.wav").write_bytes(b"")  # read_requests only checks that the files exist
+    f = tmp_path / "r.jsonl"
+    req = {"audio": "a.wav", "ref_audio": "a.wav", "text": "t"}
+    f.write_text(json.dumps({**req, "language": "ZH-hant"}) + "\n")
+    assert read_requests(str(f))[0]["language"] == "zh-Hant"
+    with open(f, "a") as fh:
+        fh.write(json.dumps({**req, "language": "english"}) + "\n")
+    assert main(["--requests", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "r.jsonl:2: language 'english' is not a language code" in err and "Traceback" not in err

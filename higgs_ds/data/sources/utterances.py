@@ -24,6 +24,7 @@ class Utterance:
     file: str  # where it came from, for problems: file and 1-based line / row / member number
     line: int
     uid: str
+    language: str = None  # a language tag when the corpus names one (else the source's --language, if any)
 
 
 class UtteranceSource(Source):
@@ -56,7 +57,7 @@ class UtteranceSource(Source):
                 yield no_reference(u, self.config)
             for k, j in enumerate(refs, start=1):
                 ref = utts[j]
-                obj = {"id": f"{u.uid}#{k}" if many else u.uid,
+                obj = {"id": f"{u.uid}#{k}" if many else u.uid, "language": u.language,
                        **voice_cloning_sample(ref.audio, ref.text, u.audio, u.text, u.speaker)}
                 try:
                     yield parse_sample(obj, u.file, u.line)
