@@ -20,6 +20,25 @@ def file_crc32(path):
     return f"{crc:08x}"
 
 
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def share(root, names, world, rank):
+    """This rank's part of `names`: largest file first to the least-loaded rank, so one large file (a full model's
+    states) does not land on a rank with others. The same on every rank that sees the same sizes."""
+    loads, mine = [0] * world, []
+    for name in sorted(names, key=lambda n: (-_size(os.path.join(root, n)), n)):
+        r = loads.index(min(loads))
+        loads[r] += _size(os.path.join(root, name))
+        if r == rank:
+            mine.append(name)
+    return mine
+
+
 def _group_size_rank():
     import torch.distributed as dist
 
@@ -30,13 +49,12 @@ def _group_size_rank():
 
 def crc32_of_files(root, names):
     """{name: CRC-32 (or None: unreadable)} of the files `names` under `root`. Under a process group every rank
-    must call it with the same names: rank r reads names r, r + W, ... and the results are gathered (a collective)."""
+    must call it with the same names: each reads its `share` and the results are gathered (a collective)."""
     import torch
     import torch.distributed as dist
 
     world, rank = _group_size_rank()
-    names = sorted(names)
-    mine = {n: file_crc32(os.path.join(root, n)) for n in names[rank::world]}
+    mine = {n: file_crc32(os.path.join(root, n)) for n in share(root, names, world, rank)}
     if world == 1:
         return mine
     if dist.get_backend() == "nccl":  # objects travel on the current GPU: one per rank, as DeepSpeed sets it later

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_ds.checksums import file_crc32
+from higgs_ds.checksums import file_crc32, share
 from higgs_ds.data.resume import SkipSampler
 from higgs_ds.durable import write_atomic
 from higgs_ds.engine.checkpoint import (
@@ -125,6 +125,17 @@ def test_a_checksum_mismatch_in_the_newest_tag_resumes_from_the_previous_one(tmp
     with open(os.path.join(step2, "engine.pt"), "r+b") as f:  # every tag damaged: a fresh start, said so
         f.write(b"Y")
     assert find_resume_dir("auto", root) is None and "no intact checkpoint left" in caplog.text
+
+
+def test_checksum_work_is_split_between_ranks_by_size(tmp_path):
+    """Each file is read by one rank; a full model's states file (the largest) gets a rank of its own."""
+    sizes = {"mp_rank_00_model_states.pt": 900, "rng_rank0.json": 10, "trainer_state.json": 5,
+             **{f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt": 400 for r in range(3)}}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    shares = [share(str(tmp_path), sizes, 3, r) for r in range(3)]
+    assert sorted(n for s in shares for n in s) == sorted(sizes)
+    assert max(sum(sizes[n] for n in s) for s in shares) == 900
 
 
 def test_leftovers_of_a_killed_save_are_never_chosen_and_are_removed(tmp_path):
