@@ -12,9 +12,9 @@ fsynced, renamed): a kill at any point leaves the previous checkpoint valid and 
 complete when its `trainer_state.json` exists and every file it lists has the listed size, and intact when every
 file's CRC-32 is still the one computed at save time (the ranks split the files, at save and at resume): resuming
 takes the tag `latest` names if it is intact, else the newest intact one, and logs each tag passed over and why.
-`.tmp` leftovers are removed at the next save or resume. Resuming skips the consumed micro-batches at the sampler, so the data order,
-and with it every later loss, matches an uninterrupted run. A different world size resumes through DeepSpeed's
-universal checkpoint (engine/universal.py).
+`.tmp` leftovers are removed at the next save or resume. Resuming skips the consumed micro-batches at the sampler,
+so the data order, and with it every later loss, matches an uninterrupted run. A different world size resumes
+through DeepSpeed's universal checkpoint (engine/universal.py).
 """
 import base64
 import dataclasses

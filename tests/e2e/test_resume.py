@@ -192,7 +192,8 @@ def test_resume_on_another_world_size_through_the_universal_checkpoint(reference
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world", [1, 2])
-def test_a_checksum_mismatch_in_the_newest_checkpoint_resumes_from_the_previous_one(reference, data, tmp_path, world):
+def test_a_checksum_mismatch_in_the_newest_checkpoint_resumes_from_the_previous_one(reference, data, tmp_path,
+                                                                                     world):
     """A finished run's newest tag (step6) with one byte of its engine state changed, size kept (complete by its
     sizes): --resume auto says which file fails its CRC-32, resumes from step5, and step 6 comes out as in the
     uninterrupted run. The CRC-32s are the ones the real save wrote (split between the ranks with 2) and the check at
