@@ -81,7 +81,8 @@ def check_shards(root, index):
 
 
 def open_checked(root):
-    """The `PreparedDataset` at `root` once its index and shards passed the checks above."""
+    """The `PreparedDataset` at `root` once its index and shards passed the checks above. Under a process group
+    every rank must open it (the CRC-32 work is a collective)."""
     import pyarrow as pa
 
     index = read_index(root)

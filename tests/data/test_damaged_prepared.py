@@ -116,3 +116,13 @@ def test_rerunning_prepare_redoes_only_the_damaged_shard(prepared, small_data, t
     with open(os.path.join(root, SHARD), "rb") as a, open(os.path.join(prepared, SHARD), "rb") as b:
         assert a.read() == b.read()
     assert len(open_checked(root)) == 8
+
+
+def test_an_auto_prepared_copy_says_to_delete_it(prepared, tmp_path, monkeypatch):
+    """A damaged copy in $HIGGS_DS_CACHE/prepared (made by auto-prepare, no prepare command to rerun): delete it."""
+    monkeypatch.setenv("HIGGS_DS_CACHE", str(tmp_path))
+    root = str(tmp_path / "prepared" / "0123456789abcdef")
+    shutil.copytree(prepared, root)
+    _random_bytes(root)
+    with pytest.raises(Exception, match=f"delete {root}: the next training start prepares its source again"):
+        open_checked(root)
