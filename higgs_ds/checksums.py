@@ -58,7 +58,7 @@ def crc32_of_files(root, names):
     if world == 1:
         return mine
     if dist.get_backend() == "nccl":  # objects travel on the current GPU: one per rank, as DeepSpeed sets it later
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     parts = [None] * world
     dist.all_gather_object(parts, mine)
     return {k: v for part in parts for k, v in part.items()}
