@@ -14,6 +14,7 @@ EXIT_NONFINITE = 3  # training stopped after --max_consecutive_skips non-finite 
 EXIT_DATA = 65  # EX_DATAERR: bad data (file and line in the message)
 EXIT_NOINPUT = 66  # EX_NOINPUT: a model, tokenizer, data or checkpoint path that does not exist or is incomplete
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: the output dir is not writable or the disk is too full
+EXIT_DAMAGED = 74  # EX_IOERR: a file higgs-ds wrote (prepared shard, index.json, checkpoint) is cut short or garbled
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after saving a checkpoint; rerun with --resume auto
 EXIT_CONFIG = 78  # EX_CONFIG: a bad DeepSpeed config or flag combination
 
@@ -31,6 +32,11 @@ class ConfigError(UserError, ValueError):
 class InputNotFound(UserError, FileNotFoundError):
     """A path given by the user is missing or incomplete."""
     exit_code = EXIT_NOINPUT
+
+
+class DamagedFile(UserError):
+    """A file higgs-ds wrote earlier is cut short, garbled or fails its checksum; the message says how to redo it."""
+    exit_code = EXIT_DAMAGED
 
 
 def add_debug_flag(parser):

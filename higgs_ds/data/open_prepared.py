@@ -1,9 +1,11 @@
-"""Open a prepared dir for training: check it was prepared with this run's tokenizers, apply --on_bad_sample."""
+"""Open a prepared dir for training: check it is intact (prepared_check.py) and was prepared with this run's
+tokenizers, apply --on_bad_sample."""
 import logging
 import os
 
 from .chatml import DataError
 from .prepared import PreparedDataset
+from .prepared_check import open_checked
 from .validate import Problem, ValidationReport, finish_report, summary_text
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=No
     if whisper_processor is not None:
         raise DataError(f"{root}: a prepared dataset carries no audio-in waveforms, which this model's Whisper tower "
                         "needs: train on the ChatML JSONL instead", "file", root, 0)
-    ds = PreparedDataset(root)
+    ds = open_checked(root)
     check_identity(ds, tokenizer, audio_tokenizer_path)
     stored_report(root, getattr(validation, "on_bad_sample", "fail"), ds.index)
     return _Subset(ds, limit) if limit else ds
@@ -59,7 +61,7 @@ def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=No
 def stored_report(root, on_bad_sample="fail", index=None):
     """The validation report a prepared dir stored at prepare time (its counts as a dict), logged and with
     --on_bad_sample applied: the same listing and counts as validating its sources (`higgs-ds validate`)."""
-    index = index or PreparedDataset(root).index
+    index = index or open_checked(root).index
     report = ValidationReport(problems=[Problem(**p) for p in index["problems"]])
     report.num_read = index["report"]["samples_read"]
     finish_report(report, on_bad_sample, index["report"])

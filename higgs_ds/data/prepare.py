@@ -18,6 +18,7 @@ import time
 from .audio import AudioInfo
 from .chatml import DataError
 from .prepared import FAILED, FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
+from .prepared_check import shard_intact
 from .sources import open_sources, sources_id
 from .validate import Problem, ValidationConfig, ValidationReport, finish_report
 
@@ -145,7 +146,8 @@ def wait_for_shards(root, num_shards, poll_s=2.0):
 def write_index(root, plan, report, metas):
     num_codebooks = next((m["num_codebooks"] for m in metas if m["num_codebooks"]), None)
     index = {"format_version": FORMAT_VERSION, "plan_id": plan["plan_id"], "plan": plan,
-             "shards": [{"name": shard_name(m["shard"]), "rows": m["rows"]} for m in metas],
+             "shards": [{"name": shard_name(m["shard"]), "rows": m["rows"],
+                         **{k: m[k] for k in ("bytes", "crc32") if k in m}} for m in metas],
              "num_samples": sum(m["rows"] for m in metas), "num_codebooks": num_codebooks,
              "report": report.to_dict(), "problems": [dataclasses.asdict(p) for p in report.problems]}
     write_json(os.path.join(root, INDEX), index)
@@ -174,11 +176,10 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     _claim(output, plan)
     num_shards = max(1, math.ceil(len(items) / shard_size))
     stats = {"output": output, "rank": rank, "world_size": world, "samples": len(items), "shards": num_shards}
-    index_path = os.path.join(output, INDEX)
     todo = {k: items[k * shard_size:(k + 1) * shard_size] for k in range(rank, num_shards, world)
-            if not _done(output, k)}
+            if not shard_intact(output, shard_name(k))}  # unfinished, or its .arrow damaged since
     stats["shards_skipped"] = len(range(rank, num_shards, world)) - len(todo)
-    if todo and not os.path.isfile(index_path):
+    if todo:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         # a training run's process keeps the threads its rank was given (engine/distributed.share_host_threads)
         threads = max(1, (os.cpu_count() or 1) // max(1, num_workers)) if device == "cpu" and share is None else None

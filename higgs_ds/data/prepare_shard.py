@@ -107,7 +107,7 @@ def process_shard(root, k, items, rank=0):
                 item = e
         report.problems.append(Problem.from_error(item))
     suffix = f".tmp{os.getpid()}"
-    write_shard_rows(os.path.join(root, shard_name(k) + ".arrow"), rows, suffix)
+    written = write_shard_rows(os.path.join(root, shard_name(k) + ".arrow"), rows, suffix)  # bytes, crc32
     fault("kill_mid_prepare", k, rank)  # the .arrow is written, its .json is not: the shard is redone on rerun
     audio = {u: dataclasses.astuple(validator._audio[u]) for u in _urls_in_order(items) if u in report.audio_files}
     meta = {"shard": k, "rank": rank, "rows": len(rows), "num_read": report.num_read,
@@ -115,6 +115,6 @@ def process_shard(root, k, items, rank=0):
             "speakers": sorted(report.speakers), "languages": dict(report.languages),
             "token_lengths": report.token_lengths,
             "num_codebooks": next((int(c.shape[0]) for c in codes_by_url.values()), None),
-            "encoded_seconds": sum(audio[u][0] for u in encoded if u in audio)}
+            "encoded_seconds": sum(audio[u][0] for u in encoded if u in audio), **written}
     write_json(os.path.join(root, shard_name(k) + ".json"), meta)
     return meta

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import torch
 
+from ..checksums import file_crc32
 from ..durable import write_atomic
 from .chatml import DataError
 
@@ -45,7 +46,8 @@ def shard_name(k):
 
 
 def write_shard_rows(path, rows, tmp_suffix):
-    """Write `rows` (dicts of the schema's columns) as one Arrow IPC stream at `path`, atomically."""
+    """Write `rows` (dicts of the schema's columns) as one Arrow IPC stream at `path`, atomically; returns its
+    `bytes` and `crc32` (what the shard's .json and index.json record, checked when the dir is opened)."""
     import pyarrow as pa
 
     table = pa.Table.from_pylist(rows, schema=schema())
@@ -55,6 +57,7 @@ def write_shard_rows(path, rows, tmp_suffix):
             writer.write_table(table)
 
     write_atomic(path, write, tmp_suffix)
+    return {"bytes": os.path.getsize(path), "crc32": file_crc32(path)}
 
 
 def make_row(src, input_tokens, label_tokens, clips, sample_json):
@@ -68,7 +71,7 @@ def make_row(src, input_tokens, label_tokens, clips, sample_json):
             "language": src.language}
 
 
-def _open_stream(path):
+def open_stream(path):
     """The shard's record batches, memory-mapped: the data stays in the (shared) page cache, not in this process."""
     import pyarrow as pa
 
@@ -93,14 +96,17 @@ class PreparedDataset(torch.utils.data.Dataset):
 
     whisper_processor = None
 
-    def __init__(self, root):
-        with open(os.path.join(root, INDEX)) as f:
-            self.index = json.load(f)
+    def __init__(self, root, index=None):
+        """`index`: the dir's index.json already read (prepared_check.open_checked reads and checks it first)."""
+        if index is None:
+            with open(os.path.join(root, INDEX)) as f:
+                index = json.load(f)
+        self.index = index
         if self.index.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{root}: prepared with format {self.index.get('format_version')}, this version reads "
                             f"{FORMAT_VERSION}: prepare it again", "file", root, 0)
         self.root, self.num_codebooks = root, self.index["num_codebooks"]
-        self._tables = [_open_stream(os.path.join(root, s["name"] + ".arrow")) for s in self.index["shards"]]
+        self._tables = [open_stream(os.path.join(root, s["name"] + ".arrow")) for s in self.index["shards"]]
         self._tables = [t for t in self._tables if t.num_rows]
         self._cols = [{k: _Column(t.column(k)) for k in ("input_ids", "label_ids", "audio_codes", "audio_frames")}
                       for t in self._tables]

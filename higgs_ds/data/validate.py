@@ -14,6 +14,7 @@ from ..config import option
 from ..constants import FRAMES_PER_SECOND, SAMPLE_RATE
 from .audio import probe_audio
 from .chatml import DataError, iter_chatml
+from .prepared_check import check_finished
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 50
@@ -202,6 +203,7 @@ def validate_files(paths, tokenizer, config=None):
     """Validate each data file (`--validate_data_only`); log its summary; return its `ValidationReport`s."""
     reports = []
     for path in paths:
+        check_finished(path)  # a prepared dir left by a killed prepare: say how to finish it, not "not found"
         report = validate_data(path, tokenizer, config)
         log.info("%s\n%s", path, report.summary())
         reports.append(report)

@@ -3,16 +3,18 @@
 Layout of `<output_dir>/checkpoints/`: `step<N>/` holds DeepSpeed's engine state (trainable weights, optimizer,
 LR scheduler; frozen base weights are excluded), `adapter/` (peft `save_pretrained`), `rng_rank<r>.json` per
 rank and `trainer_state.json` (step, epoch, micro-batches consumed in that epoch, world size, metric history and
-the size of every file of the tag). `latest` names the newest published tag (DeepSpeed's own pointer format, so
-`zero_to_fp32.py` reads it too).
+the size and CRC-32 of every file of the tag). `latest` names the newest published tag (DeepSpeed's own pointer
+format, so `zero_to_fp32.py` reads it too).
 
 A save writes everything into `step<N>.tmp/`, fsyncs it, and only when every rank's part is on disk does rank 0
 write `trainer_state.json`, rename the dir to `step<N>/` and then move `latest` (written to a temp file,
 fsynced, renamed): a kill at any point leaves the previous checkpoint valid and `latest` on it. A tag is
-complete when its `trainer_state.json` exists and every file it lists has the listed size; `.tmp` leftovers are
-removed at the next save or resume. Resuming skips the consumed micro-batches at the sampler, so the data order,
-and with it every later loss, matches an uninterrupted run. A different world size resumes through DeepSpeed's
-universal checkpoint (engine/universal.py).
+complete when its `trainer_state.json` exists and every file it lists has the listed size, and intact when every
+file's CRC-32 is still the one computed at save time (the ranks split the files, at save and at resume): resuming
+takes the tag `latest` names if it is intact, else the newest intact one, and logs each tag passed over and why.
+`.tmp` leftovers are removed at the next save or resume. Resuming skips the consumed micro-batches at the sampler,
+so the data order, and with it every later loss, matches an uninterrupted run. A different world size resumes
+through DeepSpeed's universal checkpoint (engine/universal.py).
 """
 import base64
 import dataclasses
@@ -28,9 +30,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..checksums import crc32_of_files
 from ..config import option
 from ..durable import TMP, fsync_path, fsync_tree, write_atomic
-from ..errors import InputNotFound
+from ..errors import DamagedFile, InputNotFound
 from .faults import fault
 
 log = logging.getLogger(__name__)
@@ -129,20 +132,38 @@ def complete_tags(ckpt_dir):
     return sorted(found)
 
 
+def damaged_file(tag_dir, state):
+    """The first file of the tag whose CRC-32 is not the one computed at save time; None when every file matches
+    (tags from before checksums have none to compare). Under a process group every rank must call it."""
+    expected = state.get("crc32") or {}
+    got = crc32_of_files(tag_dir, expected) if expected else {}
+    return next((rel for rel in sorted(expected) if got[rel] != expected[rel]), None)
+
+
 def latest_tag(ckpt_dir):
-    """The tag dir `latest` names if it is complete, else the newest complete tag (None if there is none)."""
+    """The tag dir `latest` names if it is intact, else the newest intact tag (None if there is none); the tags
+    passed over are logged with the reason."""
     try:
         with open(os.path.join(ckpt_dir, LATEST)) as f:
             name = f.read().strip()
     except OSError:
         name = None
-    if name and _TAG.match(name) and read_state(os.path.join(ckpt_dir, name)) is not None:
-        return os.path.join(ckpt_dir, name)
-    tags = complete_tags(ckpt_dir)
-    if name and tags:
-        log.warning("%s/%s names %r, which is not a complete checkpoint: using %s", ckpt_dir, LATEST, name,
-                    tags[-1][1])
-    return tags[-1][1] if tags else None
+    tags = [tag for _, tag in reversed(complete_tags(ckpt_dir))]
+    named, why = os.path.join(ckpt_dir, name) if name else None, []
+    if named in tags:
+        tags.insert(0, tags.pop(tags.index(named)))
+    elif name and tags:
+        why.append(f"{ckpt_dir}/{LATEST} names {name!r}, which is not a complete checkpoint")
+    for tag in tags:
+        bad = damaged_file(tag, read_state(tag))
+        if bad is None:
+            if why:
+                log.warning("%s: resuming from %s", "; ".join(why), tag)
+            return tag
+        why.append(f"{tag}/{bad} does not match the CRC-32 written at save time (damaged since)")
+    if why:
+        log.warning("%s: no intact checkpoint left", "; ".join(why))
+    return None
 
 
 def find_resume_dir(resume, output_dir):
@@ -153,9 +174,15 @@ def find_resume_dir(resume, output_dir):
     if resume == "auto":
         return latest_tag(os.path.join(output_dir, "checkpoints"))
     if os.path.isfile(os.path.join(resume, STATE_FILE)):
-        if read_state(resume) is None:
+        state = read_state(resume)
+        if state is None:
             raise InputNotFound(f"--resume {resume}: incomplete or truncated checkpoint (a file that "
                                     f"{STATE_FILE} lists is missing or has another size)")
+        bad = damaged_file(resume, state)
+        if bad:
+            raise DamagedFile(f"{os.path.join(resume, bad)}: does not match the CRC-32 written at save time "
+                              "(damaged since): resume from another step<N> dir, or --resume auto (the newest "
+                              "intact checkpoint)")
         return resume
     found = latest_tag(resume) or latest_tag(os.path.join(resume, "checkpoints"))
     if found is None:
@@ -221,8 +248,10 @@ class Checkpointer:
             self.engine.module.save_pretrained(os.path.join(tmp, "adapter"))
         fsync_tree(tmp)
         dist.barrier()  # every rank's part is on disk
+        files = _manifest(tmp)
+        sums = crc32_of_files(tmp, files)  # each rank reads a share of the files; all get every checksum
         if self.rank == 0:
-            _write_json(os.path.join(tmp, STATE_FILE), {**dataclasses.asdict(state), "files": _manifest(tmp)})
+            _write_json(os.path.join(tmp, STATE_FILE), {**dataclasses.asdict(state), "files": files, "crc32": sums})
             self._publish(tmp, final)
             fault("kill_before_latest", state.step, self.rank)
             write_atomic(os.path.join(self.dir, LATEST), tag)
@@ -241,7 +270,8 @@ class Checkpointer:
         """Load engine + RNG state from `tag_dir`; returns the `TrainerState` (its data position converted to this
         world size)."""
         saved = read_state(tag_dir)
-        saved.pop("files", None)
+        for key in ("files", "crc32"):  # the tag's manifest, not trainer state
+            saved.pop(key, None)
         state = TrainerState(**saved)
         world = dist.get_world_size()
         load_dir, tag = os.path.split(os.path.normpath(tag_dir))

@@ -188,3 +188,29 @@ def test_resume_on_another_world_size_through_the_universal_checkpoint(reference
             assert got[step][key] == pytest.approx(ref[step][key], rel=1e-5), (step, key)
     with open(os.path.join(out, "checkpoints", "step5", STATE_FILE)) as f:
         assert json.load(f)["world_size"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_checksum_mismatch_in_the_newest_checkpoint_resumes_from_the_previous_one(reference, data, tmp_path,
+                                                                                     world):
+    """A finished run's newest tag (step6) with one byte of its engine state changed, size kept (complete by its
+    sizes): --resume auto says which file fails its CRC-32, resumes from step5, and step 6 comes out as in the
+    uninterrupted run. The CRC-32s are the ones the real save wrote (split between the ranks with 2) and the check at
+    resume is split the same way."""
+    ref_out, ref = reference(world)
+    out = str(tmp_path / "run")
+    shutil.copytree(ref_out, out)
+    ckpt = os.path.join(out, "checkpoints")
+    victim = os.path.join(ckpt, "step6", "mp_rank_00_model_states.pt")
+    with open(victim, "r+b") as f:
+        f.seek(os.path.getsize(victim) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
+    assert [s for s, _ in complete_tags(ckpt)][-1] == 6
+    proc = run_cmd(LAUNCH[world] + ARGS + BATCHING[world] + data + ["--output_dir", out, "--resume", "auto"])
+    assert f"{victim} does not match the CRC-32 written at save time" in proc.stdout, proc.stdout[-3000:]
+    assert f"resuming from {os.path.join(ckpt, 'step5')}" in proc.stdout and _resumed_from(proc.stdout, ckpt, 5)
+    assert _history(out) == ref  # step 6 retrained from step 5: bit for bit the uninterrupted run's
+    assert find_resume_dir("auto", out) == os.path.join(ckpt, "step6")  # saved again, intact

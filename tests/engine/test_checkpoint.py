@@ -2,6 +2,7 @@
 kill-anywhere resume with the uninterrupted run's losses (1 and 2 ranks) and resume on another world size through
 DeepSpeed's universal checkpoint (2 ranks -> 1 rank)."""
 import json
+import logging
 import os
 import random
 import shutil
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from higgs_ds.checksums import file_crc32, share
 from higgs_ds.data.resume import SkipSampler
 from higgs_ds.durable import write_atomic
 from higgs_ds.engine.checkpoint import (
@@ -22,6 +24,7 @@ from higgs_ds.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from higgs_ds.errors import EXIT_DAMAGED, DamagedFile
 
 
 def _tag(root, step, complete=True):
@@ -89,6 +92,50 @@ def test_latest_pointer_moves_last_and_truncated_tags_are_never_chosen(tmp_path)
     write_atomic(os.path.join(ckpt, LATEST), "step9")  # a pruned or never-published tag
     assert find_resume_dir("auto", root) == step2
     assert not os.path.exists(os.path.join(ckpt, LATEST + ".tmp"))
+
+
+def _crc_tag(root, step, payload):
+    """A tag as Checkpointer.save publishes it now: trainer_state.json lists each file's size and CRC-32."""
+    d = _manifest_tag(root, step, payload)
+    with open(os.path.join(d, STATE_FILE)) as f:
+        state = json.load(f)
+    with open(os.path.join(d, STATE_FILE), "w") as f:
+        json.dump({**state, "crc32": {"engine.pt": file_crc32(os.path.join(d, "engine.pt"))}}, f)
+    return d
+
+
+def test_a_checksum_mismatch_in_the_newest_tag_resumes_from_the_previous_one(tmp_path, caplog):
+    """The newest tag's file overwritten with other bytes of the same size: complete by its sizes, but --resume auto
+    takes the previous tag and logs which file and which tag; --resume to it names the file (exit 74)."""
+    root = str(tmp_path)
+    ckpt = os.path.join(root, "checkpoints")
+    step2, step4 = _crc_tag(root, 2, b"engine state 2"), _crc_tag(root, 4, b"engine state 4")
+    write_atomic(os.path.join(ckpt, LATEST), "step4")
+    assert find_resume_dir("auto", root) == step4 == find_resume_dir(step4, root)
+    with open(os.path.join(step4, "engine.pt"), "r+b") as f:  # one byte changed, size kept
+        f.seek(3)
+        f.write(b"X")
+    assert [s for s, _ in complete_tags(ckpt)] == [2, 4]  # sizes alone cannot tell
+    with caplog.at_level(logging.WARNING):
+        assert find_resume_dir("auto", root) == step2 == find_resume_dir(ckpt, "/elsewhere")
+    assert f"{step4}/engine.pt does not match the CRC-32" in caplog.text and f"resuming from {step2}" in caplog.text
+    with pytest.raises(DamagedFile, match="engine.pt: does not match the CRC-32") as e:
+        find_resume_dir(step4, root)
+    assert e.value.exit_code == EXIT_DAMAGED
+    with open(os.path.join(step2, "engine.pt"), "r+b") as f:  # every tag damaged: a fresh start, said so
+        f.write(b"Y")
+    assert find_resume_dir("auto", root) is None and "no intact checkpoint left" in caplog.text
+
+
+def test_checksum_work_is_split_between_ranks_by_size(tmp_path):
+    """Each file is read by one rank; a full model's states file (the largest) gets a rank of its own."""
+    sizes = {"mp_rank_00_model_states.pt": 900, "rng_rank0.json": 10, "trainer_state.json": 5,
+             **{f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt": 400 for r in range(3)}}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    shares = [share(str(tmp_path), sizes, 3, r) for r in range(3)]
+    assert sorted(n for s in shares for n in s) == sorted(sizes)
+    assert max(sum(sizes[n] for n in s) for s in shares) == 900
 
 
 def test_leftovers_of_a_killed_save_are_never_chosen_and_are_removed(tmp_path):
