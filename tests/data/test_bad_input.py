@@ -25,7 +25,8 @@ def _wav(path, wave):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """{name: (path, expected line of the problem or None for a valid file, kind)}."""
+    """{name: (path, expected line of the problem or None for a valid file, kind or, for a valid file, the number of
+    samples it holds)}."""
     d = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)
     ref, tgt = _wav(d / "ref.wav", speech_like(rng, 1.0)), _wav(d / "tgt.wav", speech_like(rng, 1.2))
@@ -47,9 +48,9 @@ def corpus(tmp_path_factory):
         "missing_audio": (json.dumps(voice_cloning_sample(ref, "r", "nope.wav", "t")).encode() + b"\n", 1,
                           "missing_audio"),
         "not_utf8": ((good + "\n").encode() + b'{"x": "\xff"}\n', 2, "encoding"),
-        "bom": (b"\xef\xbb\xbf" + (good + "\n" + good + "\n").encode(), None, None),
-        "crlf": ((good + "\r\n" + good + "\r\n").encode(), None, None),
-        "bom_crlf_blank_lines": (b"\xef\xbb\xbf" + (good + "\r\n\r\n" + good + "\r\n").encode(), None, None),
+        "bom": (b"\xef\xbb\xbf" + (good + "\n" + good + "\n").encode(), None, 2),
+        "crlf": ((good + "\r\n" + good + "\r\n" + good + "\r\n").encode(), None, 3),
+        "bom_crlf_blank_lines": (b"\xef\xbb\xbf" + (good + "\r\n\r\n" + good + "\r\n").encode(), None, 2),
     }
     out = {}
     for name, (content, line, kind) in files.items():
@@ -57,15 +58,18 @@ def corpus(tmp_path_factory):
         path.write_bytes(content)
         out[name] = (str(path), line, kind)
     list_path = d / "bom_list.json"
-    list_path.write_bytes(b"\xef\xbb\xbf" + json.dumps([json.loads(good)] * 2).encode())
-    out["bom_json_list"] = (str(list_path), None, None)
+    list_path.write_bytes(b"\xef\xbb\xbf" + json.dumps([json.loads(good)] * 4).encode())
+    out["bom_json_list"] = (str(list_path), None, 4)
     return out
 
 
-def _check(rc, err, path, line, kind):
+def _check(rc, err, path, line, kind, logged=""):
+    """`logged`: where the command's log went (the CLI logs to stderr, train.py to stdout)."""
     assert "Traceback" not in err, err
     if line is None:
         assert rc == 0, err
+        n = kind  # every sample of the odd-but-valid file was read, and each one is good
+        assert f"data: {n} samples read, {n} ok, 0 bad;" in logged, logged
         return
     assert rc == EXIT_DATA, (rc, err)
     assert err.count("error:") == 1 and err.startswith("error:"), err
@@ -81,14 +85,16 @@ NAMES = ["empty", "blank_lines_only", "malformed_json", "nan_audio", "unanswered
 def test_higgs_ds_validate(corpus, name, capsys):
     path, line, kind = corpus[name]
     rc = cli_main(["validate", "--data", path])
-    _check(rc, capsys.readouterr().err, path, line, kind)
+    err = capsys.readouterr().err
+    _check(rc, err, path, line, kind, err)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_py_validate_data_only(corpus, name, capsys):
     path, line, kind = corpus[name]
     rc = train_main(["--train_data", path, "--validate_data_only"])
-    _check(rc, capsys.readouterr().err, path, line, kind)
+    captured = capsys.readouterr()
+    _check(rc, captured.err, path, line, kind, captured.out)
 
 
 def test_debug_shows_the_traceback(corpus):

@@ -116,8 +116,15 @@ def test_killed_anywhere_and_resumed_the_losses_are_the_uninterrupted_ones(refer
     landed = [s for s in range(1, 7) if f"step {s}/6 |" in log]
     print(f"random SIGKILL after {delay:.1f}s (exit {code}); steps done in that run: {landed}")
     assert not landed or _resumed_from(log, ckpt, prev), log[-3000:]
+    # where the last run must pick up: the tag `latest` names (read here, not through the package). Each logged step
+    # s had saved step s-1 (save_every 1) and s itself may or may not have been saved and named before the kill; with
+    # no step logged, the chain's resume point is still the latest
+    expected = int(open(os.path.join(ckpt, LATEST)).read().strip()[len("step"):])
+    assert expected == prev if not landed else expected in (max(landed) - 1, max(landed)), (expected, landed)
     proc = run_cmd(cmd + ["--keep_last", "2"])
-    assert "resumed from" in proc.stdout or "starting fresh" in proc.stdout
+    assert "starting fresh" not in proc.stdout and _resumed_from(proc.stdout, ckpt, expected), proc.stdout[-3000:]
+    ran = [s for s in range(1, 7) if f"step {s}/6 |" in proc.stdout]
+    assert ran == list(range(expected + 1, 7)), (expected, ran)  # only the steps after the resume point were run
     pruned = f"checkpoint {ckpt}" in proc.stdout  # --keep_last applies if this run saved (the random kill may come late)
     got = _history(out)
     assert sorted(got) == list(range(1, 7))  # history carried over through every checkpoint

@@ -1,6 +1,7 @@
 """Label alignment: audio logits at column t are scored against column t+1 of the same clip (not the copy task)."""
 import math
 
+import pytest
 import torch
 
 from higgs_ds.data.collate import TrainingCollator
@@ -36,9 +37,20 @@ def test_text_targets_shift_by_one():
 
 
 def test_initial_audio_loss_is_chance_not_copy(small_dataset, fresh_model):
-    """At step 0 a random model's audio loss is about ln(1026) (chance), with 3 text labels per sample."""
-    batch = TrainingCollator(fresh_model.config)([small_dataset[i] for i in range(4)])
+    """At step 0 a random model's audio loss from the package's training loss (`compute_loss`) is about ln(1026)
+    (chance), with 3 text labels per sample and one audio label per target code and codebook, and it equals the
+    naive reference's."""
+    from higgs_ds.loss import compute_loss
+
+    samples = [small_dataset[i] for i in range(4)]
+    batch = TrainingCollator(fresh_model.config)(samples)
     with torch.no_grad():
-        out = plain_loss(fresh_model(**batch), batch)
-    assert abs(float(out.metrics["loss/audio"]) - math.log(1026)) < 1.5
-    assert int(out.metrics["tokens/audio"]) > 0 and int(out.metrics["tokens/text"]) == 4 * 3
+        out = compute_loss(fresh_model, batch).metrics
+        ref = plain_loss(fresh_model(**batch), batch).metrics
+    assert abs(float(out["loss/audio"]) - math.log(1026)) < 1.5
+    # each sample's last clip is its target: T codes + 1 EOS labelled in every codebook
+    k = fresh_model.config.audio_num_codebooks
+    labelled = sum(k * (s.audio_ids_concat.shape[1] - int(s.audio_ids_start[-1]) + 1) for s in samples)
+    assert int(out["tokens/text"]) == 4 * 3 and int(out["tokens/audio"]) == int(ref["tokens/audio"]) == labelled
+    for key in ("loss/audio", "loss/text"):
+        assert float(out[key]) == pytest.approx(float(ref[key]), rel=1e-4), key
