@@ -160,9 +160,11 @@ def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_
     prompts = eval_prompts(read_chatml(small_data[1]), 1)
     scorer = Scorer()
     kept, final = (_regenerated(paths, d, prompts, scorer)[0] for d in (os.path.join(out, "best", "adapter"), out))
-    assert kept["sim"] == pytest.approx(best_sim, abs=1e-4)
-    assert final["sim"] == pytest.approx(gen[-1]["sim"], abs=1e-4)
-    assert final["dnsmos_ovrl"] == pytest.approx(gen[-1]["dnsmos_ovrl"], abs=1e-4)
+    # the same codes decode to the same clip, so the scores agree to float noise; the steps' SIMs may differ by only
+    # ~3e-5 after 3 small steps, so 1e-6 is what tells the kept step's adapter from the others
+    assert kept["sim"] == pytest.approx(best_sim, abs=1e-6)
+    assert final["sim"] == pytest.approx(gen[-1]["sim"], abs=1e-6)
+    assert final["dnsmos_ovrl"] == pytest.approx(gen[-1]["dnsmos_ovrl"], abs=1e-6)
     # train.py's final eval and `higgs-ds evaluate` on the saved adapter: one function, the same numbers
     assert evaluate_main(["--data", small_data[1], "--adapter", out, "--output", str(tmp_path / "e.json"),
                           "--batch_size", "1", "--generate", "--num_prompts", "1", "--max_new_tokens", "20"]) == 0
