@@ -54,6 +54,9 @@ def _parser():
     from .data.sources.config import SourceConfig
 
     add_flags(pr, SourceConfig)
+    from .data.pair_check import PairCheckConfig
+
+    add_flags(pr, PairCheckConfig)
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
@@ -74,6 +77,12 @@ def _tiny():
     from .assets import ensure_tiny_assets
 
     return ensure_tiny_assets()
+
+
+def _speaker_embedder():
+    from .evaluation.speaker import file_embedder
+
+    return file_embedder()
 
 
 def validate(args):
@@ -104,9 +113,10 @@ def validate(args):
 
 def _check_source_flags(args, parser):
     from .config import check_ranges
+    from .data.pair_check import PairCheckConfig
     from .data.sources.config import SourceConfig
 
-    check_ranges(parser, args, SourceConfig)
+    check_ranges(parser, args, SourceConfig, PairCheckConfig)
     lo, hi = args.min_ref_seconds, args.max_ref_seconds
     if lo is not None and hi is not None and lo > hi:
         parser.error(f"--min_ref_seconds {lo} is above --max_ref_seconds {hi}: no utterance can be a reference")
@@ -128,7 +138,7 @@ def prepare(args, parser):
 
         _check_source_flags(args, parser)
 
-        return prepare_from_args(args, _tiny)
+        return prepare_from_args(args, _tiny, _speaker_embedder)
     from .data.code_cache import prepare_codes
     from .models.sources import audio_tokenizer_dir  # issue 16: Hub ids / native dirs
 

@@ -22,6 +22,7 @@ from .sources import open_sources, sources_id
 from .validate import Problem, ValidationConfig, ValidationReport, finish_report
 
 log = logging.getLogger(__name__)
+PAIR_CHECK = "pair_check.json"  # the pair check's report (pair_check.py), beside plan.json
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
 
@@ -41,13 +42,15 @@ def limit_values(limits):
     return {k: v for k, v in dataclasses.asdict(limits).items() if k != "on_bad_sample"}
 
 
-def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items):
+def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items, pair_check=None):
     from .code_cache import tokenizer_id
 
     plan = {"format_version": FORMAT_VERSION, "sources": [s.identity() for s in sources],
             "text_tokenizer_id": text_tokenizer_id(tokenizer_path),
             "audio_tokenizer_id": tokenizer_id(audio_tokenizer_path), "limits": limit_values(limits),
             "shard_size": shard_size, "num_items": num_items}
+    if pair_check is not None and pair_check.enabled():  # absent otherwise: earlier plans keep their ids
+        plan["pair_check"] = dataclasses.asdict(pair_check)
     plan["plan_id"] = sources_id(sources, {k: v for k, v in plan.items() if k != "sources"})
     return plan
 
@@ -144,15 +147,56 @@ def write_index(root, plan, report, metas):
     return index
 
 
+def verify_pairs(items, sources, output, config, make_embed, rank, poll_s=2.0):
+    """(items less the pairs below --min_pair_sim, the pair report or None, whether this rank must write it to
+    DIR/pair_check.json once the dir is claimed). Rank 0 embeds, or reuses a report of the same sources and
+    options; other ranks wait for rank 0's report and drop the same pairs."""
+    from .pair_check import check_pairs, speaker_skew
+
+    if warning := speaker_skew(items):
+        log.warning("%s", warning)
+    if config is None or not config.enabled():
+        return items, None, False
+    key, path = sources_id(sources, dataclasses.asdict(config)), os.path.join(output, PAIR_CHECK)
+    while (report := _stored_pair_report(path, key)) is None and rank != 0:
+        time.sleep(poll_s)
+    if report is None:
+        kept, report = check_pairs(items, make_embed(), config)
+        kept_ids = {id(it) for it in kept}
+        report.update(key=key, dropped=[it.where for it in items if id(it) not in kept_ids])
+        for line in report["warnings"]:
+            log.warning("%s", line)
+        return kept, report, True
+    dropped = set(report["dropped"])
+    return [it for it in items if isinstance(it, DataError) or it.where not in dropped], report, False
+
+
+def _stored_pair_report(path, key):
+    if os.path.isfile(path):
+        with open(path) as f:
+            report = json.load(f)
+        if report.get("key") == key:
+            return report
+    return None
+
+
+def pair_summary(report):
+    """The counts of a pair report that `higgs-ds prepare` prints."""
+    return {k: len(report[k]) if isinstance(report[k], list) else report[k]
+            for k in ("clips_embedded", "pairs_scored", "pairs_dropped", "suspect_pairs", "suspect_speakers")}
+
+
 def dist_env():
     """(rank, world_size, local_rank) from the launcher's environment (torchrun, deepspeed); (0, 1, 0) otherwise."""
     return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
 
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
-                    num_workers=1, shard_size=256, show_progress=True, source_config=None, rank_env=True):
+                    num_workers=1, shard_size=256, show_progress=True, source_config=None, rank_env=True,
+                    pair_check=None, make_embed=None):
     """Prepare `data` (paths of sources, read with `source_config`: a `SourceConfig`) into `output`; returns a stats
-    dict (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here."""
+    dict (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here.
+    `pair_check`: a `PairCheckConfig`; `make_embed()` gives its `embed(path)` (the speaker encoder)."""
     import torch
 
     limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
@@ -161,10 +205,15 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     t0 = time.time()
     sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.iter_items()]
-    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items))
+    items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, make_embed, rank)
+    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
     _claim(output, plan)
+    if write_pairs:
+        write_json(os.path.join(output, PAIR_CHECK), pairs)
     num_shards = max(1, math.ceil(len(items) / shard_size))
     stats = {"output": output, "rank": rank, "world_size": world, "samples": len(items), "shards": num_shards}
+    if pairs is not None:
+        stats["pair_check"] = pair_summary(pairs)
     index_path = os.path.join(output, INDEX)
     todo = {k: items[k * shard_size:(k + 1) * shard_size] for k in range(rank, num_shards, world)
             if not _done(output, k)}
@@ -188,8 +237,9 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     return stats
 
 
-def prepare_from_args(args, tiny_assets):
-    """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs."""
+def prepare_from_args(args, tiny_assets, make_embed=None):
+    """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs,
+    `make_embed()` the speaker encoder's `embed(path)` of --check_pairs."""
 
     from ..models import sources
 
@@ -199,10 +249,12 @@ def prepare_from_args(args, tiny_assets):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
     from ..config import from_args
+    from .pair_check import PairCheckConfig
     from .sources.config import SourceConfig
 
     stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, from_args(ValidationConfig, args),
                             args.on_bad_sample, args.num_workers, args.shard_size,
-                            source_config=from_args(SourceConfig, args))  # DataError: exit 65
+                            source_config=from_args(SourceConfig, args), pair_check=from_args(PairCheckConfig, args),
+                            make_embed=make_embed)  # DataError: exit 65
     print(json.dumps(stats))
     return 0

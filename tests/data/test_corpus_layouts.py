@@ -16,9 +16,9 @@ import soundfile as sf
 from higgs_ds.data.chatml import DataError
 from higgs_ds.data.sources import SourceError, open_sources
 
-VOICES = ("en-us", "en-us+f4", "en+whisper")
-SENTENCES = ("The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore.",
-             "Please call Stella and ask her to bring these things.")
+from .espeak import SENTENCES, VOICES, espeak_speech
+
+SENTENCES = SENTENCES[:3]
 
 
 def _sha(data):
@@ -27,15 +27,7 @@ def _sha(data):
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    """{(voice, sentence index): (float32 waveform, rate)} from espeak-ng."""
-    out, d = {}, tmp_path_factory.mktemp("espeak")
-    for v, voice in enumerate(VOICES):
-        for s, text in enumerate(SENTENCES):
-            path = d / f"{v}_{s}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
-            wav, rate = sf.read(path, dtype="float32")
-            out[(v, s)] = (wav, rate)
-    return out
+    return espeak_speech(tmp_path_factory.mktemp("espeak"), len(SENTENCES))
 
 
 class Truth:
