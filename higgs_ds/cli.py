@@ -57,6 +57,9 @@ def _parser():
     from .data.pair_check import PairCheckConfig
 
     add_flags(pr, PairCheckConfig)
+    from .data.quality import QualityConfig
+
+    add_flags(pr, QualityConfig)
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
@@ -83,6 +86,13 @@ def _speaker_embedder():
     from .evaluation.speaker import file_embedder
 
     return file_embedder()
+
+
+def _dnsmos():
+    from .evaluation.dnsmos import DnsmosScorer
+
+    scorer = DnsmosScorer()
+    return lambda wav: scorer.score(wav)["dnsmos_ovrl"]
 
 
 def validate(args):
@@ -134,11 +144,10 @@ def prepare(args, parser):
     if not args.data:
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
     if args.output:  # issue 14: a prepared dataset
-        from .data.prepare import prepare_from_args
+        from .data.prepare import Scorers, prepare_from_args
 
         _check_source_flags(args, parser)
-
-        return prepare_from_args(args, _tiny, _speaker_embedder)
+        return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos))
     from .data.code_cache import prepare_codes
     from .models.sources import audio_tokenizer_dir  # issue 16: Hub ids / native dirs
 

@@ -135,7 +135,7 @@ def _report(scored, speakers, num_clips, num_dropped, config):
               "pair_sim": {k: round(float(f(sims)), 4) if sims.size else None
                            for k, f in (("mean", np.mean), ("p5", lambda x: np.percentile(x, 5)), ("min", np.min))},
               "suspect_pairs": suspect, "suspect_speakers": sorted(s for s, v in speakers.items() if v["suspect"]),
-              "speakers": speakers}
+              "speakers": speakers, "pair_sims": {it.where: round(s, 4) for it, s in scored}}
     report["warnings"] = pair_warnings(report)
     return report
 

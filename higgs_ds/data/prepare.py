@@ -147,7 +147,26 @@ def write_index(root, plan, report, metas):
     return index
 
 
-def verify_pairs(items, sources, output, config, make_embed, rank, poll_s=2.0):
+@dataclasses.dataclass
+class Scorers:
+    """Factories of the scorers a prepare may need, injected by the caller (the CLI: `evaluation/`'s): `embed()`
+    gives `embed(path) -> speaker vector or None`, `dnsmos()` gives `dnsmos(wav 16 kHz) -> float`."""
+    embed: object = None
+    dnsmos: object = None
+
+
+def write_quality_columns(output, items, pairs, config, scorers):
+    """DIR/quality.arrow (quality.py) for the samples being prepared; reused when it is there already."""
+    from .filters import QUALITY
+    from .quality import quality_rows, write_quality
+
+    path = os.path.join(output, QUALITY)
+    if not os.path.isfile(path):
+        dnsmos = scorers.dnsmos() if config.dnsmos else None
+        write_quality(path, quality_rows(items, (pairs or {}).get("pair_sims"), dnsmos))
+
+
+def verify_pairs(items, sources, output, config, scorers, rank, poll_s=2.0):
     """(items less the pairs below --min_pair_sim, the pair report or None, whether this rank must write it to
     DIR/pair_check.json once the dir is claimed). Rank 0 embeds, or reuses a report of the same sources and
     options; other ranks wait for rank 0's report and drop the same pairs."""
@@ -161,7 +180,7 @@ def verify_pairs(items, sources, output, config, make_embed, rank, poll_s=2.0):
     while (report := _stored_pair_report(path, key)) is None and rank != 0:
         time.sleep(poll_s)
     if report is None:
-        kept, report = check_pairs(items, make_embed(), config)
+        kept, report = check_pairs(items, scorers.embed(), config)
         kept_ids = {id(it) for it in kept}
         report.update(key=key, dropped=[it.where for it in items if id(it) not in kept_ids])
         for line in report["warnings"]:
@@ -193,10 +212,10 @@ def dist_env():
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
                     num_workers=1, shard_size=256, show_progress=True, source_config=None, rank_env=True,
-                    pair_check=None, make_embed=None):
+                    pair_check=None, quality=None, scorers=None):
     """Prepare `data` (paths of sources, read with `source_config`: a `SourceConfig`) into `output`; returns a stats
     dict (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here.
-    `pair_check`: a `PairCheckConfig`; `make_embed()` gives its `embed(path)` (the speaker encoder)."""
+    `pair_check`: a `PairCheckConfig`, `quality`: a `QualityConfig`; `scorers`: their `Scorers`."""
     import torch
 
     limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
@@ -205,11 +224,13 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     t0 = time.time()
     sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.iter_items()]
-    items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, make_embed, rank)
+    items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, scorers, rank)
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
     _claim(output, plan)
     if write_pairs:
         write_json(os.path.join(output, PAIR_CHECK), pairs)
+    if rank == 0 and quality is not None and quality.enabled():
+        write_quality_columns(output, items, pairs, quality, scorers)
     num_shards = max(1, math.ceil(len(items) / shard_size))
     stats = {"output": output, "rank": rank, "world_size": world, "samples": len(items), "shards": num_shards}
     if pairs is not None:
@@ -237,9 +258,9 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     return stats
 
 
-def prepare_from_args(args, tiny_assets, make_embed=None):
+def prepare_from_args(args, tiny_assets, scorers=None):
     """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs,
-    `make_embed()` the speaker encoder's `embed(path)` of --check_pairs."""
+    `scorers` the `Scorers` of --check_pairs and --dnsmos."""
 
     from ..models import sources
 
@@ -250,11 +271,12 @@ def prepare_from_args(args, tiny_assets, make_embed=None):
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
     from ..config import from_args
     from .pair_check import PairCheckConfig
+    from .quality import QualityConfig
     from .sources.config import SourceConfig
 
     stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, from_args(ValidationConfig, args),
                             args.on_bad_sample, args.num_workers, args.shard_size,
                             source_config=from_args(SourceConfig, args), pair_check=from_args(PairCheckConfig, args),
-                            make_embed=make_embed)  # DataError: exit 65
+                            quality=from_args(QualityConfig, args), scorers=scorers)  # DataError: exit 65
     print(json.dumps(stats))
     return 0

@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -107,9 +108,11 @@ def test_speaker_skew_names_the_speaker_and_the_cause(tmp_path, speech):
 
 
 def test_prepare_min_pair_sim_writes_the_report_and_reuses_it(tmp_path, speech, embed, tiny_assets, monkeypatch):
-    """`higgs-ds prepare --min_pair_sim`: the prepared rows are the pairs that pass; the report is in
-    DIR/pair_check.json; a rerun of the same command embeds nothing."""
+    """`higgs-ds prepare --min_pair_sim --quality`: the prepared rows are the pairs that pass; the report is in
+    DIR/pair_check.json, the quality columns in DIR/quality.arrow; a rerun of the same command embeds nothing; a
+    --filter on duration keeps exactly the samples whose target is short enough."""
     import higgs_ds.cli as cli
+    from higgs_ds.data.filters import filter_prepared, read_quality
     from higgs_ds.data.prepared import PreparedDataset
 
     few = {k: v for k, v in speech.items() if k[0] < 2 and k[1] < 3}
@@ -117,7 +120,8 @@ def test_prepare_min_pair_sim_writes_the_report_and_reuses_it(tmp_path, speech, 
     monkeypatch.setattr(cli, "_speaker_embedder", lambda: embed)
     out = str(tmp_path / "p")
     embed.calls.clear()
-    argv = ["prepare", "--data", root, "--output", out, "--min_pair_sim", str(THRESHOLD), "--on_bad_sample", "skip"]
+    argv = ["prepare", "--data", root, "--output", out, "--min_pair_sim", str(THRESHOLD), "--on_bad_sample", "skip",
+            "--quality"]
     assert cli.main(argv) == 0
     with open(os.path.join(out, "pair_check.json")) as f:
         report = json.load(f)
@@ -130,3 +134,13 @@ def test_prepare_min_pair_sim_writes_the_report_and_reuses_it(tmp_path, speech, 
     assert set(embed.calls) == set(voice_of) and set(embed.calls.values()) == {1}
     embed.calls.clear()
     assert cli.main(argv) == 0 and not embed.calls
+    quality = read_quality(out)
+    kept = {it.sample_id: it for it in items if it.where not in mismatched}
+    assert {k[1] for k in quality} == set(kept)
+    assert all(q["pair_sim"] == report["pair_sims"][kept[k[1]].where] for k, q in quality.items())
+    seconds = {i: sf.info(it.sample.messages[4].content.audio_url).duration for i, it in kept.items()}
+    cut = float(np.mean(sorted(seconds.values())[:2]))  # between the two shortest targets
+    view, dropped = filter_prepared(PreparedDataset(out), f"duration<={cut}")
+    assert sorted(view.row(i, "sample_id") for i in range(len(view))) == sorted(
+        i for i, d in seconds.items() if d <= cut)
+    assert dropped == {f"duration<={cut:g}": len(kept) - len(view)} and 0 < len(view) < len(kept)
