@@ -265,3 +265,30 @@ def test_an_unknown_directory_layout_is_refused_not_guessed(tmp_path, speech):
     with pytest.raises(SourceError, match="cannot be told apart") as e:
         open_sources([str(tmp_path / "corpus")])
     assert str(e.value).startswith(str(tmp_path / "corpus"))
+
+
+def test_malformed_metadata_names_file_and_line(tmp_path, speech):
+    truth, lj, cv = Truth(speech), tmp_path / "LJSpeech-1.1", tmp_path / "cv"
+    truth.write(str(lj / "wavs" / "LJ001-0001.wav"), 0, 0)
+    (lj / "metadata.csv").write_text(f"LJ001-0001|{SENTENCES[0]}|{SENTENCES[0]}\nno separator here\n")
+    _, _, problems = _read(str(lj))
+    assert [(p.kind, p.file, p.line) for p in problems if p.kind != "no_reference"] == [
+        ("schema", str(lj / "metadata.csv"), 2)]
+    truth.write(str(cv / "clips" / "a.mp3"), 0, 0, fmt="MP3")
+    (cv / "validated.tsv").write_text(f"path\tsentence\na.mp3\t{SENTENCES[0]}\n")
+    _, _, problems = _read(str(cv))
+    assert [(p.kind, p.line) for p in problems] == [("schema", 1)] and "client_id" in str(problems[0])
+    (tmp_path / "junk.arrow").write_bytes(os.urandom(256))
+    with pytest.raises(DataError, match="junk.arrow: not an Arrow IPC stream"):
+        _read(str(tmp_path / "junk.arrow"))
+
+
+def test_prepare_of_an_unknown_layout_is_one_error_line(tmp_path, speech, capsys):
+    from higgs_ds.cli import main
+    from higgs_ds.errors import EXIT_DATA
+
+    Truth(speech).write(str(tmp_path / "corpus" / "alice" / "one.wav"), 0, 0)
+    assert main(["prepare", "--data", str(tmp_path / "corpus"), "--output", str(tmp_path / "p")]) == EXIT_DATA
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'corpus'}: not a data source")
+    assert "Traceback" not in err[0] and "--pair_by_speaker" in err[0]

@@ -140,7 +140,9 @@ def test_prepare_min_pair_sim_writes_the_report_and_reuses_it(tmp_path, speech, 
     assert all(q["pair_sim"] == report["pair_sims"][kept[k[1]].where] for k, q in quality.items())
     seconds = {i: sf.info(it.sample.messages[4].content.audio_url).duration for i, it in kept.items()}
     cut = float(np.mean(sorted(seconds.values())[:2]))  # between the two shortest targets
-    view, dropped = filter_prepared(PreparedDataset(out), f"duration<={cut}")
-    assert sorted(view.row(i, "sample_id") for i in range(len(view))) == sorted(
-        i for i, d in seconds.items() if d <= cut)
-    assert dropped == {f"duration<={cut:g}": len(kept) - len(view)} and 0 < len(view) < len(kept)
+    for op, passes in (("<=", lambda d: d <= cut), (">", lambda d: d > cut)):  # each side of the cut
+        view, dropped = filter_prepared(PreparedDataset(out), f"duration{op}{cut}")
+        assert sorted(view.row(i, "sample_id") for i in range(len(view))) == sorted(
+            i for i, d in seconds.items() if passes(d))
+        assert all(view.num_tokens(i) == view.row(i, "num_tokens") for i in range(len(view)))
+        assert dropped == {f"duration{op}{cut:g}": len(kept) - len(view)} and 0 < len(view) < len(kept)
