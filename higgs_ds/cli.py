@@ -83,9 +83,13 @@ def _tiny():
 
 
 def _speaker_embedder():
+    """The pair check's encoder, on this rank's GPU when there is one."""
+    import torch
+
+    from .data.prepare import dist_env
     from .evaluation.speaker import file_embedder
 
-    return file_embedder()
+    return file_embedder(f"cuda:{dist_env()[2]}" if torch.cuda.is_available() else "cpu")
 
 
 def _dnsmos():
