@@ -148,7 +148,8 @@ def prepare(args, parser):
     if not args.data:
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
     if args.output:  # issue 14: a prepared dataset
-        from .data.prepare import Scorers, prepare_from_args
+        from .data.prepare import prepare_from_args
+        from .data.prepare_checks import Scorers
 
         _check_source_flags(args, parser)
         return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos))

@@ -17,12 +17,12 @@ import time
 
 from .audio import AudioInfo
 from .chatml import DataError
+from .prepare_checks import PAIR_CHECK, pair_summary, verify_pairs, write_quality_columns
 from .prepared import FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
 from .sources import open_sources, sources_id
 from .validate import Problem, ValidationConfig, ValidationReport, finish_report
 
 log = logging.getLogger(__name__)
-PAIR_CHECK = "pair_check.json"  # the pair check's report (pair_check.py), beside plan.json
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
 
@@ -147,64 +147,6 @@ def write_index(root, plan, report, metas):
     return index
 
 
-@dataclasses.dataclass
-class Scorers:
-    """Factories of the scorers a prepare may need, injected by the caller (the CLI: `evaluation/`'s): `embed()`
-    gives `embed(path) -> speaker vector or None`, `dnsmos()` gives `dnsmos(wav 16 kHz) -> float`."""
-    embed: object = None
-    dnsmos: object = None
-
-
-def write_quality_columns(output, items, pairs, config, scorers):
-    """DIR/quality.arrow (quality.py) for the samples being prepared; reused when it is there already."""
-    from .filters import QUALITY
-    from .quality import quality_rows, write_quality
-
-    path = os.path.join(output, QUALITY)
-    if not os.path.isfile(path):
-        dnsmos = scorers.dnsmos() if config.dnsmos else None
-        write_quality(path, quality_rows(items, (pairs or {}).get("pair_sims"), dnsmos))
-
-
-def verify_pairs(items, sources, output, config, scorers, rank, poll_s=2.0):
-    """(items less the pairs below --min_pair_sim, the pair report or None, whether this rank must write it to
-    DIR/pair_check.json once the dir is claimed). Rank 0 embeds, or reuses a report of the same sources and
-    options; other ranks wait for rank 0's report and drop the same pairs."""
-    from .pair_check import check_pairs, speaker_skew
-
-    if warning := speaker_skew(items):
-        log.warning("%s", warning)
-    if config is None or not config.enabled():
-        return items, None, False
-    key, path = sources_id(sources, dataclasses.asdict(config)), os.path.join(output, PAIR_CHECK)
-    while (report := _stored_pair_report(path, key)) is None and rank != 0:
-        time.sleep(poll_s)
-    if report is None:
-        kept, report = check_pairs(items, scorers.embed(), config)
-        kept_ids = {id(it) for it in kept}
-        report.update(key=key, dropped=[it.where for it in items if id(it) not in kept_ids])
-        for line in report["warnings"]:
-            log.warning("%s", line)
-        return kept, report, True
-    dropped = set(report["dropped"])
-    return [it for it in items if isinstance(it, DataError) or it.where not in dropped], report, False
-
-
-def _stored_pair_report(path, key):
-    if os.path.isfile(path):
-        with open(path) as f:
-            report = json.load(f)
-        if report.get("key") == key:
-            return report
-    return None
-
-
-def pair_summary(report):
-    """The counts of a pair report that `higgs-ds prepare` prints."""
-    return {k: len(report[k]) if isinstance(report[k], list) else report[k]
-            for k in ("clips_embedded", "pairs_scored", "pairs_dropped", "suspect_pairs", "suspect_speakers")}
-
-
 def dist_env():
     """(rank, world_size, local_rank) from the launcher's environment (torchrun, deepspeed); (0, 1, 0) otherwise."""
     return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
@@ -215,7 +157,8 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
                     pair_check=None, quality=None, scorers=None):
     """Prepare `data` (paths of sources, read with `source_config`: a `SourceConfig`) into `output`; returns a stats
     dict (rank 0: with the index). `rank_env=False`: ignore RANK / WORLD_SIZE and prepare every shard here.
-    `pair_check`: a `PairCheckConfig`, `quality`: a `QualityConfig`; `scorers`: their `Scorers`."""
+    `pair_check`: a `PairCheckConfig`, `quality`: a `QualityConfig`; `scorers`: their `Scorers`
+    (prepare_checks.py)."""
     import torch
 
     limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
@@ -224,7 +167,7 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     t0 = time.time()
     sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.iter_items()]
-    items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, scorers, rank)
+    items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, scorers, rank, world)
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
     _claim(output, plan)
     if write_pairs:

@@ -146,3 +146,30 @@ def test_prepare_min_pair_sim_writes_the_report_and_reuses_it(tmp_path, speech, 
             i for i, d in seconds.items() if passes(d))
         assert all(view.num_tokens(i) == view.row(i, "num_tokens") for i in range(len(view)))
         assert dropped == {f"duration{op}{cut:g}": len(kept) - len(view)} and 0 < len(view) < len(kept)
+
+
+def test_two_ranks_split_the_embedding_and_keep_the_same_pairs(tmp_path, speech, embed):
+    """Under a launcher each rank embeds half of the distinct clips; both ranks then drop the same pairs."""
+    import threading
+
+    from higgs_ds.data.prepare_checks import Scorers, verify_pairs
+
+    few = {k: v for k, v in speech.items() if k[1] < 3}
+    root, voice_of = _tree(tmp_path / "c", few, lambda v, s: "100" if (v, s) == (1, 0) else f"{v + 1}00")
+    (src,) = open_sources([root], SourceConfig())
+    items, results = list(src.iter_items()), {}
+    embed.calls.clear()
+
+    def run(rank):
+        results[rank] = verify_pairs(items, [src], str(tmp_path / "out"), PairCheckConfig(min_pair_sim=THRESHOLD),
+                                     Scorers(embed=lambda: embed), rank, 2, poll_s=0.05)
+
+    other = threading.Thread(target=run, args=(1,))
+    other.start()
+    run(0)
+    other.join()
+    assert set(embed.calls) == set(voice_of) and set(embed.calls.values()) == {1}
+    (kept0, report0, write0), (kept1, report1, write1) = results[0], results[1]
+    mismatched = {it.where for it in items if not isinstance(it, DataError) and len(set(_voices(it, voice_of))) == 2}
+    assert mismatched and set(report0["dropped"]) == set(report1["dropped"]) == mismatched
+    assert [it.where for it in kept0] == [it.where for it in kept1] and write0 and not write1
