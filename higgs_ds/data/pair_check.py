@@ -85,14 +85,16 @@ def speaker_stats(clips, threshold):
     the centroid, clips closer to another speaker's centroid than to their own (leave-one-out), and a split into
     two clusters of at least two clips each whose centroids are less similar than `threshold`."""
     centroids = {s: _centroid(v) for s, v in clips.items()}
+    matrix = np.stack(list(centroids.values()))  # row k: the k-th speaker of `clips`
     out = {}
-    for spk, vecs in clips.items():
+    for k, (spk, vecs) in enumerate(clips.items()):
         vecs, n = np.stack(vecs), len(vecs)
-        others = [c for s, c in centroids.items() if s != spk]
-        total, misassigned = vecs.sum(axis=0), 0
-        for v in vecs if n > 1 and others else ():
-            own = (total - v) / (np.linalg.norm(total - v) + 1e-12)  # its speaker's centroid without it
-            misassigned += max(float(c @ v) for c in others) > float(own @ v)
+        misassigned = 0
+        if n > 1 and len(centroids) > 1:
+            own = vecs.sum(axis=0) - vecs  # its speaker's centroid without it (unnormalised)
+            own_sim = np.sum(own * vecs, axis=1) / (np.linalg.norm(own, axis=1) + 1e-12)
+            other_sim = np.delete(vecs @ matrix.T, k, axis=1).max(axis=1)
+            misassigned = int(np.sum(other_sim > own_sim))
         split = _two_clusters(vecs) if n >= 4 else None
         split_sim = float(split[0] @ split[1]) if split and min(split[2:]) >= 2 else None
         out[spk] = {"clips": n, "centroid_sim_mean": round(float(np.mean(vecs @ centroids[spk])), 4),
