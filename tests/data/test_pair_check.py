@@ -97,6 +97,8 @@ def test_min_pair_sim_drops_exactly_the_mismatched_pairs_and_embeds_each_clip_on
     assert all(len(set(_voices(it, voice_of))) == 1 for it in kept)
     assert set(embed.calls) == set(voice_of) and set(embed.calls.values()) == {1}  # 54 pairs, 18 clips
     assert report["pairs_scored"] == len(items) > len(voice_of)
+    # one clip of another voice under "100" and under "300": each sits closer to the other speaker's centroid
+    assert {s: v["misassigned"] for s, v in report["speakers"].items()} == {"100": 1, "200": 0, "300": 1}
 
 
 def test_speaker_skew_names_the_speaker_and_the_cause(tmp_path, speech):
