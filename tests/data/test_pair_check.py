@@ -85,6 +85,15 @@ def test_scrambled_speaker_labels_are_caught(tmp_path, speech, embed):
     assert scrambled["pairs_dropped"] == 0  # flagged, not dropped, without --min_pair_sim
 
 
+def test_one_label_over_several_voices_splits_into_clusters(tmp_path, speech, embed):
+    """Every clip under one speaker (what a directory level taken for the speaker gives): no other speaker to be
+    closer to, so the split into clusters must flag it."""
+    root, _ = _tree(tmp_path / "one", speech, lambda v, s: "100")
+    _, report = check_pairs(_items(root), embed, PairCheckConfig(check_pairs=True))
+    assert report["speakers"]["100"]["misassigned"] == 0 and report["suspect_speakers"] == ["100"]
+    assert report["speakers"]["100"]["split_sim"] < report["threshold"]
+
+
 def test_min_pair_sim_drops_exactly_the_mismatched_pairs_and_embeds_each_clip_once(tmp_path, speech, embed):
     mislabelled = {(2, 0): "100", (1, 1): "300"}
     root, voice_of = _tree(tmp_path / "c", speech, lambda v, s: mislabelled.get((v, s), f"{v + 1}00"))
