@@ -54,6 +54,12 @@ def _parser():
     from .data.sources.config import SourceConfig
 
     add_flags(pr, SourceConfig)
+    from .data.pair_check import PairCheckConfig
+
+    add_flags(pr, PairCheckConfig)
+    from .data.quality import QualityConfig
+
+    add_flags(pr, QualityConfig)
     sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
     for name, what in (("export", "adapter -> adapter dir or merged model dir"),
                        ("generate", "voice cloning through HiggsAudioServeEngine"),
@@ -74,6 +80,23 @@ def _tiny():
     from .assets import ensure_tiny_assets
 
     return ensure_tiny_assets()
+
+
+def _speaker_embedder():
+    """The pair check's encoder, on this rank's GPU when there is one."""
+    import torch
+
+    from .data.prepare import dist_env
+    from .evaluation.speaker import file_embedder
+
+    return file_embedder(f"cuda:{dist_env()[2]}" if torch.cuda.is_available() else "cpu")
+
+
+def _dnsmos():
+    from .evaluation.dnsmos import DnsmosScorer
+
+    scorer = DnsmosScorer()
+    return lambda wav: scorer.score(wav)["dnsmos_ovrl"]
 
 
 def validate(args):
@@ -104,9 +127,10 @@ def validate(args):
 
 def _check_source_flags(args, parser):
     from .config import check_ranges
+    from .data.pair_check import PairCheckConfig
     from .data.sources.config import SourceConfig
 
-    check_ranges(parser, args, SourceConfig)
+    check_ranges(parser, args, SourceConfig, PairCheckConfig)
     lo, hi = args.min_ref_seconds, args.max_ref_seconds
     if lo is not None and hi is not None and lo > hi:
         parser.error(f"--min_ref_seconds {lo} is above --max_ref_seconds {hi}: no utterance can be a reference")
@@ -125,10 +149,10 @@ def prepare(args, parser):
         parser.error("prepare needs --data (code cache) or --manifest (conversion)")
     if args.output:  # a prepared dataset
         from .data.prepare import prepare_from_args
+        from .data.prepare_checks import Scorers
 
         _check_source_flags(args, parser)
-
-        return prepare_from_args(args, _tiny)
+        return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos))
     from .data.code_cache import prepare_codes
     from .models.sources import audio_tokenizer_dir  # Hub ids / native dirs
 

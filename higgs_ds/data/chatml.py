@@ -62,7 +62,7 @@ def _content(raw, where, base_dir):
     raise DataError(f"{where}: unknown content type {kind!r} (expected 'text' or 'audio')", "schema")
 
 
-def _is_audio_turn(m):
+def is_audio_turn(m):
     return m.role == "assistant" and any(isinstance(c, AudioContent)
                                          for c in (m.content if isinstance(m.content, list) else [m.content]))
 
@@ -106,13 +106,13 @@ def _parse(obj, file, where):
     speaker = obj.get("speaker")
     if speaker is not None and not isinstance(speaker, str):
         raise DataError(f"{where}: speaker must be a string, got {type(speaker).__name__}", "type")
-    if not any(_is_audio_turn(m) for m in messages[start or 0:]):
+    if not any(is_audio_turn(m) for m in messages[start or 0:]):
         raise DataError(
             f"{where}: no assistant audio at or after start_index={start} — nothing to learn (audio loss 0). Fix: "
             "append the target audio as an assistant message and point start_index at it; a voice-cloning sample "
             "has five messages: system, user (reference text), assistant (reference audio), user (target text), "
             "assistant (target audio), with start_index 4.", "no_target_audio")
-    if start is not None and not _is_audio_turn(messages[start]):
+    if start is not None and not is_audio_turn(messages[start]):
         raise DataError(f"{where}: start_index {start} points at a {messages[start].role} turn without audio; it "
                         "must point at the assistant turn holding the target audio (4 in the five-message form)",
                         "start_index")

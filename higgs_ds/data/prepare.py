@@ -17,6 +17,7 @@ import time
 
 from .audio import AudioInfo
 from .chatml import DataError
+from .prepare_checks import PAIR_CHECK, pair_summary, verify_pairs, write_quality_columns
 from .prepared import FAILED, FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
 from .prepared_check import shard_intact
 from .sources import open_sources, sources_id
@@ -42,13 +43,15 @@ def limit_values(limits):
     return {k: v for k, v in dataclasses.asdict(limits).items() if k != "on_bad_sample"}
 
 
-def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items):
+def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items, pair_check=None):
     from .code_cache import tokenizer_id
 
     plan = {"format_version": FORMAT_VERSION, "sources": [s.identity() for s in sources],
             "text_tokenizer_id": text_tokenizer_id(tokenizer_path),
             "audio_tokenizer_id": tokenizer_id(audio_tokenizer_path), "limits": limit_values(limits),
             "shard_size": shard_size, "num_items": num_items}
+    if pair_check is not None and pair_check.enabled():  # absent otherwise: earlier plans keep their ids
+        plan["pair_check"] = dataclasses.asdict(pair_check)
     plan["plan_id"] = sources_id(sources, {k: v for k, v in plan.items() if k != "sources"})
     return plan
 
@@ -160,10 +163,13 @@ def dist_env():
 
 
 def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=None, on_bad_sample="fail",
-                    num_workers=1, shard_size=256, show_progress=True, source_config=None, share=None):
+                    num_workers=1, shard_size=256, show_progress=True, source_config=None, share=None,
+                    pair_check=None, quality=None, scorers=None):
     """Prepare `data` (paths of sources, read with `source_config`: a `SourceConfig`) into `output`; returns a stats
     dict (rank 0: with the index). `share=(rank, world)`: this process's share of the shards when it is not the
-    launcher's RANK / WORLD_SIZE (a training run's ranks, auto_prepare.py); the process keeps its torch threads."""
+    launcher's RANK / WORLD_SIZE (a training run's ranks, auto_prepare.py); the process keeps its torch threads.
+    `pair_check`: a `PairCheckConfig`, `quality`: a `QualityConfig`; `scorers`: their `Scorers`
+    (prepare_checks.py)."""
     import torch
 
     limits, (rank, world, local_rank) = limits or ValidationConfig(), dist_env()
@@ -172,10 +178,17 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     t0 = time.time()
     sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.items()]
-    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items))
+    items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, scorers, rank, world)
+    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
     _claim(output, plan)
+    if write_pairs:
+        write_json(os.path.join(output, PAIR_CHECK), pairs)
+    if rank == 0 and quality is not None and quality.enabled():
+        write_quality_columns(output, items, pairs, quality, scorers)
     num_shards = max(1, math.ceil(len(items) / shard_size))
     stats = {"output": output, "rank": rank, "world_size": world, "samples": len(items), "shards": num_shards}
+    if pairs is not None:
+        stats["pair_check"] = pair_summary(pairs)
     todo = {k: items[k * shard_size:(k + 1) * shard_size] for k in range(rank, num_shards, world)
             if not shard_intact(output, shard_name(k))}  # unfinished, or its .arrow damaged since
     stats["shards_skipped"] = len(range(rank, num_shards, world)) - len(todo)
@@ -198,8 +211,9 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     return stats
 
 
-def prepare_from_args(args, tiny_assets):
-    """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs."""
+def prepare_from_args(args, tiny_assets, scorers=None):
+    """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs,
+    `scorers` the `Scorers` of --check_pairs and --dnsmos."""
 
     from ..models import sources
 
@@ -209,10 +223,13 @@ def prepare_from_args(args, tiny_assets):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
     from ..config import from_args
+    from .pair_check import PairCheckConfig
+    from .quality import QualityConfig
     from .sources.config import SourceConfig
 
     stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, from_args(ValidationConfig, args),
                             args.on_bad_sample, args.num_workers, args.shard_size,
-                            source_config=from_args(SourceConfig, args))  # DataError: exit 65
+                            source_config=from_args(SourceConfig, args), pair_check=from_args(PairCheckConfig, args),
+                            quality=from_args(QualityConfig, args), scorers=scorers)  # DataError: exit 65
     print(json.dumps(stats))
     return 0

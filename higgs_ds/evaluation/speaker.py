@@ -41,6 +41,15 @@ class ResemblyzerEmbedder:
         return self.encoder.embed_utterance(trimmed)
 
 
+def file_embedder(device="cpu"):
+    """`embed(path)`: the built-in encoder's d-vector of an audio file (loaded at 16 kHz), or None without speech;
+    the pair check of `higgs-ds prepare --check_pairs` uses it."""
+    from ..data.audio import load_waveform
+
+    encoder = ResemblyzerEmbedder(device)
+    return lambda path: encoder.embed(load_waveform(path, SAMPLE_RATE, path))
+
+
 class WavLMEmbedder:
     """x-vectors from a `WavLMForXVector` and its feature extractor (`load`: from a local dir)."""
 

@@ -14,14 +14,29 @@ from higgs_ds.data.sources.config import SourceConfig
 RATE = 16000
 
 
+SPEAKER_IDS = {"A": "100", "B": "200"}
+
+
+def _stem(spk, name):
+    """The LibriTTS file name of utterance `name` (a letter and a number) of speaker `spk`: chapter 1, the name
+    encoded in the paragraph field."""
+    return f"{SPEAKER_IDS[spk]}_1_{ord(name[0]) * 100 + int(name[1:]):06d}_000000"
+
+
+def _name(path):
+    """`name` back from a `_stem` file name (or path)."""
+    paragraph = int(os.path.basename(path).split("_")[2])
+    return chr(paragraph // 100) + str(paragraph % 100)
+
+
 def _tree(root, spec):
-    """A LibriTTS-style tree from (speaker, name, seconds): `<root>/<speaker>/1/<name>.wav` + transcript."""
+    """A LibriTTS tree from (speaker, name, seconds): `<root>/<spk id>/1/<stem>.wav` + transcript."""
     for n, (spk, name, seconds) in enumerate(spec):
-        d = root / spk / "1"
+        d = root / SPEAKER_IDS[spk] / "1"
         d.mkdir(parents=True, exist_ok=True)
         wav = 0.1 * np.random.default_rng(n).standard_normal(int(seconds * RATE))
-        sf.write(d / f"{name}.wav", wav.astype(np.float32), RATE, subtype="PCM_16")
-        (d / f"{name}.normalized.txt").write_text(f"utterance {name}.\n")
+        sf.write(d / f"{_stem(spk, name)}.wav", wav.astype(np.float32), RATE, subtype="PCM_16")
+        (d / f"{_stem(spk, name)}.normalized.txt").write_text(f"utterance {name}.\n")
     return str(root)
 
 
@@ -36,8 +51,7 @@ def _refs(items):
     for it in items:
         if not isinstance(it, DataError):
             m = it.sample.messages
-            name = os.path.basename(m[4].content.audio_url)[:-4]
-            out.setdefault(name, []).append((it.sample_id, os.path.basename(m[2].content.audio_url)[:-4]))
+            out.setdefault(_name(m[4].content.audio_url), []).append((it.sample_id, _name(m[2].content.audio_url)))
     return out
 
 
@@ -63,9 +77,10 @@ def test_no_reference_in_bounds_names_file_and_line(tmp_path):
     items = _read(root, min_ref_seconds=0.8)
     errors = [e for e in items if isinstance(e, DataError)]
     assert [(e.kind, os.path.basename(e.file), e.line) for e in errors] == [
-        ("no_reference", "b1.normalized.txt", 1), ("no_reference", "b2.normalized.txt", 1)]
+        ("no_reference", _stem("B", "b1") + ".normalized.txt", 1),
+        ("no_reference", _stem("B", "b2") + ".normalized.txt", 1)]
     for e in errors:
-        assert str(e).startswith(f"{e.file}:1 (sample B/1/") and "--min_ref_seconds 0.8" in str(e)
+        assert str(e).startswith(f"{e.file}:1 (sample {SPEAKER_IDS['B']}_1_") and "--min_ref_seconds 0.8" in str(e)
     assert set(_refs(items)) == {"a1", "a2", "a3", "a4"}  # speaker A still pairs; B's 0.3/0.4 s are too short
 
 
@@ -75,7 +90,7 @@ def test_k_references_are_distinct_seeded_and_deterministic(tmp_path):
     assert not [e for e in items if isinstance(e, DataError)]  # B has one candidate per target: fewer, no error
     refs = _refs(items)
     for target, pairs in refs.items():
-        uid = f"{target[0].upper()}/1/{target}"
+        uid = _stem(target[0].upper(), target)
         names = [r for _, r in pairs]
         assert len(set(names)) == len(names) == (3 if target.startswith("a") else 1)
         assert target not in names and all(r[0] == target[0] for r in names)
@@ -107,7 +122,7 @@ def test_content_hash_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path, small_d
     chatml = str(tmp_path / "train.jsonl")
     with open(small_data[0], "rb") as f, open(chatml, "wb") as g:
         g.write(f.read())
-    for path, changed in ((root, os.path.join(root, "A", "1", "a2.wav")), (chatml, chatml)):
+    for path, changed in ((root, os.path.join(root, "100", "1", _stem("A", "a2") + ".wav")), (chatml, chatml)):
         cheap, hashed = _ids(path), _ids(path, content_hash=True)
         assert cheap != hashed
         _rewrite_same_size_and_mtime(changed)
@@ -146,7 +161,7 @@ def test_prepare_with_k_references(tmp_path, tiny_assets):
                  "--seed", "3", "--min_audio_seconds", "0.35", "--on_bad_sample", "skip"]) == 0
     ds = PreparedDataset(out)
     rows = [(ds.row(i, "sample_id"), json.loads(ds.row(i, "sample"))["messages"]) for i in range(len(ds))]
-    pairs = {i: tuple(os.path.basename(m[k]["content"]["audio_url"])[:-4] for k in (4, 2)) for i, m in rows}
+    pairs = {i: tuple(_name(m[k]["content"]["audio_url"]) for k in (4, 2)) for i, m in rows}
     (a4,) = [r for t, r in pairs.values() if t == "a4"]  # seed 3 drew a1 and one other for a4
     assert sorted(pairs.values()) == [("a2", "a3"), ("a3", "a2"), ("a4", a4)] and a4 in ("a2", "a3")  # a4: no ref
     assert all(i.rsplit("#", 1)[1] in ("1", "2") for i in pairs)

@@ -2,16 +2,26 @@
 
 The one place a new corpus format is added: write a `Source` subclass (base.py) and list it in `source_types`.
 """
+import os
+
 from .base import Source, SourceError, sources_id  # noqa: F401
 from .chatml_source import ChatMLSource
+from .common_voice import CommonVoiceSource
+from .hf_datasets import ArrowSource, ParquetSource
 from .libritts import LibriTTSSource
-from .parquet import ParquetSource
+from .ljspeech import LJSpeechSource
+from .vctk import VCTKSource
 from .webdataset import WebDatasetSource
+
+UNKNOWN_DIR = ("a directory none of these layouts describes: the speaker of its utterances cannot be told apart "
+               "from the paths; write a manifest with a speaker column and convert it with `higgs-ds prepare "
+               "--manifest FILE --output train.jsonl --pair_by_speaker` (docs/DATA.md)")
 
 
 def source_types():
     """Every source type, most specific first (ChatML last: it takes any other file)."""
-    return [ParquetSource, WebDatasetSource, LibriTTSSource, ChatMLSource]
+    return [ParquetSource, ArrowSource, WebDatasetSource, CommonVoiceSource, VCTKSource, LJSpeechSource,
+            LibriTTSSource, ChatMLSource]
 
 
 def open_sources(paths, config=None):
@@ -25,5 +35,6 @@ def open_sources(paths, config=None):
                 break
         else:
             names = ", ".join(c.__name__ for c in source_types())
-            raise SourceError(f"{path}: not a data source this version reads ({names})", "file", path, 0)
+            why = f": {UNKNOWN_DIR}" if os.path.isdir(path) else ""
+            raise SourceError(f"{path}: not a data source this version reads ({names}){why}", "file", path, 0)
     return out
