@@ -155,9 +155,12 @@ def _labelled_loss(loss_fn, keep_plan):
 
 
 def measure_train_step(layers, ckpt):
-    """{"step", "whole_step", "without_plan": (total, ops)} of train.py's own step (its loader, engine and loss) on
-    the tiny model `layers` deep with `--activation_checkpointing ckpt`, after one warm-up step."""
+    """{"step", "whole_step", "without_plan": (total, ops), "checkpointed": layers} of train.py's own step (its
+    loader, engine and loss) on the tiny model `layers` deep with `--activation_checkpointing ckpt`, after one
+    warm-up step; "checkpointed": the layers that recompute in the backward (marked, and in training mode)."""
     from higgs_ds import train
+    from higgs_ds.models.training_forward import is_checkpointed
+    from higgs_ds.models.unwrap import base_higgs_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny, model_dir = deeper_tiny_model(layers, os.path.join(tmp, "model"))
@@ -165,6 +168,8 @@ def measure_train_step(layers, ckpt):
                                  "--audio_tokenizer_path", tiny.audio_tokenizer_path, "--batch_size", "2",
                                  "--activation_checkpointing", ckpt, "--output_dir", os.path.join(tmp, "out")])
         c = train.build(args)
+        c.engine.train()  # as train.fit does before its steps
+        marked = [layer.training and is_checkpointed(layer) for layer in base_higgs_model(c.engine).layers]
         windows = (w for _ in range(100) for w in train.accumulation_windows(c.loader, c.accum))
         engine = _LabelledEngine(c.engine)
 
@@ -181,7 +186,7 @@ def measure_train_step(layers, ckpt):
             out[name] = count_syncs(prof, within=(FORWARD, BACKWARD))
             if keep_plan:
                 out["whole_step"] = count_syncs(prof)
-        return out
+        return {**out, "checkpointed": sum(marked)}
 
 
 def train_step_cell(layers, ckpt):
@@ -194,7 +199,7 @@ def train_step_cell(layers, ckpt):
                           stderr=subprocess.STDOUT, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"train-step cell ({layers} layers, {ckpt}) failed:\n{proc.stdout[-4000:]}")
-    return {k: tuple(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _cells(layers, kinds):

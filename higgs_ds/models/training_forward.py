@@ -161,7 +161,7 @@ def _run_layer(layer, plan, hidden, codes_mask, causal, cache_position, position
         return layer(hidden, attention_mask=causal, position_ids=plan.position_ids, cache_position=cache_position,
                      position_embeddings=position_embeddings, **extra)[0]
     args = (layer, plan, hidden, codes_mask, causal, plan.position_ids, cache_position, position_embeddings)
-    if getattr(layer.forward, _CHECKPOINTED, False) and layer.training and torch.is_grad_enabled():
+    if is_checkpointed(layer) and layer.training and torch.is_grad_enabled():
         return torch.utils.checkpoint.checkpoint(_planned_layer, *args, use_reentrant=False)
     return _planned_layer(*args)
 
@@ -194,6 +194,11 @@ def _checkpointed(layer, forward):
     return run
 
 
+def is_checkpointed(layer):
+    """Whether `checkpoint_layers` marked this decoder layer."""
+    return getattr(layer.forward, _CHECKPOINTED, False)
+
+
 def checkpoint_layers(model, indices):
     """Recompute the activations of the decoder layers at `indices` in the backward (while training with grad).
 
@@ -203,5 +208,5 @@ def checkpoint_layers(model, indices):
     layers = base_higgs_model(model).layers
     for i in indices:
         layer = layers[i]
-        if not getattr(layer.forward, _CHECKPOINTED, False):
+        if not is_checkpointed(layer):
             layer.forward = _checkpointed(layer, layer.forward)

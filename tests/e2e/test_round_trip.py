@@ -98,7 +98,7 @@ def test_cli_generate_with_adapter_and_evaluate(trained, three_samples, tiny_ass
 def test_negative_control_without_the_within_clip_shift_fails(three_samples, tiny_assets, tmp_path, monkeypatch):
     """Identical training (in process, same steps and flags) but audio targets = the label at the same column
     (the public trainers' copy-task bug): the serve engine cannot reproduce the targets."""
-    import higgs_ds.loss.objective as objective
+    import higgs_ds.data.alignment as alignment
     from higgs_ds.data.collate import TrainingCollator
     from higgs_ds.data.loaders import load_dataset
     from higgs_ds.inference.export import export
@@ -106,7 +106,7 @@ def test_negative_control_without_the_within_clip_shift_fails(three_samples, tin
     from higgs_ds.models.loading import ModelPaths, load_all
     from higgs_ds.models.lora import apply_lora
 
-    monkeypatch.setattr(objective, "audio_targets", lambda labels, starts: labels.clone())  # no shift
+    monkeypatch.setattr(alignment, "audio_targets", lambda labels, starts: labels.clone())  # no shift
     torch.manual_seed(0)
     paths = ModelPaths.resolve(tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
     model, tok, audio_tok = load_all(paths)

@@ -30,6 +30,7 @@ def test_train_py_step_with_checkpointing_has_no_syncs_at_any_depth(syncs):
     all`, each depth in a fresh process: 0 syncs in the forward and backward at 2 and 4 layers. The same step with
     the plan taken out of its batches is the control: the counter sees this path's syncs, and they grow with depth."""
     shallow, deep = syncs.train_step_cell(2, "all"), syncs.train_step_cell(4, "all")
+    assert (shallow["checkpointed"], deep["checkpointed"]) == (2, 4)  # every layer recomputes in the backward
     assert shallow["step"][0] == 0 and deep["step"][0] == 0, (shallow["step"], deep["step"])
     assert 0 < shallow["without_plan"][0] < deep["without_plan"][0], (shallow, deep)
 
