@@ -1,17 +1,19 @@
 """`higgs-ds evaluate --generate`: clone a prompt set with the adapter and with its base model (the same weights,
 adapter disabled), score both and print a seed-tts-eval-style table: SIM, WER (with an ASR dir), DNSMOS OVRL,
 mean ± 95 % CI, overall and per speaker."""
+from .failures import KEYS as FAILURE_KEYS
 from .scorer import METRICS
 from .stats import summarize
 
 TABLE_METRICS = ("sim", "wer", "dnsmos_ovrl")
+SUMMARY_KEYS = METRICS + FAILURE_KEYS + ("no_audio",)
 
 
 def by_speaker(rows):
     out = {}
     for r in rows:
         out.setdefault(r["speaker"], []).append(r)
-    return {s: summarize(rs, METRICS) for s, rs in sorted(out.items())}
+    return {s: summarize(rs, SUMMARY_KEYS) for s, rs in sorted(out.items())}
 
 
 def generate_systems(model, paths, prompts, scorer, max_new_tokens=512):
@@ -31,8 +33,15 @@ def generate_systems(model, paths, prompts, scorer, max_new_tokens=512):
 
 
 def summarize_systems(systems):
-    return {name: {"rows": rows, "mean": summarize(rows, METRICS), "by_speaker": by_speaker(rows)}
-            for name, rows in systems.items()}
+    """Per system: rows, means with CI (scores and failure measures), per speaker; the adapter's `warnings` where it
+    drifted from the base model (evaluation/drift.py)."""
+    from .drift import drift_warnings, flat
+
+    out = {name: {"rows": rows, "mean": summarize(rows, SUMMARY_KEYS), "by_speaker": by_speaker(rows)}
+           for name, rows in systems.items()}
+    if "base" in out:
+        out["adapter"]["warnings"] = drift_warnings(flat(out["adapter"]["mean"]), flat(out["base"]["mean"]))
+    return out
 
 
 def _cell(m):
@@ -43,8 +52,9 @@ def _cell(m):
 
 
 def format_generation_table(summary, asr=False):
-    """One line per system and speaker: n, SIM, WER (or a note that it needs --asr_model), DNSMOS OVRL."""
-    metrics = [k for k in TABLE_METRICS if asr or k != "wer"]
+    """One line per system and speaker: n, SIM, WER (or a note that it needs --asr_model), DNSMOS OVRL, and how the
+    generations failed (duration ratio, stop rate, silence, repetition); then the adapter's drift warnings."""
+    metrics = [k for k in TABLE_METRICS if asr or k != "wer"] + list(FAILURE_KEYS)
     lines = [f"{'system':<8} {'speaker':<14} {'n':>3} " + " ".join(f"{k:>15}" for k in metrics)]
     for name, s in summary.items():
         groups = [("all", s["mean"], len(s["rows"]))]
@@ -53,4 +63,5 @@ def format_generation_table(summary, asr=False):
             lines.append(f"{name:<8} {spk[:14]:<14} {n:>3} " + " ".join(_cell(m.get(k)) for k in metrics))
     if not asr:
         lines.append("wer: not measured (no --asr_model DIR given)")
+    lines += [f"warning: {w}" for s in summary.values() for w in s.get("warnings", [])]
     return "\n".join(lines)

@@ -10,11 +10,13 @@ import logging
 import time
 
 from .best import BestKeeper
+from .drift import drift_warnings, drifted
+from .failures import KEYS as FAILURE_KEYS
 from .scorer import METRICS
 from .stats import summarize
 
 log = logging.getLogger(__name__)
-LOGGED = ("sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "wer", "cer")
+LOGGED = ("sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "wer", "cer") + FAILURE_KEYS
 
 
 def gather_rows(rows):
@@ -30,7 +32,7 @@ def gather_rows(rows):
 
 def gen_metrics(rows, baseline=None):
     """Flat metrics: each score's mean and ci95, its change since the baseline, and the no-audio fraction."""
-    summary = summarize(rows, METRICS)
+    summary = summarize(rows, METRICS + FAILURE_KEYS)
     out = {"num_prompts": len(rows), "no_audio": sum(r["no_audio"] for r in rows) / max(len(rows), 1)}
     for k in LOGGED:
         if k in summary and summary[k]["mean"] is not None:
@@ -42,10 +44,7 @@ def gen_metrics(rows, baseline=None):
 
 def sim_dropped(metrics, baseline):
     """True when SIM fell below the baseline by more than its 95 % CI half-width."""
-    if not baseline or baseline.get("sim") is None or metrics.get("sim") is None:
-        return False
-    ci = metrics.get("sim_ci95") or baseline.get("sim_ci95") or 0.0
-    return baseline["sim"] - metrics["sim"] > ci
+    return drifted(metrics, baseline, "sim", -1, 0.0)
 
 
 class GenerationEval:
@@ -85,13 +84,13 @@ class GenerationEval:
             self.baseline = metrics
         self.spent += time.time() - t
         metrics.update(seconds=time.time() - t, time_share=self.spent / max(time.time() - self.t0, 1e-9))
-        if sim_dropped(metrics, self.baseline):
-            log.warning("eval_gen at step %d: SIM %.3f fell below the base model's %.3f by more than its 95%% CI "
-                        "(%.3f): the adapter is losing the voice", step, metrics["sim"], self.baseline["sim"],
-                        metrics.get("sim_ci95") or 0.0)
+        warnings = [] if baseline else drift_warnings(metrics, self.baseline)
+        for w in warnings:
+            log.warning("eval_gen at step %d: %s", step, w)
+        metrics["num_warnings"] = len(warnings)
         if self.sink is not None:
             self.sink.write(metrics, step, "eval_gen/")
-        self.records.append({"step": step, "baseline": baseline, **metrics})
+        self.records.append({"step": step, "baseline": baseline, **metrics, "warnings": warnings})
         log.info("eval_gen at step %d: %s", step, ", ".join(f"{k} {metrics[k]:.3f}" for k in LOGGED if k in metrics))
         return metrics
 

@@ -15,6 +15,8 @@ class EvalPrompt:
     text: str  # the last user text in the prompt (what to say)
     speaker: str
     sample_id: str
+    ref_text: str = None  # the reference clip's transcript (the first user text), for the speaking rate
+    target_seconds: float = None  # the sample's target clip duration, when it has one
 
 
 def _contents(message):
@@ -33,7 +35,19 @@ def eval_prompt(sourced):
              for c in _contents(m) if isinstance(c, (str, TextContent))]
     if not audio or not texts:
         return None
-    return EvalPrompt(prompt, audio[-1], texts[-1], sourced.sample.speaker or "unknown", sourced.sample_id)
+    return EvalPrompt(prompt, audio[-1], texts[-1], sourced.sample.speaker or "unknown", sourced.sample_id,
+                      texts[0] if len(texts) > 1 else None, _target_seconds(sourced, len(prompt.messages)))
+
+
+def _target_seconds(sourced, start):
+    """Duration of the sample's target clip (the last assistant audio after the prompt), None without one."""
+    from boson_multimodal.data_types import AudioContent
+
+    from ..data.audio import header_seconds
+
+    audio = [c.audio_url for m in sourced.sample.messages[start:] if m.role == "assistant" for c in _contents(m)
+             if isinstance(c, AudioContent) and c.audio_url]
+    return header_seconds(audio[-1], f"sample {sourced.sample_id}") if audio else None
 
 
 def eval_prompts(sourced_samples, n):
@@ -49,21 +63,34 @@ def eval_prompts(sourced_samples, n):
 
 def generate_rows(engine, prompts, scorer, max_new_tokens=512):
     """Clone each prompt greedily (audio forced) through a `HiggsAudioServeEngine` and score it: one row each with
-    sim, dnsmos_*, wer/cer (with ASR), speaker, sample_id, seconds (audio length), no_audio."""
-    from ..data.audio import load_waveform
-
+    sim, dnsmos_*, wer/cer (with ASR), speaker, sample_id, seconds (audio length), no_audio and how it failed
+    (evaluation/failures.py: duration_ratio, stopped, silence_ratio, repetition)."""
     rows = []
     for p in prompts:
         resp = engine.generate(p.prompt, max_new_tokens=max_new_tokens, temperature=0.0, force_audio_gen=True,
                                ras_win_len=None)
-        wav = np.asarray(resp.audio if resp.audio is not None else [], dtype=np.float32)
-        row = {"speaker": p.speaker, "sample_id": p.sample_id, "seconds": len(wav) / resp.sampling_rate,
-               "no_audio": wav.size == 0}
-        if wav.size:
-            ref = load_waveform(p.ref_audio, 16000, f"sample {p.sample_id}")
-            row.update(scorer.score(np.clip(wav, -1, 1), ref, p.text, sr=resp.sampling_rate))
-        else:
-            log.warning("generation eval: sample %s produced no audio", p.sample_id)
-        rows.append(row)
+        rows.append(score_response(engine, resp, p, scorer))
     return rows
+
+
+def score_response(engine, resp, p, scorer):
+    """The row of one generation (`generate_rows`)."""
+    from ..data.audio import load_waveform
+    from .failures import expected_seconds, health
+    from .scorer import resample
+
+    wav = np.asarray(resp.audio if resp.audio is not None else [], dtype=np.float32)
+    seconds = len(wav) / resp.sampling_rate
+    row = {"speaker": p.speaker, "sample_id": p.sample_id, "seconds": seconds, "no_audio": wav.size == 0}
+    ref = load_waveform(p.ref_audio, 16000, f"sample {p.sample_id}")
+    wav16k = resample(np.clip(wav, -1, 1), resp.sampling_rate) if wav.size else wav
+    cfg = engine.model.config
+    row.update(health(wav16k, seconds, resp.generated_audio_tokens, cfg.audio_stream_eos_id, cfg.audio_codebook_size,
+                      expected_seconds(p.text, p.target_seconds, p.ref_text, len(ref) / 16000),
+                      cfg.use_delay_pattern))
+    if wav.size:
+        row.update(scorer.score(wav16k, ref, p.text))
+    else:
+        log.warning("generation eval: sample %s produced no audio", p.sample_id)
+    return row
 
