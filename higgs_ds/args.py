@@ -13,6 +13,7 @@ def config_classes():
     from .data.validate import ValidationConfig
     from .engine.activation_checkpointing import ActivationCheckpointingConfig
     from .engine.checkpoint import CheckpointConfig
+    from .engine.ema import EmaConfig
     from .engine.metrics import MetricsConfig
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
@@ -21,7 +22,7 @@ def config_classes():
     return dict(data=(DataConfig, ValidationConfig), metrics=(MetricsConfig,), eval=(EvalConfig,),
                 generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                loss=(LossConfig,), lora=(AdapterConfig,))
+                ema=(EmaConfig,), loss=(LossConfig,), lora=(AdapterConfig,))
 
 
 def build_parser():
@@ -67,6 +68,7 @@ def build_parser():
         add_flags(g, c)
     add_flags(p.add_argument_group("generation eval (docs/EVAL.md)"), *cfg["generation_eval"])
     add_flags(p.add_argument_group("checkpoints"), *cfg["checkpoints"])
+    add_flags(p.add_argument_group("weight average (docs/CHECKPOINTS.md)"), *cfg["ema"])
     add_flags(p.add_argument_group("loss (docs/LOSS.md)"), *cfg["loss"])
     add_flags(p.add_argument_group("LoRA"), *cfg["lora"])
     g = p.add_argument_group("DeepSpeed")
