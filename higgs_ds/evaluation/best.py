@@ -1,4 +1,4 @@
-"""`--keep_best sim|wer|dnsmos|loss`: keep the artefact of the best evaluation so far in `<output_dir>/best/`
+"""`--keep_best sim|wer|dnsmos|loss|sim_retain`: keep the artefact of the best evaluation so far in `<output_dir>/best/`
 (`adapter/`, or `model/` with --finetune full; beside the latest checkpoints), with `best.json` naming the metric,
 its value and the step."""
 import json
@@ -6,7 +6,9 @@ import os
 import shutil
 
 # flag value -> (key in the eval metrics, higher is better)
-METRIC_KEYS = {"sim": ("sim", True), "dnsmos": ("dnsmos_ovrl", True), "wer": ("wer", False), "loss": ("loss/total", False)}
+METRIC_KEYS = {"sim": ("sim", True), "dnsmos": ("dnsmos_ovrl", True), "wer": ("wer", False),
+               "loss": ("loss/total", False),
+               "sim_retain": ("sim_retain", True)}  # sim - retain_drop (evaluation/retention.py)
 
 
 class BestKeeper:

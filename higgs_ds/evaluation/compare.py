@@ -51,14 +51,15 @@ def _cell(m):
     return f"{m['mean']:.3f}{ci}".rjust(15)
 
 
-def format_generation_table(summary, asr=False):
+def format_generation_table(summary, asr=False, per_speaker=True):
     """One line per system and speaker: n, SIM, WER (or a note that it needs --asr_model), DNSMOS OVRL, and how the
     generations failed (duration ratio, stop rate, silence, repetition); then the adapter's drift warnings."""
     metrics = [k for k in TABLE_METRICS if asr or k != "wer"] + list(FAILURE_KEYS)
     lines = [f"{'system':<8} {'speaker':<14} {'n':>3} " + " ".join(f"{k:>15}" for k in metrics)]
     for name, s in summary.items():
         groups = [("all", s["mean"], len(s["rows"]))]
-        groups += [(spk, m, sum(r["speaker"] == spk for r in s["rows"])) for spk, m in s["by_speaker"].items()]
+        groups += [(spk, m, sum(r["speaker"] == spk for r in s["rows"])) for spk, m in s["by_speaker"].items()
+                   if per_speaker]
         for spk, m, n in groups:
             lines.append(f"{name:<8} {spk[:14]:<14} {n:>3} " + " ".join(_cell(m.get(k)) for k in metrics))
     if not asr:

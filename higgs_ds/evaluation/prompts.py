@@ -65,12 +65,20 @@ def generate_rows(engine, prompts, scorer, max_new_tokens=512):
     """Clone each prompt greedily (audio forced) through a `HiggsAudioServeEngine` and score it: one row each with
     sim, dnsmos_*, wer/cer (with ASR), speaker, sample_id, seconds (audio length), no_audio and how it failed
     (evaluation/failures.py: duration_ratio, stopped, silence_ratio, repetition)."""
-    rows = []
-    for p in prompts:
-        resp = engine.generate(p.prompt, max_new_tokens=max_new_tokens, temperature=0.0, force_audio_gen=True,
+    return [score_response(engine, generate_one(engine, p, max_new_tokens), p, scorer) for p in prompts]
+
+
+def generate_one(engine, p, max_new_tokens):
+    """The serve engine's response to one prompt (greedy, audio forced), or None when the clip could not be
+    decoded (the audio tokenizer refuses a clip of a few frames: a failed generation, scored as no audio)."""
+    try:
+        return engine.generate(p.prompt, max_new_tokens=max_new_tokens, temperature=0.0, force_audio_gen=True,
                                ras_win_len=None)
-        rows.append(score_response(engine, resp, p, scorer))
-    return rows
+    except RuntimeError as e:
+        if "Kernel size can't be greater than actual input size" not in str(e):
+            raise
+        log.warning("generation eval: sample %s: the generated clip is too short to decode (%s)", p.sample_id, e)
+        return None
 
 
 def score_response(engine, resp, p, scorer):
@@ -79,14 +87,15 @@ def score_response(engine, resp, p, scorer):
     from .failures import expected_seconds, health
     from .scorer import resample
 
-    wav = np.asarray(resp.audio if resp.audio is not None else [], dtype=np.float32)
-    seconds = len(wav) / resp.sampling_rate
+    wav = np.asarray(resp.audio if resp is not None and resp.audio is not None else [], dtype=np.float32)
+    seconds = len(wav) / resp.sampling_rate if wav.size else 0.0
     row = {"speaker": p.speaker, "sample_id": p.sample_id, "seconds": seconds, "no_audio": wav.size == 0}
-    ref = load_waveform(p.ref_audio, 16000, f"sample {p.sample_id}")
+    ref = load_waveform(p.ref_audio, 16000, f"sample {p.sample_id}") if p.ref_audio else None  # retention: none
+    ref_seconds = len(ref) / 16000 if ref is not None else None
     wav16k = resample(np.clip(wav, -1, 1), resp.sampling_rate) if wav.size else wav
-    cfg = engine.model.config
-    row.update(health(wav16k, seconds, resp.generated_audio_tokens, cfg.audio_stream_eos_id, cfg.audio_codebook_size,
-                      expected_seconds(p.text, p.target_seconds, p.ref_text, len(ref) / 16000),
+    cfg, codes = engine.model.config, resp.generated_audio_tokens if resp is not None else np.zeros((0, 0))
+    row.update(health(wav16k, seconds, codes, cfg.audio_stream_eos_id, cfg.audio_codebook_size,
+                      expected_seconds(p.text, p.target_seconds, p.ref_text, ref_seconds),
                       cfg.use_delay_pattern))
     if wav.size:
         row.update(scorer.score(wav16k, ref, p.text))

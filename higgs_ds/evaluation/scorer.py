@@ -42,11 +42,12 @@ class Scorer:
                 "asr": self.asr.name if self.asr else None}
 
     def score(self, wav, ref_wav, text=None, sr=SAMPLE_RATE, ref_sr=SAMPLE_RATE):
-        """One row: sim, dnsmos_* and (with an ASR model and a text) transcript, wer, cer."""
+        """One row: sim (not without a reference clip), dnsmos_* and (with an ASR model and a text) transcript, wer,
+        cer."""
         from .speaker import similarity
 
-        wav, ref_wav = resample(wav, sr), resample(ref_wav, ref_sr)
-        row = {"sim": similarity(self.embedder, wav, ref_wav)}
+        wav = resample(wav, sr)
+        row = {} if ref_wav is None else {"sim": similarity(self.embedder, wav, resample(ref_wav, ref_sr))}
         if self.dnsmos is not None:
             row.update(self.dnsmos.score(wav))
         if self.asr is not None and text:

@@ -11,7 +11,8 @@ from ..models import hub
 from ..models.convert import SOURCE_FILE
 
 LAST_METRICS = ("loss/total", "loss/text", "loss/audio")
-GEN_METRICS = ("sim", "wer", "dnsmos_ovrl", "duration_ratio", "stopped", "silence_ratio", "repetition", "no_audio")
+GEN_METRICS = ("sim", "wer", "dnsmos_ovrl", "duration_ratio", "stopped", "silence_ratio", "repetition", "no_audio",
+               "retain/dnsmos_ovrl", "retain/stopped", "retain_drop")
 
 
 def _read(path):
@@ -63,7 +64,8 @@ def generation_facts(records):
     last = next((r for r in reversed(records) if not r.get("baseline")), None)
     if last is None:
         return {}
-    return {"step": last["step"], "base": _rounded(base), "last": _rounded(last), "warnings": last.get("warnings") or []}
+    return {"step": last["step"], "base": _rounded(base), "last": _rounded(last),
+            "warnings": last.get("warnings") or []}
 
 
 def _rounded(record):

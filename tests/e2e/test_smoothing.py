@@ -95,7 +95,7 @@ def test_export_average_is_the_mean_of_the_checkpoints(runs, tmp_path):
         for k in got:
             mean = torch.stack([t[k].double() for t in tags]).mean(0)
             torch.testing.assert_close(got[k].double(), mean, rtol=1e-6, atol=1e-7)
-        assert os.path.isfile(os.path.join(out, "adapter_config.json")) and os.path.isfile(os.path.join(out, "README.md"))
+        assert all(os.path.isfile(os.path.join(out, f)) for f in ("adapter_config.json", "README.md"))
     bad = run_cmd([PYTHON, "-m", "higgs_ds.cli", "export", "--checkpoint", ref, "--output", str(tmp_path / "x"),
                    "--average", "last:9"], check=False)
     assert bad.returncode == 66 and "9 needed" in bad.stdout and "Traceback" not in bad.stdout

@@ -84,13 +84,18 @@ def eos_hook(model, mode, eot_id, after=24):
         if out.numel() == 0:  # a forward without audio-out positions (the prompt)
             return out
         logits = out.view(*out.shape[:-1], cfg.audio_num_codebooks, -1)
-        calls["n"] = 1 if out.shape[0] > 1 else calls["n"] + 1  # the prompt's forward starts a new generation
+        calls["n"] += 1
         logits[..., cfg.audio_stream_eos_id] = -1e9
         if mode == "early" and calls["n"] > after:  # codebook 0 ends; the engine ends the others (delay pattern)
             logits[..., 0, cfg.audio_stream_eos_id] = 1e9
         return out
 
-    handles = [head.register_forward_hook(hook),
+    def new_prompt(_, args, kwargs):  # the prompt's forward (more than one token) starts a new generation
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[-1] > 1:
+            calls["n"] = 0
+
+    handles = [head.register_forward_hook(hook), model.register_forward_pre_hook(new_prompt, with_kwargs=True),
                model.audio_decoder_proj.text_lm_head.register_forward_hook(end_turn)]
     try:
         yield
@@ -112,6 +117,7 @@ def test_a_model_that_never_stops_is_reported(fresh_model, tiny_assets, small_da
     from higgs_ds.data.chatml import read_chatml
     from higgs_ds.engine.sinks import build_sinks
     from higgs_ds.evaluation.in_training import GenerationEval
+    from higgs_ds.evaluation.retention import retention_prompts
     from higgs_ds.evaluation.scorer import Scorer
     from higgs_ds.inference.model_card import card_facts, render
     from higgs_ds.models.loading import ModelPaths
@@ -120,7 +126,7 @@ def test_a_model_that_never_stops_is_reported(fresh_model, tiny_assets, small_da
     sinks = build_sinks(0, None, str(tmp_path / "metrics.jsonl"))
     budget = 48
     gen = GenerationEval(fresh_model.eval(), paths, list(read_chatml(small_data[0])), 2, 2, Scorer(dnsmos=False),
-                         SinkWriter(sinks), max_new_tokens=budget)
+                         SinkWriter(sinks), max_new_tokens=budget, retention=retention_prompts("default")[:1])
     eot = gen.engine.tokenizer.convert_tokens_to_ids("<|eot_id|>")
     with torch.no_grad():
         with eos_hook(fresh_model, "early", eot):
@@ -136,6 +142,11 @@ def test_a_model_that_never_stops_is_reported(fresh_model, tiny_assets, small_da
     assert "runaway generations" in caplog.text and last["num_warnings"] == len(warnings) >= 1
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [(r["step"], r["eval_gen/stopped"]) for r in lines] == [(0, 1.0), (2, 0.0)]
+    # the retention prompt (no reference voice) fails the same way: retain/* against the base model's
+    assert [(r["eval_gen/retain/stopped"], r["eval_gen/retain/no_audio"]) for r in lines] == [(1.0, 0.0), (0.0, 0.0)]
+    assert "retain/sim" not in last and last["retain_drop"] >= 1.0
+    assert last["sim_retain"] == pytest.approx(last["sim"] - last["retain_drop"])
+    assert any(w.startswith("retention prompts") and "runaway generations" in w for w in warnings), warnings
     assert all("eval_gen/duration_ratio" in r and "eval_gen/repetition" in r for r in lines)
     # metrics.json (train.py writes the records under "eval_gen") -> the model card beside the adapter
     os.makedirs(tmp_path / "run" / "adapter")
@@ -145,3 +156,32 @@ def test_a_model_that_never_stops_is_reported(fresh_model, tiny_assets, small_da
     assert facts["generation"]["last"]["stopped"] == 0.0 and facts["generation"]["base"]["stopped"] == 1.0
     card = render(facts)
     assert "## Generation eval" in card and "runaway generations" in card
+
+
+def test_retention_drop_and_keep_best_sim_retain(tmp_path):
+    from higgs_ds.evaluation.best import BestKeeper
+    from higgs_ds.evaluation.retention import retain_drop
+
+    base = {"dnsmos_ovrl": 3.0, "stopped": 1.0, "wer": 0.2}
+    assert retain_drop(dict(base, dnsmos_ovrl=3.4, wer=0.1), base) == 0.0  # better is no drop
+    assert retain_drop({"dnsmos_ovrl": 2.0, "stopped": 0.5, "wer": 0.5}, base) == pytest.approx(0.25 + 0.5 + 0.3)
+    saved = []
+    keeper = BestKeeper("sim_retain", str(tmp_path), lambda d: (os.makedirs(d), saved.append(d)))
+    # step 2 has the higher SIM but forgot the base model's skills; step 4 keeps them
+    for step, sim, drop in ((2, 0.80, 0.5), (4, 0.70, 0.0)):
+        keeper.observe(step, {"sim": sim, "retain_drop": drop, "sim_retain": sim - drop})
+    assert keeper.best["step"] == 4 and keeper.best["metric"] == "sim_retain"
+
+
+def test_retention_prompt_file_errors_name_the_line(tmp_path):
+    from higgs_ds.data.chatml import DataError
+    from higgs_ds.evaluation.retention import retention_prompts
+
+    assert len(retention_prompts("default")) == 3 and retention_prompts(None) == []
+    f = tmp_path / "r.jsonl"
+    f.write_text('{"text": "Hello there.", "scene": "A quiet room."}\n{"scene": "no text"}\n')
+    with pytest.raises(DataError, match=f"{f}:2: expected"):
+        retention_prompts(str(f))
+    f.write_text('{"text": "Hello there."}\n')
+    (p,) = retention_prompts(str(f))
+    assert p.ref_audio is None and p.text == "Hello there." and p.prompt.messages[-1].content == "Hello there."
