@@ -103,6 +103,8 @@ def parse_args(argv=None):
         args.num_workers = default_num_workers()
     if args.learning_rate <= 0:
         p.error("--learning_rate must be > 0")
+    if args.ema_decay >= 1:
+        p.error(f"--ema_decay must be < 1 (0: off), got {args.ema_decay}")
     from .config import from_args
     from .evaluation.config import GenerationEvalConfig, check_generation_eval
 
