@@ -358,12 +358,7 @@ def fit(c: Components):
                 log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
                          c.total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
-            with applied(c.ema):  # evaluations and --keep_best see the averaged weights
-                if c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at:
-                    val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
-                    observe(c.best, step, report_eval(val, step, meter))
-                if c.gen_eval is not None and c.gen_eval.due(step):
-                    observe(c.best, step, c.gen_eval.run(step))
+            evaluate_due(c, step)
             if c.preview is not None and c.preview.due(step):
                 c.preview.write(step)
             stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
@@ -381,6 +376,25 @@ def fit(c: Components):
             observe(c.best, step, report_eval(val, step, meter))
         save_artefact(c, history, val)
     return 0
+
+
+def evaluate_due(c, step):
+    """The evaluations due at `step` (teacher-forced, generation) and --keep_best, on the averaged weights when
+    --ema_decay is set."""
+    from higgs_ds.engine.ema import applied
+    from higgs_ds.evaluation.best import observe
+    from higgs_ds.evaluation.validation import evaluate, report_eval
+
+    val_due = c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at
+    gen_due = c.gen_eval is not None and c.gen_eval.due(step)
+    if not (val_due or gen_due):
+        return
+    with applied(c.ema):
+        if val_due:
+            val = evaluate(c.engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
+            observe(c.best, step, report_eval(val, step, c.meter))
+        if gen_due:
+            observe(c.best, step, c.gen_eval.run(step))
 
 
 def save_artefact(c, history, val):
