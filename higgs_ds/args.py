@@ -17,7 +17,7 @@ def config_classes():
 
 
 TITLES = {"generation_eval": "generation eval (docs/EVAL.md)", "loss": "loss (docs/LOSS.md)",
-          "engine": "engine (DeepSpeed)"}
+          "engine": "engine (DeepSpeed)", "ema": "weight average (docs/CHECKPOINTS.md)"}
 
 
 def build_parser():
@@ -61,6 +61,8 @@ def parse_args(argv=None):
         from .data.config import default_num_workers
 
         args.num_workers = default_num_workers()
+    if args.ema_decay >= 1:
+        p.error(f"--ema_decay must be < 1 (0: off), got {args.ema_decay}")
     from .config import from_args
     from .evaluation.config import GenerationEvalConfig, check_generation_eval
 

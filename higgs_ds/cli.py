@@ -10,6 +10,8 @@
     higgs-ds evaluate --data val.jsonl --adapter OUT_DIR
     higgs-ds convert --input DIR|ORG/NAME[@REV] --output DIR [--to boson|native] [--audio_tokenizer]
     higgs-ds score --requests requests.jsonl [--output scores.json]   # SIM, DNSMOS, WER (docs/EVAL.md)
+    higgs-ds benchmark --meta meta.lst --output results.json [--adapter DIR]   # Seed-TTS-eval protocol
+    higgs-ds export --checkpoint OUT_DIR --output DIR --average last:K|best:K   # mean of K checkpoints
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
 """
 import argparse
@@ -66,14 +68,15 @@ def _parser():
                        ("evaluate", "teacher-forced loss and per-codebook accuracy"),
                        ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
                        ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)"),
-                       ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)")):
+                       ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)"),
+                       ("benchmark", "Seed-TTS-eval list: clone and score, base beside adapter (docs/EVAL.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
 DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".tools.evaluate",
              "plan": ".tools.plan", "convert": ".tools.convert",
-             "score": ".evaluation.score"}
+             "score": ".evaluation.score", "benchmark": ".tools.benchmark"}
 
 
 def _tiny():

@@ -71,6 +71,7 @@ def sections():
     from .data.validate import ValidationConfig
     from .engine.activation_checkpointing import ActivationCheckpointingConfig
     from .engine.checkpoint import CheckpointConfig
+    from .engine.ema import EmaConfig
     from .engine.metrics import MetricsConfig
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
@@ -79,7 +80,7 @@ def sections():
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                loss=(LossConfig,), finetune=(AdapterConfig,), engine=(EngineConfig,))
+                ema=(EmaConfig,), loss=(LossConfig,), finetune=(AdapterConfig,), engine=(EngineConfig,))
 
 
 def section_keys():

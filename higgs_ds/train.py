@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the component types, for the annotations only (train.py imp
     from torch.utils.data import DataLoader, Dataset
 
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
+    from higgs_ds.engine.ema import WeightAverage
     from higgs_ds.engine.metrics import StepMeter
     from higgs_ds.engine.numerics import StepGuard
     from higgs_ds.evaluation.best import BestKeeper
@@ -61,6 +62,7 @@ class Components:
     preview: "Optional[AudioPreview]"
     gen_eval: "Optional[GenerationEval]"
     best: "Optional[BestKeeper]"  # --keep_best
+    ema: "Optional[WeightAverage]"  # --ema_decay
     loss_cfg: "LossConfig"
     eval_cfg: "EvalConfig"
     rank: int
@@ -295,6 +297,7 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
                world, paths, data_cfg):
     """Loss, checkpointer + resumed state, meter, preview, guards: the `Components` of `fit`."""
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
+    from higgs_ds.engine.ema import EmaConfig
     from higgs_ds.engine.numerics import StepGuard
     from higgs_ds.evaluation.config import GenerationEvalConfig
     from higgs_ds.evaluation.in_training import setup_quality
@@ -308,6 +311,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
         return compute_loss(engine, batch, loss_cfg, denominators)
 
     ckpt = Checkpointer.from_config(engine, ckpt_cfg, rank)
+    ema = from_args(EmaConfig, args).build(engine)
+    ckpt.extras += [ema] if ema is not None else []  # saved in every checkpoint, restored on resume
     if ckpt_cfg.resume and resume_dir is None:
         log.info("--resume %s: no complete checkpoint in %s, starting fresh", ckpt_cfg.resume, ckpt.dir)
     state = ckpt.load(resume_dir) if resume_dir else TrainerState()
@@ -320,7 +325,7 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     gen_eval, best = setup_quality(from_args(GenerationEvalConfig, args), model, paths, val_set, meter, rank, world,
                                    save_best, artefact_name(args.finetune))
     return Components(
-        gen_eval=gen_eval, best=best, loss_cfg=loss_cfg, engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
+        gen_eval=gen_eval, best=best, ema=ema, loss_cfg=loss_cfg, engine=engine, scheduler=scheduler, loader=loader, val_set=val_set, loss_fn=loss_fn, checkpointer=ckpt,
         state=state, meter=meter, guard=StepGuard(args.max_consecutive_skips, args.output_dir, state.history),
         preview=build_preview(rank, eval_cfg, engine, paths, val_set, meter.sinks),
         eval_cfg=eval_cfg, rank=rank, world=world,
@@ -365,6 +370,7 @@ def fit(c: Components):
     """The loop: one optimizer step = `accum` micro-batches; eval, previews, checkpoints, preemption; the adapter."""
     from higgs_ds.data.loaders import start_epoch
     from higgs_ds.engine.checkpoint import TrainerState
+    from higgs_ds.engine.ema import applied
     from higgs_ds.engine.preemption import Preemption
     from higgs_ds.evaluation.best import observe
     from higgs_ds.evaluation.validation import evaluate, report_eval
@@ -379,6 +385,8 @@ def fit(c: Components):
         engine.train()
         for window in meter.windows(accumulation_windows(c.loader, c.accum)):
             train_step(engine, window, c.loss_fn, meter, c.global_norm, c.audio_out_id, step + 1, c.rank)
+            if c.ema is not None:
+                c.ema.update()
             step, consumed = step + 1, consumed + c.accum
             lr = c.scheduler.get_last_lr()[0] if c.scheduler else c.fallback_lr
             skips = c.guard.update(engine, step)  # raises NonFiniteAbort after --max_consecutive_skips in a row
@@ -388,11 +396,7 @@ def fit(c: Components):
                 log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
                          c.total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
                          record["perf/tokens_per_s"], time.time() - t0)
-            if c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at:
-                val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
-                observe(c.best, step, report_eval(val, step, meter))
-            if c.gen_eval is not None and c.gen_eval.due(step):
-                observe(c.best, step, c.gen_eval.run(step))
+            evaluate_due(c, step)
             if c.preview is not None and c.preview.due(step):
                 c.preview.write(step)
             stop = preempt.requested()  # SIGTERM/SIGINT on any rank: all ranks save at this step and exit
@@ -404,11 +408,31 @@ def fit(c: Components):
                 return EXIT_PREEMPTED
             if step >= c.stop_at:
                 break
-    val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world) if c.val_set else None
-    if val is not None:
-        observe(c.best, step, report_eval(val, step, meter))
-    save_artefact(c, history, val)
+    with applied(c.ema):  # the final eval and artefact: the averaged weights
+        val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world) if c.val_set else None
+        if val is not None:
+            observe(c.best, step, report_eval(val, step, meter))
+        save_artefact(c, history, val)
     return 0
+
+
+def evaluate_due(c, step):
+    """The evaluations due at `step` (teacher-forced, generation) and --keep_best, on the averaged weights when
+    --ema_decay is set."""
+    from higgs_ds.engine.ema import applied
+    from higgs_ds.evaluation.best import observe
+    from higgs_ds.evaluation.validation import evaluate, report_eval
+
+    val_due = c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at
+    gen_due = c.gen_eval is not None and c.gen_eval.due(step)
+    if not (val_due or gen_due):
+        return
+    with applied(c.ema):
+        if val_due:
+            val = evaluate(c.engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
+            observe(c.best, step, report_eval(val, step, c.meter))
+        if gen_due:
+            observe(c.best, step, c.gen_eval.run(step))
 
 
 def save_artefact(c, history, val):

@@ -210,6 +210,7 @@ class Checkpointer:
         self.engine, self.save_every, self.keep_last, self.rank = engine, save_every, keep_last, rank
         self.output_dir = output_dir
         self.dir = os.path.join(output_dir, "checkpoints")
+        self.extras = []  # more state saved in every tag: objects with save_state(tag_dir, rank), load_state(tag_dir)
         if engine is not None:  # lets ds_to_universal convert our tags without --inject_missing_state
             from .universal import mark_convertible
 
@@ -244,6 +245,8 @@ class Checkpointer:
         self.engine.save_checkpoint(self.dir, tag=tag + TMP, exclude_frozen_parameters=True, save_latest=False)
         fault("kill_mid_checkpoint", state.step, self.rank)
         _write_json(os.path.join(tmp, f"rng_rank{self.rank}.json"), rng_state())
+        for extra in self.extras:
+            extra.save_state(tmp, self.rank)
         if self.rank == 0 and _adapter_copy_possible(self.engine):
             self.engine.module.save_pretrained(os.path.join(tmp, "adapter"))
         fsync_tree(tmp)
@@ -290,6 +293,8 @@ class Checkpointer:
         if os.path.isfile(rng_file):
             with open(rng_file) as f:
                 set_rng_state(json.load(f))
+        for extra in self.extras:
+            extra.load_state(tag_dir)
         if state.world_size and state.world_size != world:
             from .universal import rescale_position
 

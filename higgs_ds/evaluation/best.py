@@ -1,4 +1,4 @@
-"""`--keep_best sim|wer|dnsmos|loss`: keep the artefact of the best evaluation so far in `<output_dir>/best/`
+"""`--keep_best sim|wer|dnsmos|loss|sim_retain`: keep the artefact of the best evaluation so far in `<output_dir>/best/`
 (`adapter/`, or `model/` with --finetune full; beside the latest checkpoints), with `best.json` naming the metric,
 its value and the step."""
 import json
@@ -7,7 +7,8 @@ import shutil
 
 # flag value -> (key in the eval metrics, higher is better); "wer" is each language's error rate (CER for Chinese, ...)
 METRIC_KEYS = {"sim": ("sim", True), "dnsmos": ("dnsmos_ovrl", True), "wer": ("error_rate", False),
-               "loss": ("loss/total", False)}
+               "loss": ("loss/total", False),
+               "sim_retain": ("sim_retain", True)}  # sim - retain_drop (evaluation/retention.py)
 
 
 class BestKeeper:

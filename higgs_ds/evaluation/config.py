@@ -35,8 +35,14 @@ class GenerationEvalConfig:
                                       "over ranks", minimum=1)
     eval_max_new_tokens: int = option(512, "generation budget of each eval prompt", minimum=1)
     keep_best: Optional[str] = option(None, "keep the adapter of the best evaluation so far in output_dir/best/ "
-                                            "(sim, dnsmos: highest, wer: lowest, from generation eval; loss: lowest "
-                                            "eval loss/total from --eval_every)", type=str, choices=sorted(METRIC_KEYS))
+                                            "(sim, dnsmos, sim_retain: highest, wer: lowest, from generation eval; "
+                                            "loss: lowest eval loss/total from --eval_every)", type=str,
+                                      choices=sorted(METRIC_KEYS))
+    retention_prompts: Optional[str] = option(None, "also generate these prompts without a reference voice (default: "
+                                                    "a built-in set; FILE: JSONL of {text, scene}) at the baseline and "
+                                                    "every generation eval: eval_gen/retain/*, retain_drop, and "
+                                                    "--keep_best sim_retain = sim - retain_drop (docs/EVAL.md)",
+                                              type=str, metavar="default|FILE")
     sim_model: Optional[str] = option(None, "local WavLMForXVector dir for eval_gen/sim; default: resemblyzer "
                                             "(built in)", type=str, metavar="DIR")
     asr_model: Optional[str] = option(None, "local Whisper dir for eval_gen/wer and eval_gen/cer; without it no WER "
@@ -46,9 +52,11 @@ class GenerationEvalConfig:
 
 def check_generation_eval(cfg, eval_every, parser):
     """parser.error (one message, exit 2) on flags that contradict each other."""
-    if cfg.keep_best in ("sim", "dnsmos", "wer") and cfg.eval_generate_every == 0:
+    if cfg.keep_best in ("sim", "dnsmos", "wer", "sim_retain") and cfg.eval_generate_every == 0:
         parser.error(f"--keep_best {cfg.keep_best} needs --eval_generate_every N")
     if cfg.keep_best == "wer" and not cfg.asr_model:
         parser.error("--keep_best wer needs --asr_model DIR (there is no WER without an ASR model)")
+    if cfg.keep_best == "sim_retain" and not cfg.retention_prompts:
+        parser.error("--keep_best sim_retain needs --retention_prompts default|FILE")
     if cfg.keep_best == "loss" and eval_every == 0:
         parser.error("--keep_best loss needs --eval_every N")

@@ -43,12 +43,12 @@ class Scorer:
                 "asr": self.asr.name if self.asr else None}
 
     def score(self, wav, ref_wav, text=None, sr=SAMPLE_RATE, ref_sr=SAMPLE_RATE, language=None):
-        """One row: sim, dnsmos_* and (with an ASR model and a text) transcript, asr_language, wer, cer,
-        error_rate (asr.py); `language`: the text's language tag (None: Whisper detects it)."""
+        """One row: sim (not without a reference clip), dnsmos_* and (with an ASR model and a text) transcript,
+        asr_language, wer, cer, error_rate (asr.py); `language`: the text's language tag (None: Whisper detects it)."""
         from .speaker import similarity
 
-        wav, ref_wav = resample(wav, sr), resample(ref_wav, ref_sr)
-        row = {"sim": similarity(self.embedder, wav, ref_wav)}
+        wav = resample(wav, sr)
+        row = {} if ref_wav is None else {"sim": similarity(self.embedder, wav, resample(ref_wav, ref_sr))}
         if self.dnsmos is not None:
             row.update(self.dnsmos.score(wav))
         if self.asr is not None and text:
@@ -78,9 +78,10 @@ def cell(m, name=None):
     return (f"{m['mean']:.3f}{ci}" + (f" {name}" if name else "")).rjust(19)
 
 
-def group_table(groups, asr=True, head="group"):
-    """Lines of a table with one line per (label, summary): n, SIM, error rate (named wer/cer), DNSMOS OVRL."""
-    metrics = [k for k in TABLE_METRICS if asr or k != "error_rate"]
+def group_table(groups, asr=True, head="group", extra=()):
+    """Lines of a table with one line per (label, summary): n, SIM, error rate (named wer/cer), DNSMOS OVRL, then
+    the `extra` keys."""
+    metrics = [k for k in TABLE_METRICS if asr or k != "error_rate"] + list(extra)
     lines = [f"{head:<24} {'n':>3} " + " ".join(f"{k:>19}" for k in metrics)]
     for label, s in groups:
         lines.append(f"{label[:24]:<24} {s['n_rows']:>3} " + " ".join(

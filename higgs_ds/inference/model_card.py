@@ -12,6 +12,8 @@ from ..models.convert import SOURCE_FILE
 
 LAST_METRICS = ("loss/total", "loss/text", "loss/audio")
 QUALITY = ("sim", "error_rate", "dnsmos_ovrl")  # generation eval's table metrics (evaluation/scorer.py)
+GEN_METRICS = ("sim", "error_rate", "dnsmos_ovrl", "duration_ratio", "stopped", "silence_ratio", "repetition",
+               "no_audio", "retain/dnsmos_ovrl", "retain/stopped", "retain_drop")
 
 
 def _read(path):
@@ -53,6 +55,7 @@ def card_facts(adapter_dir, base_dir, fmt, exported_adapter_dir=None):
         "final_train": {k: round(history[-1][k], 4) for k in LAST_METRICS if history and k in history[-1]},
         "final_val": {k: round(v, 4) for k, v in (run.get("val") or {}).items() if k.startswith(("loss/", "acc/"))},
         "quality": quality_facts(run.get("eval_gen") or []),
+        "generation": generation_facts(run.get("eval_gen") or []),
     }
 
 
@@ -82,6 +85,31 @@ def _quality(q):
              "| group | " + " | ".join(QUALITY) + " |", "|---" * (len(QUALITY) + 1) + "|"]
     lines += [f"| {g} | " + " | ".join(str(m.get(k, "-")) for k in QUALITY) + " |" for g, m in q["groups"].items()]
     return lines + [""]
+
+
+def generation_facts(records):
+    """The base model's generation eval beside the last one (scores and failure measures) and its warnings; {}
+    when the run had no generation eval."""
+    base = next((r for r in records if r.get("baseline")), None)
+    last = next((r for r in reversed(records) if not r.get("baseline")), None)
+    if last is None:
+        return {}
+    return {"step": last["step"], "base": _rounded(base), "last": _rounded(last),
+            "warnings": last.get("warnings") or []}
+
+
+def _rounded(record):
+    return {k: round(record[k], 4) for k in GEN_METRICS if record and record.get(k) is not None}
+
+
+def _generation_section(g):
+    if not g:
+        return []
+    rows = [f"| {k} | {g['base'].get(k, '-')} | {g['last'].get(k, '-')} |" for k in GEN_METRICS
+            if k in g["base"] or k in g["last"]]
+    warn = [f"- warning: {w}" for w in g["warnings"]] or ["- no drift from the base model detected"]
+    return ["## Generation eval", "", f"| metric | base model | step {g['step']} |", "|---|---|---|", *rows, "",
+            *warn, ""]
 
 
 def _usage(fmt):
@@ -130,7 +158,8 @@ def render(facts):
                               "## Final metrics", "", "| metric | value |", "|---|---|",
                               _table({**{f"train {k}": v for k, v in facts["final_train"].items()},
                                       **{f"val {k}": v for k, v in facts["final_val"].items()}}), "",
-                              *_quality(facts["quality"]), "## Use", "", _usage(facts["format"]), ""])
+                              *_quality(facts["quality"]), *_generation_section(facts.get("generation")), "## Use",
+                              "", _usage(facts["format"]), ""])
 
 
 def write_model_card(output, adapter_dir, base_dir, fmt, exported_adapter_dir=None):
