@@ -73,7 +73,8 @@ def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=Tr
                  num_workers=0, plan=False):
     """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it);
     `plan`: batches carry their host-side index plan (the sync-free step, data/plan.py)."""
-    collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None), plan=plan)
+    collator = getattr(dataset, "collator", None) or TrainingCollator  # pairs.PairDataset has its own
+    collate = collator(config, getattr(dataset, "whisper_processor", None), plan=plan)
     kw = loader_kwargs(num_workers)
     if max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,
