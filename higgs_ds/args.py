@@ -16,12 +16,13 @@ def config_classes():
     from .engine.metrics import MetricsConfig
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
+    from .loss.preference import PreferenceConfig
     from .models.finetune import AdapterConfig
 
     return dict(data=(DataConfig, ValidationConfig), metrics=(MetricsConfig,), eval=(EvalConfig,),
                 generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                loss=(LossConfig,), lora=(AdapterConfig,))
+                loss=(LossConfig,), preference=(PreferenceConfig,), lora=(AdapterConfig,))
 
 
 def build_parser():
@@ -47,6 +48,9 @@ def build_parser():
     g.add_argument("--validate_data_only", action="store_true",
                    help="check every sample (schema, audio, lengths; docs/DATA.md), print the report and exit")
     g = p.add_argument_group("training")
+    g.add_argument("--stage", default="sft", choices=("sft", "dpo"),
+                   help="sft: supervised fine-tuning on voice-cloning samples; dpo: preference optimisation on pairs "
+                        "(a 'rejected' audio per sample; docs/PREFERENCE.md)")
     g.add_argument("--batch_size", type=int, default=2, help="micro batch per rank (fills train_micro_batch_size_per_gpu)")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--learning_rate", type=float, default=1e-4, help="peak LR (fills optimizer.params.lr)")
@@ -68,6 +72,7 @@ def build_parser():
     add_flags(p.add_argument_group("generation eval (docs/EVAL.md)"), *cfg["generation_eval"])
     add_flags(p.add_argument_group("checkpoints"), *cfg["checkpoints"])
     add_flags(p.add_argument_group("loss (docs/LOSS.md)"), *cfg["loss"])
+    add_flags(p.add_argument_group("preference optimisation, --stage dpo (docs/PREFERENCE.md)"), *cfg["preference"])
     add_flags(p.add_argument_group("LoRA"), *cfg["lora"])
     g = p.add_argument_group("DeepSpeed")
     g.add_argument("--deepspeed", help="DeepSpeed JSON config; default ds_configs/zero2.json on GPU, cpu_zero2.json on CPU")
@@ -93,6 +98,8 @@ def parse_args(argv=None):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0")
     check_ranges(p, args, *[c for group in config_classes().values() for c in group])
+    if args.stage == "dpo" and args.reference == "adapter" and args.finetune == "full":
+        p.error("--reference adapter needs an adapter (--finetune lora or audio); --finetune full: --reference stored")
     if args.dist_timeout_minutes <= 0:
         p.error("--dist_timeout_minutes must be > 0")
     if args.num_workers is None:

@@ -88,8 +88,14 @@ def dpo_terms(policy, reference, counts, config):
     metrics = {"pref/loss": dpo.detach(), "pref/accuracy": ((margin > 0).float() + 0.5 * (margin == 0).float()).mean(),
                "pref/margin": d(margin), "pref/reward_chosen": d(chosen), "pref/reward_rejected": d(rejected),
                "pref/logp_chosen": d(policy[:n]), "pref/logp_rejected": d(policy[n:]), "loss/audio": sft.detach(),
-               "loss/total": loss.detach(), "tokens/audio": counts.sum()}
+               "loss/total": loss.detach(), "tokens/audio": counts.sum(), "tokens/chosen": counts[:n].sum()}
     return LossOutput(loss, metrics)
+
+
+def stored_reference(table, batch):
+    """(2B,) reference log-probs of a pair batch (chosen first) from a stored (pairs, 2) table."""
+    rows = table.index_select(0, batch[PAIR_INDEX_KEY].to(table.device))
+    return torch.cat([rows[:, 0], rows[:, 1]])
 
 
 def preference_loss(model, batch, config, reference=None):
