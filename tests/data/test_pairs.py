@@ -72,3 +72,21 @@ def test_pair_dataset_encodes_each_clip_once_and_collates_one_batch(clips, tiny_
     tokens, _, clips0 = ds.items[0]
     chosen_len = len(tokens) + sum(x.shape[1] for x in clips0)
     assert ds.num_tokens(0) == chosen_len + chosen_len - clips0[-1].shape[1] + ds.rejected[0].shape[1]
+
+
+@pytest.mark.parametrize("case, line, kind", [("unpaired", 2, "rejected"), ("missing", 1, "missing_audio"),
+                                              ("not_audio", 2, "rejected")])
+def test_train_py_stage_dpo_bad_pair_files(clips, case, line, kind, capsys):
+    """`train.py --stage dpo`: one message naming file:line and its kind, exit 65, no traceback."""
+    from higgs_ds.errors import EXIT_DATA
+    from higgs_ds.train import main as train_main
+
+    tmp_path, (a, b, c, _) = clips
+    rows = {"unpaired": [pair(a, b, c), voice_cloning_sample(a, "r", b, "t")],
+            "missing": [pair(a, b, "gone.wav")],
+            "not_audio": [pair(a, b, c), {**pair(a, b, c), "rejected": {"type": "text", "text": "no"}}]}[case]
+    path = _write(tmp_path, rows)
+    rc = train_main(["--stage", "dpo", "--train_data", path, "--validate_data_only"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_DATA and "Traceback" not in err and err.startswith("error:"), err
+    assert f"{path}:{line}" in err and kind in err, err
