@@ -282,7 +282,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     def loss_fn(batch, denominators=None):  # denominators: those of the step under --loss_normalization global
         return compute_loss(engine, batch, loss_cfg, denominators)
     if (stage := stage_for(args)) is not None:
-        loss_fn = stage.loss_fn(engine, loader.dataset, val_set, eval_cfg.batch_size, rank, world, resume_dir is not None)
+        loss_fn = stage.loss_fn(engine, loader.dataset, val_set, eval_cfg.batch_size, rank, world,
+                                resumed=resume_dir is not None)
 
     ckpt = Checkpointer.from_config(engine, ckpt_cfg, rank)
     if ckpt_cfg.resume and resume_dir is None:
@@ -302,8 +303,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
         eval_cfg=eval_cfg, rank=rank, world=world,
         total_steps=total_steps, stop_at=stop_at, accum=args.gradient_accumulation_steps,
         num_epochs=args.num_epochs, log_every=args.log_every,
-        global_norm=loss_cfg.normalization == "global" and stage is None, audio_out_id=model.config.audio_out_token_idx,
-        fallback_lr=lr, summary=summary, stage=stage)
+        global_norm=loss_cfg.normalization == "global" and stage is None,
+        audio_out_id=model.config.audio_out_token_idx, fallback_lr=lr, summary=summary, stage=stage)
 
 
 def run_summary(args, paths, data_cfg, world, train_set, val_set):

@@ -56,7 +56,8 @@ def preference_eval(model, dataset, batch_size, config, table=None, rank=0, worl
             ref = stored_reference(table, batch) if table is not None else None
             out = preference_loss(model, batch, config, ref)
             n = batch["pair_index"].numel()
-            sums[: len(PAIR_MEANS)] += torch.tensor([float(out.metrics[k]) * n for k in PAIR_MEANS], dtype=torch.float64)
+            means = [float(out.metrics[k]) * n for k in PAIR_MEANS]
+            sums[: len(PAIR_MEANS)] += torch.tensor(means, dtype=torch.float64)
             chosen_codes = float(out.metrics["tokens/chosen"])
             sums[-3:] += torch.tensor([float(out.metrics["loss/audio"]) * chosen_codes, chosen_codes, n],
                                       dtype=torch.float64)

@@ -3,8 +3,8 @@
 A pair batch (data/pairs.py) holds B chosen, then B rejected sequences. `sequence_logps` runs one forward that stops
 at the hidden states (hidden.py) and scores each sequence's labelled (column, codebook) audio targets — those of the
 SFT loss (objective.audio_rows: column t against column t + 1 of the same clip, every codebook, delay pattern as the
-collator writes it) — with the fused head, one call per sequence: log π(y|x) = −Σ CE. Full-vocab logits never exist;
-text labels are not scored.
+collator writes it) — with the fused head, one call per sequence: log π(y|x) = −Σ CE. Full-vocab logits never
+exist; text labels are not scored.
 
 DPO (Rafailov et al. 2023): with the implicit reward r(y) = β·(log π(y|x) − log π_ref(y|x)), the loss is
 −log σ(r(chosen) − r(rejected)), averaged over the pairs. `length_normalize` divides each log-prob by its number of

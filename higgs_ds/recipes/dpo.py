@@ -84,9 +84,10 @@ class DPOStage:
                 log.info("reference log-probs of %s written to %s", ", ".join(tables), path)
             torch.distributed.barrier()
         for k, ds in sets.items():
-            if ds is not None and tuple(tables[k].shape) != (len(ds), 2):
-                raise ConfigError(f"{path} holds {tables[k].shape[0]} {k} pairs, the data {len(ds)}: another run's "
-                                  "reference log-probs (use a fresh --output_dir)")
+            if ds is not None and (k not in tables or tuple(tables[k].shape) != (len(ds), 2)):
+                held = tables[k].shape[0] if k in tables else 0
+                raise ConfigError(f"{path} holds {held} {k} pairs, the data {len(ds)}: another run's reference "
+                                  "log-probs (use a fresh --output_dir)")
         return tables
 
     def evaluate(self, engine, val_set, loss_cfg, eval_cfg, rank, world):

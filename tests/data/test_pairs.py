@@ -59,7 +59,8 @@ def test_pair_dataset_encodes_each_clip_once_and_collates_one_batch(clips, tiny_
     model, tok, audio_tok = tiny_bundle
     calls = []
     encode = dataset_module.encode_audio
-    monkeypatch.setattr(dataset_module, "encode_audio", lambda t, url, where: calls.append(url) or encode(t, url, where))
+    monkeypatch.setattr(dataset_module, "encode_audio",
+                        lambda t, url, where: calls.append(url) or encode(t, url, where))
     ds = PairDataset(report.samples, tok, audio_tok, show_progress=False)
     assert sorted(calls) == sorted(str(tmp_path / x) for x in (a, b, c, d))  # four files, each encoded once
     idx, chosen, rejected = ds[1]

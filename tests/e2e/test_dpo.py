@@ -78,19 +78,20 @@ def _history(out):
 
 
 def test_two_rank_zero2_dpo_killed_and_resumed_equals_uninterrupted(pair_data, tmp_path):
-    """Stored reference log-probs (computed once at the start, read back on resume) under the deepspeed launcher."""
+    """Stored reference log-probs (computed once at the start, read back on resume) under the deepspeed launcher. The
+    LR is 0 for the first two steps: the kill comes after the weights have moved."""
     cmd = [DEEPSPEED, "--num_accelerators", "2", "--master_port", "29641", "higgs_ds/train.py", "--stage", "dpo",
-           "--reference", "stored", "--batch_size", "1", "--max_steps", "4", "--learning_rate", "3e-3",
-           "--save_every", "1", "--sft_weight", "0.1", *QUIET, *pair_data]
+           "--reference", "stored", "--batch_size", "1", "--max_steps", "6", "--num_epochs", "2",
+           "--learning_rate", "3e-3", "--save_every", "1", "--sft_weight", "0.1", *QUIET, *pair_data]
     whole = str(tmp_path / "whole")
     run_cmd(cmd + ["--output_dir", whole], timeout=1200)
     out = str(tmp_path / "killed")
-    code, log = _killed(cmd + ["--output_dir", out, "--resume", "auto"], fault="kill_mid_step@3")
+    code, log = _killed(cmd + ["--output_dir", out, "--resume", "auto"], fault="kill_mid_step@5")
     assert code != 0 and not os.path.exists(os.path.join(out, "metrics.json")), log[-3000:]
     assert os.path.isfile(os.path.join(out, "reference_logps.pt"))
     proc = run_cmd(cmd + ["--output_dir", out, "--resume", "auto"], timeout=1200, env={ENV: ""})
-    assert "resumed from" in proc.stdout and "reference log-probs read from" in proc.stdout
     got, want = _history(out), _history(whole)
-    assert sorted(got) == sorted(want) == [1, 2, 3, 4]
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-6), step
+    assert "resumed from" in proc.stdout and "reference log-probs read from" in proc.stdout

@@ -52,7 +52,8 @@ def naive_logps(model, batch, audio_out_id):
     out = model(**{k: v for k, v in batch.items() if k != PAIR_INDEX_KEY})
     logp = torch.log_softmax(out.audio_logits.float(), dim=-1)  # (N, K, C)
     labels, n = batch["label_audio_ids"], batch["label_audio_ids"].shape[1]
-    owners = [r for r in range(batch["input_ids"].shape[0]) for _ in range(int((batch["input_ids"][r] == audio_out_id).sum()))]
+    ids = batch["input_ids"]
+    owners = [r for r in range(ids.shape[0]) for _ in range(int((ids[r] == audio_out_id).sum()))]
     starts = [int(s) for s in batch["audio_out_ids_start"]] + [n]
     totals = [logp.new_zeros(()) for _ in range(batch["input_ids"].shape[0])]
     for clip, row in enumerate(owners):
