@@ -17,7 +17,8 @@ def config_classes():
 
 
 TITLES = {"generation_eval": "generation eval (docs/EVAL.md)", "loss": "loss (docs/LOSS.md)",
-          "engine": "engine (DeepSpeed)", "ema": "weight average (docs/CHECKPOINTS.md)"}
+          "engine": "engine (DeepSpeed)", "ema": "weight average (docs/CHECKPOINTS.md)",
+          "preference": "preference optimisation, --stage dpo (docs/PREFERENCE.md)"}
 
 
 def build_parser():
@@ -57,6 +58,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.explicit = {a.split("=")[0] for a in argv if a.startswith("--")} | {f"--{k}" for k in from_file}
     check_ranges(p, args, *[c for group in config_classes().values() for c in group])
+    if args.stage == "dpo" and args.reference == "adapter" and args.finetune == "full":
+        p.error("--reference adapter needs an adapter (--finetune lora or audio); --finetune full: --reference stored")
     if args.num_workers is None:
         from .data.config import default_num_workers
 

@@ -37,6 +37,8 @@ class ModelConfig:
 @dataclasses.dataclass
 class TrainingConfig:
     """Batching, optimizer, schedule, length and seed of the run."""
+    stage: str = option("sft", "sft: supervised fine-tuning on voice-cloning samples; dpo: preference optimisation on "
+                               "pairs (a 'rejected' audio per sample; docs/PREFERENCE.md)", choices=("sft", "dpo"))
     batch_size: int = option(2, "micro batch per rank (fills train_micro_batch_size_per_gpu)", minimum=1)
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", minimum=1)
     learning_rate: float = option(1e-4, "peak LR (fills optimizer.params.lr)", above=0)
@@ -75,12 +77,14 @@ def sections():
     from .engine.metrics import MetricsConfig
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
+    from .loss.preference import PreferenceConfig
     from .models.finetune import AdapterConfig
 
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                ema=(EmaConfig,), loss=(LossConfig,), finetune=(AdapterConfig,), engine=(EngineConfig,))
+                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(AdapterConfig,),
+                engine=(EngineConfig,))
 
 
 def section_keys():

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the component types, for the annotations only (train.py imp
     from higgs_ds.evaluation.in_training import GenerationEval
     from higgs_ds.inference.preview import AudioPreview
     from higgs_ds.loss import LossConfig, LossOutput
+    from higgs_ds.recipes.dpo import DPOStage
 
 log = logging.getLogger("higgs_ds.train")
 
@@ -76,6 +77,7 @@ class Components:
     audio_out_id: int
     fallback_lr: float
     summary: dict  # facts for metrics.json
+    stage: "Optional[DPOStage]" = None  # --stage hooks (recipes/): None for SFT
 
 
 def main(argv=None):
@@ -169,11 +171,14 @@ def resolve_inputs(args):
     from higgs_ds.assets import ensure_tiny_data, resolve_model_paths
     from higgs_ds.data.config import DataConfig
     from higgs_ds.data.validate import ValidationConfig
+    from higgs_ds.recipes.dpo import stage_for
 
     data_cfg = from_args(DataConfig, args, validation=from_args(ValidationConfig, args))
     if data_cfg.train_data is None:
         train, val = ensure_tiny_data()
         data_cfg = dataclasses.replace(data_cfg, train_data=train, val_data=data_cfg.val_data or val)
+    if (stage := stage_for(args)) is not None:
+        data_cfg = stage.data_config(data_cfg)
     paths = resolve_model_paths(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
     if data_cfg.auto_prepare and not needs_waveforms(paths):  # a prepared copy from an earlier start: no validation
         from higgs_ds.data.auto_prepare import prepared_copy
@@ -229,6 +234,7 @@ def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float
     from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
     from higgs_ds.models.finetune import AdapterConfig
     from higgs_ds.models.loading import load_all, load_whisper_processor
+    from higgs_ds.recipes.dpo import stage_for
 
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     if data_cfg.auto_prepare and whisper is None:  # a ChatML file is prepared once into the cache (rank 0), reused
@@ -242,6 +248,8 @@ def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
                    code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
+    if (stage := stage_for(args)) is not None:
+        data_kw["dataset_cls"] = stage.dataset_cls
 
     def dataset(path, is_dir, report):  # a prepared dir opens memory-mapped; a ChatML file from its validation
         if is_dir:
@@ -304,11 +312,15 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     from higgs_ds.evaluation.validation import build_preview
     from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.finetune import artefact_name, save_to
+    from higgs_ds.recipes.dpo import stage_for
 
     loss_cfg = from_args(LossConfig, args)
 
     def loss_fn(batch, denominators=None):  # denominators: those of the step under --loss_normalization global
         return compute_loss(engine, batch, loss_cfg, denominators)
+    if (stage := stage_for(args)) is not None:
+        loss_fn = stage.loss_fn(engine, loader.dataset, val_set, eval_cfg.batch_size, rank, world,
+                                resumed=resume_dir is not None)
 
     ckpt = Checkpointer.from_config(engine, ckpt_cfg, rank)
     ema = from_args(EmaConfig, args).build(engine)
@@ -331,8 +343,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
         eval_cfg=eval_cfg, rank=rank, world=world,
         total_steps=total_steps, stop_at=stop_at, accum=args.gradient_accumulation_steps,
         num_epochs=args.num_epochs, log_every=args.log_every,
-        global_norm=loss_cfg.normalization == "global", audio_out_id=model.config.audio_out_token_idx,
-        fallback_lr=lr, summary=summary)
+        global_norm=loss_cfg.normalization == "global" and stage is None,
+        audio_out_id=model.config.audio_out_token_idx, fallback_lr=lr, summary=summary, stage=stage)
 
 
 def run_summary(args, paths, data_cfg, world, train_set, val_set):
@@ -373,9 +385,10 @@ def fit(c: Components):
     from higgs_ds.engine.ema import applied
     from higgs_ds.engine.preemption import Preemption
     from higgs_ds.evaluation.best import observe
-    from higgs_ds.evaluation.validation import evaluate, report_eval
 
     state, engine, meter, ckpt = c.state, c.engine, c.meter, c.checkpointer
+    run_eval, show_eval = eval_functions(c)
+    log_keys = c.stage.log_keys if c.stage else ("loss/text", "loss/audio")
     history, step, t0, preempt = state.history, state.step, time.time(), Preemption()
     for epoch in range(state.epoch, c.num_epochs):
         if step >= c.stop_at:
@@ -393,8 +406,8 @@ def fit(c: Components):
             record = {**meter.finish(step, lr, engine.get_global_grad_norm(), skips), "epoch": epoch}
             history.append(record)
             if step % c.log_every == 0 or step == c.total_steps:
-                log.info("step %d/%d | loss %.4f | text %.4f | audio %.4f | lr %.2e | %.0f tok/s | %.1fs", step,
-                         c.total_steps, record["loss/total"], record["loss/text"], record["loss/audio"], lr,
+                log.info("step %d/%d | loss %.4f | %s | lr %.2e | %.0f tok/s | %.1fs", step, c.total_steps,
+                         record["loss/total"], " | ".join(f"{k.split('/')[-1]} {record[k]:.4f}" for k in log_keys), lr,
                          record["perf/tokens_per_s"], time.time() - t0)
             evaluate_due(c, step)
             if c.preview is not None and c.preview.due(step):
@@ -409,11 +422,20 @@ def fit(c: Components):
             if step >= c.stop_at:
                 break
     with applied(c.ema):  # the final eval and artefact: the averaged weights
-        val = evaluate(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world) if c.val_set else None
+        val = run_eval(engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world) if c.val_set else None
         if val is not None:
-            observe(c.best, step, report_eval(val, step, meter))
+            observe(c.best, step, show_eval(val, step, meter))
         save_artefact(c, history, val)
     return 0
+
+
+def eval_functions(c):
+    """(evaluate, report) of the run's stage: the preference eval under --stage dpo, the teacher-forced one else."""
+    if c.stage is not None:
+        return c.stage.evaluate, c.stage.report
+    from higgs_ds.evaluation.validation import evaluate, report_eval
+
+    return evaluate, report_eval
 
 
 def evaluate_due(c, step):
@@ -427,10 +449,11 @@ def evaluate_due(c, step):
     gen_due = c.gen_eval is not None and c.gen_eval.due(step)
     if not (val_due or gen_due):
         return
+    run_eval, show_eval = eval_functions(c)
     with applied(c.ema):
         if val_due:
-            val = evaluate(c.engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
-            observe(c.best, step, report_eval(val, step, c.meter))
+            val = run_eval(c.engine, c.val_set, c.loss_cfg, c.eval_cfg, c.rank, c.world)
+            observe(c.best, step, show_eval(val, step, c.meter))
         if gen_due:
             observe(c.best, step, c.gen_eval.run(step))
 

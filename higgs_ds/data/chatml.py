@@ -7,6 +7,7 @@ on. Audio paths are resolved relative to the data file's directory.
 import dataclasses
 import json
 import os
+from typing import Optional
 
 from boson_multimodal.data_types import AudioContent, ChatMLSample, Message, TextContent
 
@@ -34,6 +35,7 @@ class SourcedSample:
     line: int
     sample_id: str
     language: str = None
+    rejected: Optional[AudioContent] = None  # a preference pair's rejected audio for the target turn
 
     @property
     def where(self):
@@ -72,7 +74,8 @@ def parse_sample(obj, file, line):
     sample_id = str(obj.get("id", f"line{line}")) if isinstance(obj, dict) else f"line{line}"
     where = f"{file}:{line} (sample {sample_id})"
     try:
-        return SourcedSample(_parse(obj, file, where), file, line, sample_id, _language(obj, where))
+        sample = _parse(obj, file, where)
+        return SourcedSample(sample, file, line, sample_id, _language(obj, where), _rejected(obj, sample, where, file))
     except DataError as e:
         e.file, e.line, e.sample_id = file, line, sample_id
         raise
@@ -121,6 +124,23 @@ def _parse(obj, file, where):
                         "assistant audio after it); end the sample with the assistant turn holding its audio, or drop "
                         "the trailing user turn", "unanswered_turn")
     return ChatMLSample(messages=messages, start_index=start, speaker=speaker)
+
+
+def _rejected(obj, sample, where, file):
+    """The `rejected` audio of a preference pair (None when absent): an audio content for the target turn, which must
+    be the last message and hold exactly one audio (the chosen one)."""
+    raw = obj.get("rejected")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("type") != "audio":
+        raise DataError(f"{where}: 'rejected' must be an audio content {{\"type\": \"audio\", \"audio_url\": ...}}",
+                        "rejected")
+    target = sample.messages[-1]
+    contents = target.content if isinstance(target.content, list) else [target.content]
+    if sample.start_index != len(sample.messages) - 1 or sum(isinstance(c, AudioContent) for c in contents) != 1:
+        raise DataError(f"{where}: a preference pair's start_index must point at its last message, an assistant turn "
+                        "holding one audio (the chosen audio; 'rejected' replaces it)", "rejected")
+    return _content(raw, f"{where} rejected", os.path.dirname(os.path.abspath(file)))
 
 
 def _lines(path):

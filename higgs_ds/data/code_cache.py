@@ -129,6 +129,8 @@ def audio_urls(data_files):
                 for c in m.content if isinstance(m.content, list) else [m.content]:
                     if isinstance(c, AudioContent):
                         urls.setdefault(c.audio_url, item.where)
+            if item.rejected is not None:  # a preference pair's rejected audio
+                urls.setdefault(item.rejected.audio_url, item.where)
     if bad:
         log.warning("%d bad samples skipped while collecting audio (run `higgs-ds validate` for the list)", bad)
     return urls

@@ -42,7 +42,7 @@ class VoiceCloningDataset(torch.utils.data.Dataset):
         self.waveform_urls = []  # per sample: audio-in clip paths, when whisper_processor is set
         self.items = []
         self.cache_misses = 0
-        codes = {}
+        self.codes = codes = {}  # audio url -> codes: each file encoded once (pairs.py adds the rejected clips)
         for src in tqdm(self.samples, desc="loading samples", disable=not show_progress, unit="sample"):
             input_tokens, label_tokens, audio_contents = tokenize_sample(src, tokenizer)
             if whisper_processor is not None:  # before encoding: its checks are cheap

@@ -33,10 +33,11 @@ def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=Tru
 
 
 def dataset_from_report(report, tokenizer, audio_tokenizer, limit=None, show_progress=True, code_cache=None,
-                        whisper_processor=None):
-    """The dataset of a `ValidationReport`'s good samples (the first `limit` of them when given)."""
+                        whisper_processor=None, dataset_cls=VoiceCloningDataset):
+    """The dataset of a `ValidationReport`'s good samples (the first `limit` of them when given); `dataset_cls`:
+    `VoiceCloningDataset` or a subclass (`pairs.PairDataset`)."""
     samples = report.samples[:limit] if limit else report.samples
-    dataset = VoiceCloningDataset(samples, tokenizer, audio_tokenizer, show_progress=show_progress,
+    dataset = dataset_cls(samples, tokenizer, audio_tokenizer, show_progress=show_progress,
                                   code_cache=code_cache, whisper_processor=whisper_processor)
     dataset.report = report  # its summary goes into metrics.json (and from there into the exported model card)
     return dataset
@@ -76,7 +77,8 @@ def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=Tr
     {tag: weight} of --language_weights (language_mix.py)."""
     from .language_mix import LanguageWeightedSampler, dataset_mix
 
-    collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None), plan=plan)
+    collator = getattr(dataset, "collator", None) or TrainingCollator  # pairs.PairDataset has its own
+    collate = collator(config, getattr(dataset, "whisper_processor", None), plan=plan)
     kw, mix = loader_kwargs(num_workers), dataset_mix(dataset, language_weights)
     if max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,

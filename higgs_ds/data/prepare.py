@@ -40,7 +40,7 @@ def text_tokenizer_id(path):
 
 def limit_values(limits):
     """The validation limits a prepared dataset depends on (not --on_bad_sample: a rerun with skip reuses shards)."""
-    return {k: v for k, v in dataclasses.asdict(limits).items() if k != "on_bad_sample"}
+    return {k: v for k, v in dataclasses.asdict(limits).items() if k not in ("on_bad_sample", "require_pairs")}
 
 
 def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items, pair_check=None):

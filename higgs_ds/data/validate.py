@@ -30,6 +30,7 @@ class ValidationConfig:
                                    "are bad samples", minimum=1)
     on_bad_sample: str = option("fail", "fail: stop after listing every bad sample; skip: use the good ones (bad "
                                         "ones are counted and listed in the log)", choices=("fail", "skip"))
+    require_pairs: bool = False  # every sample must be a preference pair (a `rejected` audio): the DPO stage
 
 
 @dataclasses.dataclass
@@ -134,15 +135,19 @@ class Validator:
         for c in contents:
             if isinstance(c, TextContent) and not c.text.strip():
                 raise DataError(f"{where}: empty text content", "empty_text")
-        frames, infos = 0, {}
-        for c in contents:
-            if isinstance(c, AudioContent):
-                info = infos[c.audio_url] = self._audio_info(c.audio_url, where)
-                if info.seconds < lim.min_audio_seconds or info.seconds > lim.max_audio_seconds:
-                    raise DataError(f"{where}: audio {c.audio_url} lasts {info.seconds:.2f} s, outside "
-                                    f"[--min_audio_seconds {lim.min_audio_seconds}, --max_audio_seconds "
-                                    f"{lim.max_audio_seconds}]", "audio_duration")
-                frames += math.ceil(info.seconds * FRAMES_PER_SECOND)
+        if lim.require_pairs and src.rejected is None:
+            raise DataError(f"{where}: not a preference pair: no 'rejected' audio (docs/PREFERENCE.md)", "rejected")
+        frames, infos, audio = 0, {}, [c for c in contents if isinstance(c, AudioContent)]
+        for c in audio + ([src.rejected] if src.rejected else []):
+            info = infos[c.audio_url] = self._audio_info(c.audio_url, where)
+            if info.seconds < lim.min_audio_seconds or info.seconds > lim.max_audio_seconds:
+                raise DataError(f"{where}: audio {c.audio_url} lasts {info.seconds:.2f} s, outside "
+                                f"[--min_audio_seconds {lim.min_audio_seconds}, --max_audio_seconds "
+                                f"{lim.max_audio_seconds}]", "audio_duration")
+            frames += math.ceil(info.seconds * FRAMES_PER_SECOND)
+        if src.rejected is not None:  # the longer of the chosen and rejected sequences
+            frames -= min(math.ceil(infos[u].seconds * FRAMES_PER_SECOND) for u in
+                          (src.rejected.audio_url, audio[-1].audio_url))
         length = frames
         if self.tokenizer is not None:
             from .dataset import tokenize_sample

@@ -118,7 +118,7 @@ class StepMeter:
 
     def add(self, metrics, batch):
         """Accumulate on the metrics' device: no host sync per micro-batch (one `.tolist()` per step in `finish`)."""
-        keys = sorted(k for k in metrics if k.startswith(("loss/", "acc/")))
+        keys = sorted(k for k in metrics if k.startswith(("loss/", "acc/", "pref/")))
         if keys:
             vals = torch.stack([torch.as_tensor(metrics[k]).detach().to(torch.float64).reshape(()) for k in keys])
             if self.keys is None:

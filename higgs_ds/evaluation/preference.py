@@ -1,0 +1,67 @@
+"""Preference metrics over a set of pairs (validation during DPO) and the reference log-probs stored before DPO.
+
+Each rank scores every world-th pair (as teacher_forced.py does) and the sums are all-reduced: the numbers are the
+means over all pairs, whatever the world size and batch size.
+"""
+import torch
+
+from ..data.loaders import to_device
+from ..data.pairs import PairCollator
+from ..engine.distributed import all_reduce_sum
+from ..loss.hidden import base_higgs_model
+from ..loss.preference import preference_loss, sequence_logps, stored_reference
+
+PAIR_MEANS = ("pref/loss", "pref/accuracy", "pref/margin", "pref/reward_chosen", "pref/reward_rejected",
+              "pref/logp_chosen", "pref/logp_rejected", "loss/total")
+
+
+def pair_loader(dataset, model, batch_size, rank=0, world=1):
+    """Unshuffled loader of pair batches over this rank's share (pairs rank, rank + world, ...)."""
+    from torch.utils.data import DataLoader, Subset
+
+    collate = PairCollator(base_higgs_model(model).config)
+    return DataLoader(Subset(dataset, range(rank, len(dataset), world)), batch_size=batch_size, collate_fn=collate)
+
+
+def _evaluating(model, fn):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return fn()
+    finally:
+        model.train(was_training)
+
+
+def reference_table(model, dataset, batch_size, rank=0, world=1, chunk_size=None):
+    """(pairs, 2) float64 log-probs (chosen, rejected) of every pair under `model` as it is now."""
+    table = torch.zeros(len(dataset), 2, dtype=torch.float64)
+
+    def fill():
+        for batch in pair_loader(dataset, model, batch_size, rank, world):
+            logps = sequence_logps(model, to_device(batch, model.device), chunk_size)[0].double().cpu()
+            table[batch["pair_index"]] = logps.view(2, -1).t()
+    _evaluating(model, fill)
+    return all_reduce_sum(table)
+
+
+def preference_eval(model, dataset, batch_size, config, table=None, rank=0, world=1):
+    """Means over all pairs of `PAIR_MEANS` and the chosen audio CE per labelled code (`loss/audio`), "pairs".
+    `table`: stored reference log-probs; None = the adapter-disabled model."""
+    sums = torch.zeros(len(PAIR_MEANS) + 3, dtype=torch.float64)
+
+    def accumulate():
+        for batch in pair_loader(dataset, model, batch_size, rank, world):
+            batch = to_device(batch, model.device)
+            ref = stored_reference(table, batch) if table is not None else None
+            out = preference_loss(model, batch, config, ref)
+            n = batch["pair_index"].numel()
+            means = [float(out.metrics[k]) * n for k in PAIR_MEANS]
+            sums[: len(PAIR_MEANS)] += torch.tensor(means, dtype=torch.float64)
+            chosen_codes = float(out.metrics["tokens/chosen"])
+            sums[-3:] += torch.tensor([float(out.metrics["loss/audio"]) * chosen_codes, chosen_codes, n],
+                                      dtype=torch.float64)
+    _evaluating(model, accumulate)
+    s = all_reduce_sum(sums).tolist()
+    pairs = max(s[-1], 1)
+    return {**{k: v / pairs for k, v in zip(PAIR_MEANS, s)}, "loss/audio": s[-3] / max(s[-2], 1), "pairs": int(s[-1])}
