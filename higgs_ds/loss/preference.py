@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import option
-from ..constants import PAIR_INDEX_KEY
 from ..constants import IGNORE_INDEX as IGNORE
+from ..constants import PAIR_INDEX_KEY
 from ..models.training_forward import PLAN_KEY, hidden_states_only
 from .hidden import head_modules, model_codebooks
 from .objective import LossConfig, LossOutput, _head_ce, audio_rows
