@@ -253,7 +253,8 @@ def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float
 
     def dataset(path, is_dir, report):  # a prepared dir opens memory-mapped; a ChatML file from its validation
         if is_dir:
-            return open_prepared(path, tokenizer, paths.audio_tokenizer_path, data_cfg.validation, whisper, limit)
+            return open_prepared(path, tokenizer, paths.audio_tokenizer_path, data_cfg.validation, whisper, limit,
+                                 data_cfg.filter)
         return dataset_from_report(report, tokenizer, audio_tokenizer, limit, **data_kw) if report else None
 
     train_set, val_set = (dataset(p, d, r) for p, d, r in zip((data_cfg.train_data, data_cfg.val_data), prepared,
@@ -357,6 +358,8 @@ def run_summary(args, paths, data_cfg, world, train_set, val_set):
         facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"]) if index else path
         if index:
             facts[f"{split}_prepared"], facts["data"][split] = path, index["report"]
+            if getattr(ds, "dropped", None) is not None:  # --filter: what each rule dropped
+                facts[f"{split}_filtered"] = ds.dropped
         elif getattr(ds, "report", None) is not None:
             facts["data"][split] = ds.report.to_dict()
     return facts

@@ -37,6 +37,10 @@ class DataConfig:
     num_workers: Optional[int] = option(None, "DataLoader worker processes per rank (persistent; 0: load in the "
                                               "training process); default 2 with CUDA, 0 on CPU. Pinned memory is "
                                               "used on CUDA", type=int, minimum=0)
+    filter: Optional[str] = option(None, "train and validate only on prepared samples whose quality columns pass these "
+                                         "rules, e.g. \"dnsmos>=3.0,pair_sim>=0.6\" (columns stored by `higgs-ds "
+                                         "prepare --quality/--dnsmos/--check_pairs`; docs/DATA.md); what each rule "
+                                         "dropped is logged and in metrics.json; no scorer runs again", type=str)
     batch_size: int = 2
     seed: int = 42
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)

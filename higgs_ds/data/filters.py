@@ -77,10 +77,11 @@ class Filtered:
     """The samples of a prepared dataset that pass the filters: a view by index (the base stays memory-mapped);
     other attributes are the base's."""
 
-    def __init__(self, base, indices):
+    def __init__(self, base, indices, dropped=None):
+        """`dropped`: {rule: samples it dropped} (reported in metrics.json)."""
         import numpy as np
 
-        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.base, self.indices, self.dropped = base, np.asarray(indices, dtype=np.int64), dict(dropped or {})
         self.lengths = base.lengths[self.indices]
 
     def __len__(self):
@@ -123,4 +124,4 @@ def filter_prepared(ds, text):
                                      len(keys), ", ".join(f"{r}: {n}" for r, n in dropped.items()))
     if not kept:
         raise DataError(f"{ds.root}: --filter {text!r} keeps no sample ({dropped})", "empty_data", ds.root, 0)
-    return Filtered(ds, kept), dropped
+    return Filtered(ds, kept, dropped), dropped

@@ -47,15 +47,22 @@ def check_identity(ds, tokenizer, audio_tokenizer_path):
                         f"{audio_tokenizer_path}", "file", ds.root, 0)
 
 
-def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=None, whisper_processor=None, limit=None):
-    """The `PreparedDataset` at `root`; its stored bad samples fail the run unless --on_bad_sample skip."""
+def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=None, whisper_processor=None, limit=None,
+                  rules=None):
+    """The `PreparedDataset` at `root`; its stored bad samples fail the run unless --on_bad_sample skip. `rules`:
+    --filter's rules on the quality columns (filters.py): a view of the samples that pass them."""
     if whisper_processor is not None:
         raise DataError(f"{root}: a prepared dataset carries no audio-in waveforms, which this model's Whisper tower "
                         "needs: train on the ChatML JSONL instead", "file", root, 0)
     ds = open_checked(root)
     check_identity(ds, tokenizer, audio_tokenizer_path)
     stored_report(root, getattr(validation, "on_bad_sample", "fail"), ds.index)
-    return _Subset(ds, limit) if limit else ds
+    ds = _Subset(ds, limit) if limit else ds
+    if rules:
+        from .filters import filter_prepared
+
+        ds, _ = filter_prepared(ds, rules)
+    return ds
 
 
 def stored_report(root, on_bad_sample="fail", index=None):
