@@ -100,8 +100,9 @@ def main(argv=None):
 
         model = PeftModel.from_pretrained(model, adapter)
     model = model.to(device)
+    dataset = load_dataset(args.data, tok, audio_tok, whisper_processor=whisper)
     log.info("evaluating on %s in %s", device, str(dtype).replace("torch.", ""))
-    result = evaluate_dataset(model, load_dataset(args.data, tok, audio_tok, whisper_processor=whisper), args.batch_size)
+    result = evaluate_dataset(model, dataset, args.batch_size)
     print(format_table(result))
     if args.generate:
         result["generate"] = generation_eval(model, paths, args)
