@@ -5,6 +5,7 @@ IGNORE_INDEX = -100  # label of a position that carries no loss (torch's cross_e
 SAMPLE_RATE = 24000  # audio tokenizer input rate (Hz)
 FRAMES_PER_SECOND = 25  # audio tokenizer frames per second of audio
 SYSTEM_PROMPT = "Generate speech in the provided voice."  # system turn of a voice-cloning sample
+OUTPUT_DIR = "outputs/run"  # train.py's default --output_dir (checkpoints, generation eval and the run write there)
 PAIR_INDEX_KEY = "pair_index"  # batch key of a preference-pair batch: each pair's dataset index (not a model input)
 
 

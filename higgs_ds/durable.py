@@ -59,3 +59,14 @@ def build_once(root, builder):
             os.rename(tmp, root)
             open(done, "w").close()
     return root
+
+
+def file_sha256(path, chunk=4 << 20):
+    """The sha256 of a file's bytes, as hex (content keys of the code cache and of --content_hash)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -39,6 +39,32 @@ class DamagedFile(UserError):
     exit_code = EXIT_DAMAGED
 
 
+class DataError(UserError, ValueError):
+    """A bad sample or data file; the message names file:line. `kind` classifies it (schema, json, role, ...)."""
+    exit_code = EXIT_DATA
+
+    def __init__(self, message, kind="invalid", file=None, line=None, sample_id=None):
+        super().__init__(message)
+        self.kind, self.file, self.line, self.sample_id = kind, file, line, sample_id
+
+
+class UnknownLayout(DataError):
+    """A path no source type can read."""
+
+
+class ModelSourceError(InputNotFound):
+    """A model/tokenizer source that cannot be found or fetched: the message says which and how to fix it."""
+
+
+class OutputDirError(UserError, OSError):
+    """The output directory cannot hold what this run will write."""
+    exit_code = EXIT_CANTCREAT
+
+
+class FormatError(ConfigError):
+    """A config or state dict that has no equivalent in the other layout."""
+
+
 def add_debug_flag(parser):
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of a user error too (docs/ERRORS.md)")

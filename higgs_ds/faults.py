@@ -18,7 +18,6 @@ into place, `latest` not moved yet).
 import os
 import signal
 
-
 ENV = "HIGGS_DS_FAULT"
 
 

@@ -14,6 +14,7 @@ import re
 from typing import Optional
 
 from .config import flag_name, option
+from .constants import OUTPUT_DIR
 from .errors import ConfigError
 
 
@@ -48,7 +49,7 @@ class TrainingConfig:
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: epochs decide)")
     seed: int = option(42, "seed of LoRA init and of the data order")
     quick_test: bool = option(False, "smoke run: at most 8 samples and 4 steps")
-    output_dir: str = option("outputs/run", "adapter, metrics.json, run_config.json and logs go here")
+    output_dir: str = option(OUTPUT_DIR, "adapter, metrics.json, run_config.json and logs go here")
     stop_after_steps: int = option(0, "exit after this many optimizer steps in this process, keeping the LR schedule "
                                       "of the full run, and checkpoint there when --save_every > 0 (time-boxed jobs; "
                                       "0: off)", minimum=0)

@@ -200,10 +200,11 @@ def needs_waveforms(paths):
 def validate_inputs(data_cfg, paths):
     """Every sample of the train and val data checked and reported, with only the text tokenizer loaded (no model,
     no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
-    from higgs_ds.data.chatml import DataError
     from higgs_ds.data.prepared import is_prepared
     from higgs_ds.data.validate import validate_files
     from higgs_ds.models.loading import load_text_tokenizer
+
+    from .errors import DataError
 
     files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p and not is_prepared(p)]  # prepared: done
     reports = dict(zip(files, validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)))
@@ -446,7 +447,6 @@ def evaluate_due(c, step):
     --ema_decay is set."""
     from higgs_ds.engine.ema import applied
     from higgs_ds.evaluation.best import observe
-    from higgs_ds.evaluation.validation import evaluate, report_eval
 
     val_due = c.val_set is not None and c.eval_cfg.due(step) and step < c.stop_at
     gen_due = c.gen_eval is not None and c.gen_eval.due(step)
@@ -481,8 +481,9 @@ def save_artefact(c, history, val):
 def train_step(engine, window, loss_fn, meter, global_norm, audio_out_id, step, rank):
     """Optimizer step `step` over a window of micro-batches (DeepSpeed steps the optimizer at its boundary)."""
     from higgs_ds.data.loaders import to_device
-    from higgs_ds.engine.faults import fault, unlabel_audio
+    from higgs_ds.engine.faults import unlabel_audio
     from higgs_ds.engine.numerics import inject
+    from higgs_ds.faults import fault
     from higgs_ds.loss import count_labeled, global_denominators
 
     window = [unlabel_audio(b, step, rank) for b in window]

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .chatml import DataError
+from ..errors import DataError
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from .chatml import DataError
+from ..errors import DataError
 from .prepared import FAILED, INDEX, is_prepared
 
 log = logging.getLogger(__name__)

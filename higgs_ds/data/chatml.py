@@ -11,20 +11,11 @@ from typing import Optional
 
 from boson_multimodal.data_types import AudioContent, ChatMLSample, Message, TextContent
 
-from ..errors import EXIT_DATA, UserError
+from ..errors import DataError
 from ..languages import check_language
 
 ROLES = ("system", "user", "assistant")
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark Windows tools and spreadsheet exports write
-
-
-class DataError(UserError, ValueError):
-    """A bad sample or data file; the message names file:line. `kind` classifies it (schema, json, role, ...)."""
-    exit_code = EXIT_DATA
-
-    def __init__(self, message, kind="invalid", file=None, line=None, sample_id=None):
-        super().__init__(message)
-        self.kind, self.file, self.line, self.sample_id = kind, file, line, sample_id
 
 
 @dataclasses.dataclass

@@ -16,18 +16,10 @@ import time
 
 import numpy as np
 
-from ..durable import write_atomic
+from ..durable import file_sha256, write_atomic
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(4 * MIB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_id(tokenizer_dir):
@@ -117,7 +109,8 @@ def audio_urls(data_files):
     """Unique audio paths of the schema-valid samples of `data_files` (bad samples are counted and skipped)."""
     from boson_multimodal.data_types import AudioContent
 
-    from .chatml import DataError, iter_chatml
+    from ..errors import DataError
+    from .chatml import iter_chatml
 
     urls, bad = {}, 0
     for path in data_files:

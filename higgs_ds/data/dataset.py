@@ -16,9 +16,9 @@ from boson_multimodal.dataset.chatml_dataset import ChatMLDatasetSample, prepare
 from tqdm import tqdm
 
 from ..constants import SAMPLE_RATE
+from ..durable import file_sha256
+from ..errors import DataError
 from .audio import encode_audio, load_waveform
-from .chatml import DataError
-from .code_cache import file_sha256
 
 log = logging.getLogger(__name__)
 

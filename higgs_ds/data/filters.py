@@ -5,8 +5,7 @@ import operator
 import os
 import re
 
-from ..errors import ConfigError
-from .chatml import DataError
+from ..errors import ConfigError, DataError
 from .quality import COLUMNS
 
 QUALITY = "quality.arrow"

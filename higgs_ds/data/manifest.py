@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from .chatml import DataError
+from ..errors import DataError
 from .samples import voice_cloning_sample
 
 log = logging.getLogger(__name__)

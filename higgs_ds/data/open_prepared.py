@@ -3,7 +3,7 @@ tokenizers, apply --on_bad_sample."""
 import logging
 import os
 
-from .chatml import DataError
+from ..errors import DataError
 from .prepared import PreparedDataset
 from .prepared_check import open_checked
 from .validate import Problem, ValidationReport, finish_report, summary_text

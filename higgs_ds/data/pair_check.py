@@ -10,7 +10,8 @@ from typing import Optional
 import numpy as np
 
 from ..config import option
-from .chatml import DataError, is_audio_turn
+from ..errors import DataError
+from .chatml import is_audio_turn
 
 SUSPECT_SIM = 0.75  # resemblyzer d-vectors: same voice ~0.89 (min ~0.75), different voices ~0.73 (NOTES.md)
 MISASSIGNED_SHARE = 0.25  # a speaker with more of its clips closer to another speaker's centroid is suspect

@@ -11,7 +11,7 @@ import dataclasses
 import torch
 
 from ..constants import PAIR_INDEX_KEY
-from .chatml import DataError
+from ..errors import DataError
 from .collate import TrainingCollator
 from .dataset import VoiceCloningDataset
 

@@ -15,8 +15,8 @@ import math
 import os
 import time
 
+from ..errors import DataError
 from .audio import AudioInfo
-from .chatml import DataError
 from .prepare_checks import PAIR_CHECK, pair_summary, verify_pairs, write_quality_columns
 from .prepared import FAILED, FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
 from .prepared_check import shard_intact

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .chatml import DataError
+from ..errors import DataError
 from .sources import sources_id
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .chatml import DataError
+from ..errors import DataError
 from .prepared import make_row, shard_name, write_json, write_shard_rows
 from .validate import Problem, ValidationReport, Validator
 

@@ -21,7 +21,7 @@ import torch
 
 from ..checksums import file_crc32
 from ..durable import write_atomic
-from .chatml import DataError
+from ..errors import DataError
 
 FORMAT_VERSION = 1
 INDEX, PLAN, SHARDS = "index.json", "plan.json", "shards"

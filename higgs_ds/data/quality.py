@@ -7,14 +7,13 @@ import dataclasses
 import numpy as np
 
 from ..config import option
-from .chatml import DataError
+from ..errors import DataError
 
 SILENCE_DBFS = -40.0  # a 20 ms frame whose RMS is below this (re full scale) is silence
 FRAME_SECONDS = 0.02
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 COLUMNS = ("duration", "peak", "clipping", "lead_silence", "trail_silence", "internal_silence", "dnsmos",
            "pair_sim")
-
 
 
 @dataclasses.dataclass

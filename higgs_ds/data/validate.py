@@ -12,8 +12,9 @@ import numpy as np
 
 from ..config import option
 from ..constants import FRAMES_PER_SECOND, SAMPLE_RATE
+from ..errors import DataError
 from .audio import probe_audio
-from .chatml import DataError, iter_chatml
+from .chatml import iter_chatml
 from .prepared_check import check_finished
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,10 @@ import torch.distributed as dist
 
 from ..checksums import crc32_of_files
 from ..config import option
+from ..constants import OUTPUT_DIR
 from ..durable import TMP, fsync_path, fsync_tree, write_atomic
 from ..errors import DamagedFile, InputNotFound
-from .faults import fault
+from ..faults import fault
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -53,7 +54,7 @@ class CheckpointConfig:
                                          "checkpoints/ dir or an output dir. Another number of ranks resumes through "
                                          "DeepSpeed's universal checkpoint (docs/CHECKPOINTS.md)",
                                    type=str, metavar="auto|PATH")
-    output_dir: str = "outputs/run"
+    output_dir: str = OUTPUT_DIR
 
 
 @dataclasses.dataclass

@@ -1,8 +1,8 @@
 """Fault injection at the training step's own points (`unlabel_audio`); `fault` and the `HIGGS_DS_FAULT` syntax are
-in higgs_ds/faults.py (below data/, whose prepare has a kill point too) and re-exported here.
+in higgs_ds/faults.py (below data/, whose prepare has a kill point too).
 """
 from ..constants import IGNORE_INDEX
-from ..faults import ENV, fault  # noqa: F401
+from ..faults import fault
 
 
 def unlabel_audio(batch, step, rank=0):

@@ -15,8 +15,8 @@ import os
 
 import torch
 
+from ..faults import fault
 from .checkpoint import complete_tags
-from .faults import fault
 
 log = logging.getLogger(__name__)
 

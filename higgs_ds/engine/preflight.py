@@ -3,18 +3,13 @@ import os
 import shutil
 import uuid
 
-from ..errors import EXIT_CANTCREAT, UserError
+from ..errors import OutputDirError
 
 # bytes per trainable parameter: a ZeRO checkpoint holds the module's trainable weights (fp32), the fp32 master
 # copy and Adam's two moments (4 + 4 + 8), the adapter copy inside it and the final adapter 4 more each
 CHECKPOINT_BYTES_PER_PARAM = 20
 ADAPTER_BYTES_PER_PARAM = 4
 MARGIN = 1.2
-
-
-class OutputDirError(UserError, OSError):
-    """The output directory cannot hold what this run will write."""
-    exit_code = EXIT_CANTCREAT
 
 
 def check_output_dir(path):

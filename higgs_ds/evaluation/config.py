@@ -4,6 +4,7 @@ import dataclasses
 from typing import Optional
 
 from ..config import option
+from ..constants import OUTPUT_DIR
 from .best import METRIC_KEYS
 
 
@@ -47,7 +48,7 @@ class GenerationEvalConfig:
                                             "(built in)", type=str, metavar="DIR")
     asr_model: Optional[str] = option(None, "local Whisper dir for eval_gen/wer and eval_gen/cer; without it no WER "
                                             "is logged", type=str, metavar="DIR")
-    output_dir: str = "outputs/run"
+    output_dir: str = OUTPUT_DIR
 
 
 def check_generation_eval(cfg, eval_every, parser):

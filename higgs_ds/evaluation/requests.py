@@ -4,7 +4,7 @@ directory (as in ChatML data files)."""
 import json
 import os
 
-from ..data.chatml import DataError
+from ..errors import DataError
 from ..languages import check_language
 
 FIELDS = ("audio", "ref_audio", "text")

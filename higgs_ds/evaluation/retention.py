@@ -8,7 +8,7 @@ line (`scene` optional: the system turn's scene description).
 import json
 import os
 
-from ..data.chatml import DataError
+from ..errors import DataError
 
 SCENE_SYSTEM = "Generate audio following instruction.\n\n<|scene_desc_start|>\n{scene}\n<|scene_desc_end|>"
 DEFAULT = (

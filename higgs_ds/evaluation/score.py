@@ -33,7 +33,7 @@ def add_backend_flags(p):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ..data.chatml import DataError
+    from ..errors import DataError
     from .requests import read_requests
     from .scorer import Scorer, format_table
 
@@ -56,7 +56,7 @@ def check_model_dir(path, flag):
     """A --sim_model/--asr_model dir must exist locally with a config.json (never a hub id)."""
     import os
 
-    from ..data.chatml import DataError
+    from ..errors import DataError
 
     if path and not os.path.isfile(os.path.join(path, "config.json")):
         raise DataError(f"{flag} {path}: not a local model dir (no config.json there); nothing is downloaded",

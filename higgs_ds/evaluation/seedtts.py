@@ -3,7 +3,7 @@
 list. Read into the evaluation's cloning prompts (`prompts.EvalPrompt`)."""
 import os
 
-from ..data.chatml import DataError
+from ..errors import DataError
 
 
 def read_meta(path):

@@ -64,7 +64,6 @@ def chosen_tags(path, spec):
 
 def average_adapters(tag_dirs, out_dir):
     """Write the mean adapter of the tags' `adapter/` dirs into `out_dir`; returns `out_dir`."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     total, dtypes, keys = None, {}, None

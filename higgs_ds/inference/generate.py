@@ -82,8 +82,7 @@ def generated_codes(response):
 
 def read_requests(path):
     """The rows of a requests JSONL; a missing file or a bad line is a user error naming the file and line."""
-    from ..data.chatml import DataError
-    from ..errors import InputNotFound
+    from ..errors import DataError, InputNotFound
 
     if not os.path.isfile(path):
         raise InputNotFound(f"--requests: file not found: {path}")

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import re
 
-from ..errors import InputNotFound
+from ..errors import ModelSourceError
 
 MODEL_REPO = "bosonai/higgs-audio-v2-generation-3B-base"
 TOKENIZER_REPO = "bosonai/higgs-audio-v2-tokenizer"
@@ -30,10 +30,6 @@ REQUIRED = {"model": [("config.json",), ("model.safetensors", "model.safetensors
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
 _SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
 _TRUE = {"1", "true", "yes", "on"}
-
-
-class SourceError(InputNotFound):
-    """A model/tokenizer source that cannot be found or fetched: the message says which and how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +72,7 @@ def fetch_hint(ref, kind):
 
 
 def download(ref, kind, flag):
-    """snapshot_download of `ref` (allow-patterns of `kind`) into the hub cache; SourceError when unavailable."""
+    """snapshot_download of `ref` (allow-patterns of `kind`) into the hub cache; ModelSourceError when unavailable."""
     from huggingface_hub import snapshot_download
 
     try:
@@ -84,10 +80,10 @@ def download(ref, kind, flag):
                                  cache_dir=hub_cache_dir(), local_files_only=offline())
     except Exception as e:  # huggingface_hub raises LocalEntryNotFoundError, RepositoryNotFoundError, HTTP errors...
         why = "not in the local cache (offline)" if offline() else f"{type(e).__name__}: {str(e).splitlines()[0]}"
-        raise SourceError(f"{flag} {ref}: {why}; {fetch_hint(ref, kind)}") from None
+        raise ModelSourceError(f"{flag} {ref}: {why}; {fetch_hint(ref, kind)}") from None
     missing = [names for names in REQUIRED[kind] if not any(os.path.isfile(os.path.join(path, n)) for n in names)]
     if missing:
-        raise SourceError(f"{flag} {ref}: the cached snapshot {path} lacks {' / '.join(missing[0])}; "
+        raise ModelSourceError(f"{flag} {ref}: the cached snapshot {path} lacks {' / '.join(missing[0])}; "
                           f"{fetch_hint(ref, kind)}")
     return path
 
@@ -99,9 +95,9 @@ def resolve(spec, kind, flag):
         return spec
     try:
         return download(ref, kind, flag)
-    except SourceError as e:
+    except ModelSourceError as e:
         if ref.revision is None and ref.repo_id not in PINNED:
-            raise SourceError(f"{e} (and there is no local directory {os.path.abspath(spec)})") from None
+            raise ModelSourceError(f"{e} (and there is no local directory {os.path.abspath(spec)})") from None
         raise
 
 

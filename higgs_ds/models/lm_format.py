@@ -8,7 +8,7 @@ import re
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import FormatError
 
 # boson -> native, applied in order (exactly transformers' ORIGINAL_TO_CONVERTED_KEY_MAPPING)
 TO_NATIVE = ((r"^audio_codebook_embeddings\.", "model.embed_audio_tokens.embed_audio_tokens."),
@@ -31,10 +31,6 @@ BOSON_REQUIRES = {"audio_adapter_type": "dual_ffn_fast_forward", "audio_decoder_
                   "use_delay_pattern": True, "skip_audio_tower": True, "audio_embed_avg": False,
                   "use_audio_out_embed_projector": False, "use_audio_out_self_attention": False,
                   "use_rq_transformer": False}
-
-
-class FormatError(ConfigError):
-    """A config or state dict that has no equivalent in the other layout."""
 
 
 def rename(key, table):

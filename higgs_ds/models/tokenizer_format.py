@@ -8,8 +8,8 @@ import re
 
 import torch
 
+from ..errors import FormatError
 from .audio_tokenizer import BOSON_WIDTHS, WIDTHS_KEY
-from .lm_format import FormatError
 
 RES = ("snake1", "conv1", "snake2", "conv2")  # the four layers of a residual unit
 SEMANTIC_UNWRAP = ((r"\.conv\.conv\.", ".conv."), (r"\.conv1\.conv\.", ".conv1."), (r"\.conv2\.conv\.", ".conv2."))

@@ -19,11 +19,10 @@ import os
 import torch
 
 from ..config import from_args
-from ..data.chatml import DataError
 from ..data.pairs import PairDataset
 from ..data.prepared import is_prepared
 from ..durable import write_atomic
-from ..errors import ConfigError, InputNotFound
+from ..errors import ConfigError, DataError, InputNotFound
 from ..evaluation.preference import preference_eval, reference_table
 from ..loss.preference import PreferenceConfig, preference_loss, stored_reference
 

@@ -7,12 +7,11 @@
 import argparse
 import shutil
 
-from ..errors import add_debug_flag
+from ..errors import FormatError, add_debug_flag
 from ..logs import setup_logging
 from ..models import convert as lm
 from ..models import convert_tokenizer as tk
 from ..models import hub
-from ..models.lm_format import FormatError
 
 
 def convert_dir(src, dst, to, audio_tokenizer=False):
@@ -45,6 +44,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     setup_logging()
     src = hub.resolve(args.input, "audio_tokenizer" if args.audio_tokenizer else "model", "--input")
-    have = convert_dir(src, args.output, args.to, args.audio_tokenizer)  # SourceError / FormatError: user errors
+    have = convert_dir(src, args.output, args.to, args.audio_tokenizer)  # ModelSourceError / FormatError: user errors
     print(f"{args.input} ({have}) -> {args.output} ({args.to})")
     return 0

@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 from higgs_ds.data import code_cache as cc
-from higgs_ds.data.code_cache import CodeCache, file_sha256, prepare_codes, tokenizer_id
+from higgs_ds.data.code_cache import CodeCache, prepare_codes, tokenizer_id
+from higgs_ds.durable import file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from higgs_ds.data.chatml import DataError
-from higgs_ds.data.sources import SourceError, open_sources
+from higgs_ds.data.sources import open_sources
+from higgs_ds.errors import DataError, UnknownLayout
 
 from .espeak import SENTENCES, VOICES, espeak_speech
 
@@ -262,7 +262,7 @@ def test_an_unknown_directory_layout_is_refused_not_guessed(tmp_path, speech):
     for v, s in ALL:  # <speaker>/<utt>.wav with free names: the directory level would only be a guess
         truth.write(str(tmp_path / "corpus" / f"voice{v}" / f"utt{s}.wav"), v, s)
         (tmp_path / "corpus" / f"voice{v}" / f"utt{s}.txt").write_text(SENTENCES[s])
-    with pytest.raises(SourceError, match="cannot be told apart") as e:
+    with pytest.raises(UnknownLayout, match="cannot be told apart") as e:
         open_sources([str(tmp_path / "corpus")])
     assert str(e.value).startswith(str(tmp_path / "corpus"))
 

@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from higgs_ds.data.chatml import DataError, read_chatml
+from higgs_ds.data.chatml import read_chatml
 from higgs_ds.data.samples import voice_cloning_sample
+from higgs_ds.errors import DataError
 
 
 def _write(path, rows):

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from higgs_ds.data.chatml import DataError
 from higgs_ds.data.validate import validate_data
+from higgs_ds.errors import DataError
 
 TAGS = ["vi", "ZH-hant", None, "vi", "en", None, "vie", "ar"]
 CANONICAL = ["vi", "zh-Hant", None, "vi", "en", None, "vie", "ar"]

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from higgs_ds.data.chatml import DataError
 from higgs_ds.data.pair_check import PairCheckConfig, check_pairs, speaker_skew
 from higgs_ds.data.sources import open_sources
 from higgs_ds.data.sources.config import SourceConfig
+from higgs_ds.errors import DataError
 
 from .espeak import SENTENCES, espeak_speech
 

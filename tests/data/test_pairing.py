@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from higgs_ds.data.chatml import DataError
 from higgs_ds.data.sources import open_sources, sources_id
 from higgs_ds.data.sources.config import SourceConfig
+from higgs_ds.errors import DataError
 
 RATE = 16000
 

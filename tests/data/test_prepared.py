@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from higgs_ds.data.chatml import DataError
 from higgs_ds.data.prepare import prepare_dataset
 from higgs_ds.data.prepared import PreparedDataset
+from higgs_ds.errors import DataError
 from tests.helpers import PYTHON, run_cmd
 
 

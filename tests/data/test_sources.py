@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from higgs_ds.data.chatml import DataError, iter_chatml
+from higgs_ds.data.chatml import iter_chatml
 from higgs_ds.data.sources import open_sources, source_types
 from higgs_ds.data.sources.config import SourceConfig
+from higgs_ds.errors import DataError
 
 # (speaker, chapter, utterance id, transcript): 3 speakers, one of them with a single utterance
 UTTS = [("19", "198", "19_198_000001_000000", "Hello there."), ("19", "198", "19_198_000002_000000", "Second one."),

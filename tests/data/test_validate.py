@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from higgs_ds.data.chatml import DataError, read_chatml
+from higgs_ds.data.chatml import read_chatml
 from higgs_ds.data.samples import voice_cloning_sample
 from higgs_ds.data.synthetic import speech_like
 from higgs_ds.data.validate import ValidationConfig, validate_data
+from higgs_ds.errors import DataError
 
 
 def _wav(path, seconds=0.6, sr=24000, channels=1):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from higgs_ds.engine.faults import ENV
+from higgs_ds.faults import ENV
 from tests.e2e.test_resume import _killed
 from tests.helpers import DEEPSPEED, PYTHON, run_cmd
 

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from higgs_ds.engine.checkpoint import STATE_FILE, complete_tags
-from higgs_ds.engine.faults import ENV
 from higgs_ds.errors import EXIT_NONFINITE, EXIT_PREEMPTED
+from higgs_ds.faults import ENV
 from tests.helpers import DEEPSPEED, PYTHON, ROOT
 
 pytestmark = pytest.mark.slow

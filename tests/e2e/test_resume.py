@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from higgs_ds.engine.checkpoint import LATEST, STATE_FILE, complete_tags, find_resume_dir
-from higgs_ds.engine.faults import ENV
+from higgs_ds.faults import ENV
 from tests.helpers import DEEPSPEED, PYTHON, ROOT, run_cmd
 
 ARGS = ["--batch_size", "1", "--num_epochs", "2", "--max_steps", "6", "--learning_rate", "3e-3", "--no_progress",

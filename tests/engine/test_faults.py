@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from higgs_ds.engine.faults import ENV, fault
+from higgs_ds.faults import ENV, fault
 
 
 def test_off_without_env(monkeypatch):
@@ -28,7 +28,7 @@ def test_malformed_spec_is_an_error(monkeypatch):
 
 
 def test_kill_faults_sigkill_the_process():
-    code = "from higgs_ds.engine.faults import fault\nfault('kill_here', 1)\nfault('kill_here', 2)\nprint('alive')"
+    code = "from higgs_ds.faults import fault\nfault('kill_here', 1)\nfault('kill_here', 2)\nprint('alive')"
     proc = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, ENV: "kill_here@2"},
                           capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL and "alive" not in proc.stdout

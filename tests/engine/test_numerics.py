@@ -7,9 +7,9 @@ import signal
 import pytest
 import torch
 
-from higgs_ds.engine.faults import ENV
 from higgs_ds.engine.numerics import NonFiniteAbort, StepGuard, inject
 from higgs_ds.engine.preemption import Preemption
+from higgs_ds.faults import ENV
 
 
 def test_nan_loss_and_inf_grad_faults(monkeypatch):

@@ -7,8 +7,8 @@ from collections import namedtuple
 import pytest
 
 from higgs_ds.engine.ds_config import load_ds_config
-from higgs_ds.engine.preflight import OutputDirError, check_free_space, check_output_dir, estimate_bytes
-from higgs_ds.errors import ConfigError
+from higgs_ds.engine.preflight import check_free_space, check_output_dir, estimate_bytes
+from higgs_ds.errors import ConfigError, OutputDirError
 from higgs_ds.models.loading import ModelPaths
 from tests.helpers import ROOT
 

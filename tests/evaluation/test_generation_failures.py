@@ -174,7 +174,7 @@ def test_retention_drop_and_keep_best_sim_retain(tmp_path):
 
 
 def test_retention_prompt_file_errors_name_the_line(tmp_path):
-    from higgs_ds.data.chatml import DataError
+    from higgs_ds.errors import DataError
     from higgs_ds.evaluation.retention import retention_prompts
 
     assert len(retention_prompts("default")) == 3 and retention_prompts(None) == []

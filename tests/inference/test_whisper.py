@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from higgs_ds.data.chatml import DataError, read_chatml
+from higgs_ds.data.chatml import read_chatml
+from higgs_ds.errors import DataError
 
 
 @pytest.fixture(scope="module")

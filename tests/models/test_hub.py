@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from higgs_ds.errors import EXIT_NOINPUT
+from higgs_ds.errors import EXIT_NOINPUT, ModelSourceError
 from higgs_ds.models import hub
 from tests.helpers import ROOT  # noqa: E402
 from tests.models.hf_cache import add_snapshot, set_ref
@@ -71,7 +71,7 @@ def test_at_revision(hub_cache, tiny_assets):
     add_snapshot(hub_cache, "someone/voice", OTHER, tiny_assets.model_path, refs=("v1",))
     assert hub.resolve(f"someone/voice@{OTHER}", "model", "--model_path") == snapshot(hub_cache, "someone/voice", OTHER)
     assert hub.resolve("someone/voice@v1", "model", "--model_path") == snapshot(hub_cache, "someone/voice", OTHER)
-    with pytest.raises(hub.SourceError, match=f"--model_path {hub.MODEL_REPO}@main: not in the local cache"):
+    with pytest.raises(ModelSourceError, match=f"--model_path {hub.MODEL_REPO}@main: not in the local cache"):
         hub.resolve(f"{hub.MODEL_REPO}@main", "model", "--model_path")  # main points at an absent revision
 
 
@@ -80,14 +80,14 @@ def test_hf_home(hub_cache, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", os.path.dirname(hub_cache))  # <HF_HOME>/hub
     assert hub.resolve(hub.MODEL_REPO, "model", "x") == snapshot(hub_cache, hub.MODEL_REPO, hub.PINNED[hub.MODEL_REPO])
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
-    with pytest.raises(hub.SourceError, match="not in the local cache"):
+    with pytest.raises(ModelSourceError, match="not in the local cache"):
         hub.resolve(hub.MODEL_REPO, "model", "x")
 
 
 def test_missing_files_name_repo_revision_and_fix(hub_cache, tiny_assets):
     add_snapshot(hub_cache, "someone/partial", OTHER, tiny_assets.model_path, refs=("main",),
                  skip={"model.safetensors"})
-    with pytest.raises(hub.SourceError) as e:
+    with pytest.raises(ModelSourceError) as e:
         hub.resolve("someone/partial", "model", "--model_path")
     msg = str(e.value)
     assert "someone/partial@main" in msg and "lacks model.safetensors" in msg
@@ -95,7 +95,7 @@ def test_missing_files_name_repo_revision_and_fix(hub_cache, tiny_assets):
 
 
 def test_a_missing_relative_dir_says_both(hub_cache):
-    with pytest.raises(hub.SourceError, match=r"data/model@main: not in the local cache .* no local directory"):
+    with pytest.raises(ModelSourceError, match=r"data/model@main: not in the local cache .* no local directory"):
         hub.resolve("data/model", "model", "--model_path")
 
 

@@ -4,7 +4,8 @@ The one place a new corpus format is added: write a `Source` subclass (base.py) 
 """
 import os
 
-from .base import Source, SourceError, sources_id  # noqa: F401
+from ...errors import UnknownLayout
+from .base import Source, sources_id  # noqa: F401
 from .chatml_source import ChatMLSource
 from .common_voice import CommonVoiceSource
 from .hf_datasets import ArrowSource, ParquetSource
@@ -25,7 +26,7 @@ def source_types():
 
 
 def open_sources(paths, config=None):
-    """A `Source` per path (the first type that accepts it); `SourceError` naming a path none accepts. `config`: a
+    """A `Source` per path (the first type that accepts it); `UnknownLayout` naming a path none accepts. `config`: a
     `SourceConfig` (seed and bounds of the pairs that utterance corpora build, content hashing)."""
     out = []
     for path in [paths] if isinstance(paths, str) else paths:
@@ -36,5 +37,5 @@ def open_sources(paths, config=None):
         else:
             names = ", ".join(c.__name__ for c in source_types())
             why = f": {UNKNOWN_DIR}" if os.path.isdir(path) else ""
-            raise SourceError(f"{path}: not a data source this version reads ({names}){why}", "file", path, 0)
+            raise UnknownLayout(f"{path}: not a data source this version reads ({names}){why}", "file", path, 0)
     return out

@@ -4,12 +4,9 @@ import hashlib
 import json
 import os
 
-from ..chatml import DataError
+from ...durable import file_sha256
+from ...errors import DataError
 from .config import SourceConfig
-
-
-class SourceError(DataError):
-    """A path no source type can read."""
 
 
 class Source:
@@ -50,14 +47,6 @@ class Source:
             self._hashes = self._hashes or [file_sha256(f) for f in files]
             out["sha256"] = self._hashes
         return out
-
-
-def file_sha256(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sources_id(sources, extra=None):

@@ -3,7 +3,7 @@
 import csv
 import os
 
-from ..chatml import DataError
+from ...errors import DataError
 from .utterances import Utterance, UtteranceSource
 
 COLUMNS = ("client_id", "path", "sentence")

@@ -6,7 +6,7 @@ import glob
 import json
 import os
 
-from ..chatml import DataError
+from ...errors import DataError
 from .utterances import Utterance, UtteranceSource, write_once
 
 TEXT_COLUMNS = ("text", "text_normalized", "normalized_text", "transcript", "transcription", "sentence")

@@ -5,7 +5,7 @@ path points at."""
 import os
 import re
 
-from ..chatml import DataError
+from ...errors import DataError
 from .utterances import Utterance, UtteranceSource
 
 AUDIO = (".wav", ".flac", ".mp3", ".ogg")

@@ -2,7 +2,7 @@
 `wavs/<id>.wav`. One speaker (`LJ`): every pair is same-speaker by construction."""
 import os
 
-from ..chatml import DataError
+from ...errors import DataError
 from .utterances import Utterance, UtteranceSource
 
 SPEAKER = "LJ"

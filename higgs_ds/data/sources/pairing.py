@@ -2,8 +2,8 @@
 and K distinct seeded draws among them per target."""
 import numpy as np
 
+from ...errors import DataError
 from ..audio import header_seconds
-from ..chatml import DataError
 
 
 def reference_pools(utts, config):

@@ -10,7 +10,8 @@ import hashlib
 import json
 import os
 
-from ..chatml import DataError, parse_sample
+from ...errors import DataError
+from ..chatml import parse_sample
 from ..synthetic import voice_cloning_sample
 from .base import Source
 from .pairing import draw_references, no_reference, reference_pools

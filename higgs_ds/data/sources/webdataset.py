@@ -8,7 +8,7 @@ import os
 import re
 import tarfile
 
-from ..chatml import DataError
+from ...errors import DataError
 from .utterances import Utterance, UtteranceSource, write_once
 
 AUDIO = (".wav", ".flac", ".mp3", ".ogg", ".opus")
