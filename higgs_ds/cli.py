@@ -102,6 +102,16 @@ def _dnsmos():
     return lambda wav: scorer.score(wav)["dnsmos_ovrl"]
 
 
+def _asr(path):
+    """The quality columns' ASR: Whisper from a local dir, on this rank's GPU when there is one."""
+    import torch
+
+    from .data.prepare import dist_env
+    from .evaluation.asr import WhisperASR
+
+    return WhisperASR.load(path, f"cuda:{dist_env()[2]}" if torch.cuda.is_available() else "cpu").score
+
+
 def validate(args):
     """Validate data files; only the text tokenizer is loaded (no model, no DeepSpeed): it starts in about a second."""
     from .config import from_args
@@ -155,7 +165,7 @@ def prepare(args, parser):
         from .data.prepare_checks import Scorers
 
         _check_source_flags(args, parser)
-        return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos))
+        return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos, _asr))
     from .data.code_cache import prepare_codes
     from .models.sources import audio_tokenizer_dir  # Hub ids / native dirs
 

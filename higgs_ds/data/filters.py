@@ -9,6 +9,7 @@ from ..errors import ConfigError, DataError
 from .quality import COLUMNS
 
 QUALITY = "quality.arrow"
+PREPARE_FLAG = {"pair_sim": "--check_pairs", "dnsmos": "--dnsmos", "cer": "--asr_model", "wer": "--asr_model"}
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 RULE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 
@@ -48,7 +49,7 @@ def read_quality(root):
     path = os.path.join(root, QUALITY)
     if not os.path.isfile(path):
         raise DataError(f"{root}: has no {QUALITY}: prepare it with --quality (and --check_pairs for pair_sim, "
-                        "--dnsmos for dnsmos) to filter on quality", "file", root, 0)
+                        "--dnsmos for dnsmos, --asr_model for cer and wer) to filter on quality", "file", root, 0)
     with pa.memory_map(path) as f:
         rows = pa.ipc.open_stream(f).read_all().to_pylist()
     return {(r.pop("source"), r.pop("sample_id")): r for r in rows}
@@ -60,7 +61,7 @@ def select(keys, quality, rules):
     for rule in rules:
         if quality and all(q.get(rule.column) is None for q in quality.values()):
             raise ConfigError(f"--filter {rule}: no sample has {rule.column!r} (prepare with "
-                              f"{'--check_pairs' if rule.column == 'pair_sim' else '--dnsmos' if rule.column == 'dnsmos' else '--quality'})")
+                              f"{PREPARE_FLAG.get(rule.column, '--quality')})")
     kept, dropped = [], {str(r): 0 for r in rules}
     for i, key in enumerate(keys):
         row = quality.get(key, {})

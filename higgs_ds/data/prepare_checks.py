@@ -25,9 +25,11 @@ EMBEDDINGS = "pair_embeddings"
 @dataclasses.dataclass
 class Scorers:
     """Factories of the scorers a prepare may need, injected by the caller (the CLI: `evaluation/`'s): `embed()`
-    gives `embed(path) -> speaker vector or None`, `dnsmos()` gives `dnsmos(wav 16 kHz) -> float`."""
+    gives `embed(path) -> speaker vector or None`, `dnsmos()` gives `dnsmos(wav 16 kHz) -> float`, `asr(dir)` gives
+    `asr(wav 16 kHz, text, language) -> {"cer", "wer", ...}`."""
     embed: object = None
     dnsmos: object = None
+    asr: object = None
 
 
 def write_quality_columns(output, items, pairs, config, scorers):
@@ -38,7 +40,8 @@ def write_quality_columns(output, items, pairs, config, scorers):
     path = os.path.join(output, QUALITY)
     if not os.path.isfile(path):
         dnsmos = scorers.dnsmos() if config.dnsmos else None
-        write_quality(path, quality_rows(items, (pairs or {}).get("pair_sims"), dnsmos))
+        asr = scorers.asr(config.asr_model) if config.asr_model else None
+        write_quality(path, quality_rows(items, (pairs or {}).get("pair_sims"), dnsmos, asr=asr))
 
 
 def verify_pairs(items, sources, output, config, scorers, rank=0, world=1, poll_s=2.0):

@@ -1,8 +1,10 @@
 """Quality columns of a prepared dataset, computed once at prepare time (`--quality`): per sample, measures of its
 target clip (the audio it trains on) — duration, peak, clipping ratio, leading / trailing / longest internal
-silence, DNSMOS when a scorer is injected — and the pair similarity of the pair check. Stored in
+silence, DNSMOS and the CER / WER of an ASR model against its transcript when those scorers are injected — and the
+pair similarity of the pair check. Stored in
 `DIR/quality.arrow`, one row per sample, read by the training filters (filters.py) without re-running a scorer."""
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -12,8 +14,8 @@ from ..errors import DataError
 SILENCE_DBFS = -40.0  # a 20 ms frame whose RMS is below this (re full scale) is silence
 FRAME_SECONDS = 0.02
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
-COLUMNS = ("duration", "peak", "clipping", "lead_silence", "trail_silence", "internal_silence", "dnsmos",
-           "pair_sim")
+COLUMNS = ("duration", "peak", "clipping", "lead_silence", "trail_silence", "internal_silence", "dnsmos", "cer",
+           "wer", "pair_sim")
 
 
 @dataclasses.dataclass
@@ -24,9 +26,13 @@ class QualityConfig:
                                   "--check_pairs) for train-time --filter rules; each clip measured once")
     dnsmos: bool = option(False, "also DNSMOS (overall MOS) per target clip in the quality columns (about 2.5 s "
                                  "per clip on one core; implies --quality)")
+    asr_model: Optional[str] = option(None, "local Whisper dir: also the CER and WER of each target clip's transcript "
+                                            "in the quality columns, transcribed in the sample's language and "
+                                            "normalised as `higgs-ds score` does (implies --quality)", type=str,
+                                      metavar="WHISPER_DIR")
 
     def enabled(self):
-        return self.quality or self.dnsmos
+        return self.quality or self.dnsmos or self.asr_model is not None
 
 
 def clip_quality(wav, rate):
@@ -60,11 +66,33 @@ def _longest_run(mask):
     return best
 
 
-def quality_rows(items, pair_sims=None, dnsmos=None, rate=16000):
-    """One dict per good sample of `items`: `source` (file:line), `sample_id` and the COLUMNS of its target clip
-    (each distinct clip measured once). `pair_sims`: {sample where: similarity}; `dnsmos(wav16k) -> float` or None
-    (the column is then null). A clip that does not decode gets nulls (validation names it)."""
+def target_text(sample):
+    """The text the target clip says: the last user text before `start_index` (the voice-cloning layout)."""
+    texts = [c for m in sample.messages[:sample.start_index or 0] if m.role == "user"
+             for c in (m.content if isinstance(m.content, list) else [m.content]) if hasattr(c, "text")]
+    return texts[-1].text if texts else None
+
+
+def _measure(it, target, rate, dnsmos, asr):
+    """The COLUMNS of one target clip (all null when it does not decode: validation names it)."""
     from .audio import load_waveform
+
+    try:
+        wav = load_waveform(target, rate, it.where)
+    except DataError:
+        return {}
+    out = {**clip_quality(wav, rate), "dnsmos": dnsmos(wav) if dnsmos else None}
+    text = target_text(it.sample)
+    if asr is not None and text:
+        out.update({k: v for k, v in asr(wav, text, it.language).items() if k in ("cer", "wer")})
+    return out
+
+
+def quality_rows(items, pair_sims=None, dnsmos=None, rate=16000, asr=None):
+    """One dict per good sample of `items`: `source` (file:line), `sample_id` and the COLUMNS of its target clip
+    (each distinct clip measured once). `pair_sims`: {sample where: similarity}; `dnsmos(wav16k) -> float` and
+    `asr(wav16k, text, language) -> {"cer", "wer", ...}` or None (their columns are then null). A clip that does
+    not decode gets nulls (validation names it)."""
     from .pair_check import pair_clips
 
     measured, rows = {}, []
@@ -74,11 +102,7 @@ def quality_rows(items, pair_sims=None, dnsmos=None, rate=16000):
             continue
         target = clips[1]
         if target not in measured:
-            try:
-                wav = load_waveform(target, rate, it.where)
-                measured[target] = {**clip_quality(wav, rate), "dnsmos": dnsmos(wav) if dnsmos else None}
-            except DataError:
-                measured[target] = {}
+            measured[target] = _measure(it, target, rate, dnsmos, asr)
         rows.append({"source": f"{it.file}:{it.line}", "sample_id": it.sample_id, **measured[target],
                      "pair_sim": (pair_sims or {}).get(it.where)})
     return rows
