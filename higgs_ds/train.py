@@ -202,9 +202,8 @@ def validate_inputs(data_cfg, paths):
     no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
     from higgs_ds.data.prepared import is_prepared
     from higgs_ds.data.validate import validate_files
+    from higgs_ds.errors import DataError
     from higgs_ds.models.loading import load_text_tokenizer
-
-    from .errors import DataError
 
     files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p and not is_prepared(p)]  # prepared: done
     reports = dict(zip(files, validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)))
