@@ -1,7 +1,8 @@
 """Preference metrics over a set of pairs (validation during DPO) and the reference log-probs stored before DPO.
 
-Each rank scores every world-th pair (as teacher_forced.py does) and the sums are all-reduced: the numbers are the
-means over all pairs, whatever the world size and batch size.
+Each rank scores every world-th pair (as teacher_forced.py does; fillers keep every rank's forward count equal,
+rank_batches.py) and the sums are all-reduced: the numbers are the means over all pairs, whatever the world size
+and batch size.
 """
 import torch
 
@@ -15,12 +16,12 @@ PAIR_MEANS = ("pref/loss", "pref/accuracy", "pref/margin", "pref/reward_chosen",
               "pref/logp_chosen", "pref/logp_rejected", "loss/total")
 
 
-def pair_loader(dataset, model, batch_size, rank=0, world=1):
-    """Unshuffled loader of pair batches over this rank's share (pairs rank, rank + world, ...)."""
-    from torch.utils.data import DataLoader, Subset
+def pair_batches(dataset, model, batch_size, rank=0, world=1):
+    """(batch, counted) pairs of this rank's share of the pairs (pairs rank, rank + world, ...), padded to every
+    rank's forward count."""
+    from .rank_batches import rank_batches
 
-    collate = PairCollator(base_higgs_model(model).config)
-    return DataLoader(Subset(dataset, range(rank, len(dataset), world)), batch_size=batch_size, collate_fn=collate)
+    return rank_batches(dataset, PairCollator(base_higgs_model(model).config), batch_size, rank, world)
 
 
 def _evaluating(model, fn):
@@ -38,9 +39,10 @@ def reference_table(model, dataset, batch_size, rank=0, world=1, chunk_size=None
     table = torch.zeros(len(dataset), 2, dtype=torch.float64)
 
     def fill():
-        for batch in pair_loader(dataset, model, batch_size, rank, world):
+        for batch, counted in pair_batches(dataset, model, batch_size, rank, world):
             logps = sequence_logps(model, to_device(batch, model.device), chunk_size)[0].double().cpu()
-            table[batch["pair_index"]] = logps.view(2, -1).t()
+            if counted:
+                table[batch["pair_index"]] = logps.view(2, -1).t()
     _evaluating(model, fill)
     return all_reduce_sum(table)
 
@@ -51,10 +53,12 @@ def preference_eval(model, dataset, batch_size, config, table=None, rank=0, worl
     sums = torch.zeros(len(PAIR_MEANS) + 3, dtype=torch.float64)
 
     def accumulate():
-        for batch in pair_loader(dataset, model, batch_size, rank, world):
+        for batch, counted in pair_batches(dataset, model, batch_size, rank, world):
             batch = to_device(batch, model.device)
             ref = stored_reference(table, batch) if table is not None else None
             out = preference_loss(model, batch, config, ref)
+            if not counted:
+                continue
             n = batch["pair_index"].numel()
             means = [float(out.metrics[k]) * n for k in PAIR_MEANS]
             sums[: len(PAIR_MEANS)] += torch.tensor(means, dtype=torch.float64)

@@ -5,42 +5,23 @@ per-batch means would weight a short batch's tokens more). Each rank evaluates e
 padding duplicates, unlike `DistributedSampler`) and the sums are all-reduced, so the result is independent of
 the world size and the batch size up to float rounding.
 
-Every rank runs the same number of forwards whatever the split: a rank with fewer batches than rank 0 runs
-uncounted filler batches (sample 0) until it has as many. Under ZeRO-3 each forward all-gathers the weights
-with every rank, so a rank that went on to the final all-reduce early would leave the others waiting in a
-gather until the distributed timeout.
+Every rank runs the same number of forwards whatever the split (rank_batches.py: ZeRO-3 gathers the weights in
+every forward).
 """
 import dataclasses
-import math
 
 import torch
 
 SUM_KEYS = ("text_ce", "text_n", "audio_ce", "audio_n")
 
 
-def eval_loader(dataset, config, batch_size, rank=0, world=1):
-    """Unshuffled loader over this rank's share (samples rank, rank + world, ...)."""
-    from torch.utils.data import DataLoader, Subset
-
+def eval_batches(dataset, config, batch_size, rank=0, world=1):
+    """(batch, counted) pairs of this rank's share, padded to every rank's forward count (rank_batches.py)."""
     from ..data.collate import TrainingCollator
+    from .rank_batches import rank_batches
 
     collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None))
-    return DataLoader(Subset(dataset, range(rank, len(dataset), world)), batch_size=batch_size, collate_fn=collate)
-
-
-def eval_batches(dataset, config, batch_size, rank=0, world=1):
-    """(batch, counted) pairs: this rank's batches, then uncounted fillers up to rank 0's batch count (the most any
-    rank has), so every rank runs the same number of forwards."""
-    from ..data.collate import TrainingCollator
-
-    most = math.ceil(math.ceil(len(dataset) / world) / batch_size)
-    mine = 0
-    for batch in eval_loader(dataset, config, batch_size, rank, world):
-        mine += 1
-        yield batch, True
-    filler = TrainingCollator(config, getattr(dataset, "whisper_processor", None))([dataset[0]]) if mine < most else None
-    for _ in range(most - mine):
-        yield filler, False
+    return rank_batches(dataset, collate, batch_size, rank, world)
 
 
 def _accumulate(sums, m, k):
