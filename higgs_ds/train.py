@@ -154,6 +154,16 @@ def build(args) -> Optional[Components]:
                       rank, world, paths, data_cfg)
 
 
+def stage_for(args):
+    """The hooks of a stage other than SFT (recipes/): None for SFT, a `DPOStage` for --stage dpo (imported only
+    then: validation must not load the model stack)."""
+    if args.stage == "sft":
+        return None
+    from higgs_ds.recipes.dpo import DPOStage
+
+    return DPOStage(args)
+
+
 def check_generation_under_zero3(ds_cfg, ds_path, args):
     """Generation during training (previews, generation eval) is refused under ZeRO-3: its ranks generate different
     lengths, so their forwards (each one all-gathering the weights) would not pair up and the run would hang."""
@@ -171,7 +181,6 @@ def resolve_inputs(args):
     from higgs_ds.assets import ensure_tiny_data, resolve_model_paths
     from higgs_ds.data.config import DataConfig
     from higgs_ds.data.validate import ValidationConfig
-    from higgs_ds.recipes.dpo import stage_for
 
     data_cfg = from_args(DataConfig, args, validation=from_args(ValidationConfig, args))
     if data_cfg.train_data is None:
@@ -234,7 +243,6 @@ def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float
     from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
     from higgs_ds.models.finetune import AdapterConfig
     from higgs_ds.models.loading import load_all, load_whisper_processor
-    from higgs_ds.recipes.dpo import stage_for
 
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
     if data_cfg.auto_prepare and whisper is None:  # a ChatML file is prepared once into the cache (rank 0), reused
@@ -313,7 +321,6 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     from higgs_ds.evaluation.validation import build_preview
     from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.finetune import artefact_name, save_to
-    from higgs_ds.recipes.dpo import stage_for
 
     loss_cfg = from_args(LossConfig, args)
 

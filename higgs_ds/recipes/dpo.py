@@ -101,7 +101,3 @@ class DPOStage:
                  val["pref/logp_chosen"], val["pref/logp_rejected"])
         return val
 
-
-def stage_for(args):
-    """The stage hooks of `args.stage`: None for SFT (train.py's own), a `DPOStage` for dpo."""
-    return DPOStage(args) if getattr(args, "stage", "sft") == "dpo" else None
