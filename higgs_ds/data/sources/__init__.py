@@ -35,6 +35,9 @@ def open_sources(paths, config=None):
                 out.append(cls(path, config))
                 break
         else:
+            from ..prepared_check import check_finished
+
+            check_finished(path)  # the dir of a prepare that did not finish: say how to finish it
             names = ", ".join(c.__name__ for c in source_types())
             why = f": {UNKNOWN_DIR}" if os.path.isdir(path) else ""
             raise UnknownLayout(f"{path}: not a data source this version reads ({names}){why}", "file", path, 0)
