@@ -3,6 +3,7 @@ in higgs_ds/faults.py (below data/, whose prepare has a kill point too).
 """
 from ..constants import IGNORE_INDEX
 from ..faults import fault
+from ..models.training_forward import PLAN_KEY
 
 
 def unlabel_audio(batch, step, rank=0):
@@ -10,7 +11,7 @@ def unlabel_audio(batch, step, rank=0):
     if batch.get("label_audio_ids") is None or not fault("no_audio_labels", step, rank):
         return batch
     out = {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, IGNORE_INDEX)}
-    plan = batch.get("sync_free_plan")  # the host-side index plan (data/plan.py) holds the loss's labeled rows
+    plan = batch.get(PLAN_KEY)  # the host-side index plan (data/plan.py) holds the loss's labeled rows
     if plan is not None:
-        out["sync_free_plan"] = plan.without_audio_labels()
+        out[PLAN_KEY] = plan.without_audio_labels()
     return out
