@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # the component types, for the annotations only (train.py imp
     from torch.optim.lr_scheduler import LRScheduler
     from torch.utils.data import DataLoader, Dataset
 
-    from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
+    from higgs_ds.data.config import DataConfig
+    from higgs_ds.engine.checkpoint import CheckpointConfig, Checkpointer, TrainerState
     from higgs_ds.engine.ema import WeightAverage
     from higgs_ds.engine.metrics import StepMeter
     from higgs_ds.engine.numerics import StepGuard
@@ -43,9 +44,22 @@ if TYPE_CHECKING:  # the component types, for the annotations only (train.py imp
     from higgs_ds.evaluation.in_training import GenerationEval
     from higgs_ds.inference.preview import AudioPreview
     from higgs_ds.loss import LossConfig, LossOutput
+    from higgs_ds.models.loading import ModelPaths
     from higgs_ds.recipes.dpo import DPOStage
 
 log = logging.getLogger("higgs_ds.train")
+
+
+@dataclasses.dataclass
+class Setup:
+    """What `build` settled before the model loads, for the loop's builders."""
+    paths: "ModelPaths"
+    data_cfg: "DataConfig"
+    ckpt_cfg: "CheckpointConfig"
+    eval_cfg: "EvalConfig"
+    resume_dir: Optional[str]  # the checkpoint tag to resume from, None to start fresh
+    rank: int
+    world: int
 
 
 @dataclasses.dataclass
@@ -149,9 +163,8 @@ def build(args) -> Optional[Components]:
     model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank, model_dtype(ds_cfg))
     loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
     engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
-    eval_cfg = from_args(EvalConfig, args)
-    return build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg, resume_dir, total_steps,
-                      rank, world, paths, data_cfg)
+    setup = Setup(paths, data_cfg, ckpt_cfg, from_args(EvalConfig, args), resume_dir, rank, world)
+    return build_loop(args, setup, engine, scheduler, lr, loader, val_set, total_steps)
 
 
 def stage_for(args):
@@ -310,8 +323,7 @@ def build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world
     return engine, scheduler, opt_kwargs["lr"]
 
 
-def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg, resume_dir, total_steps, rank,
-               world, paths, data_cfg):
+def build_loop(args, setup, engine, scheduler, lr, loader, val_set, total_steps):
     """Loss, checkpointer + resumed state, meter, preview, guards: the `Components` of `fit`."""
     from higgs_ds.engine.checkpoint import Checkpointer, TrainerState
     from higgs_ds.engine.ema import EmaConfig
@@ -323,6 +335,8 @@ def build_loop(args, engine, scheduler, lr, loader, val_set, eval_cfg, ckpt_cfg,
     from higgs_ds.models.finetune import artefact_name, save_to
 
     loss_cfg = from_args(LossConfig, args)
+    paths, data_cfg, ckpt_cfg, eval_cfg = setup.paths, setup.data_cfg, setup.ckpt_cfg, setup.eval_cfg
+    resume_dir, rank, world = setup.resume_dir, setup.rank, setup.world
 
     def loss_fn(batch, denominators=None):  # denominators: those of the step under --loss_normalization global
         return compute_loss(engine, batch, loss_cfg, denominators)
