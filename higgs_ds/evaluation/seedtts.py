@@ -36,7 +36,7 @@ def read_meta(path):
             target = header_seconds(wavs[1], where) if len(wavs) > 1 else None
             speaker = os.path.splitext(os.path.basename(wavs[0]))[0]  # the voice: its reference clip
             out.append(EvalPrompt(cloning_prompt(wavs[0], ref_text, text), wavs[0], text, speaker, utt,
-                                  ref_text, target))
+                                  ref_text=ref_text, target_seconds=target))
     if not out:
         raise DataError(f"{path}: no lines", "empty", path)
     return out

@@ -104,9 +104,13 @@ def test_generated_clips_are_scored_against_their_prompt_reference(tmp_path):
     said = {"itself": load_waveform(ref, 24000), "other_voice": load_waveform(wavs[("gb_f3", 0)], 24000),
             "noise": np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32)}
 
-    class Engine:  # "generates" the clip named by the prompt
+    class Engine:  # "generates" the clip named by the prompt (codes: 8 codebooks x 5 frames, EOS last)
+        model = SimpleNamespace(config=SimpleNamespace(audio_stream_eos_id=1025, audio_codebook_size=1024,
+                                                       use_delay_pattern=False))
+
         def generate(self, prompt, **kwargs):
-            return SimpleNamespace(audio=said[prompt], sampling_rate=24000)
+            codes = np.concatenate([np.arange(32).reshape(8, 4), np.full((8, 1), 1025)], axis=1)
+            return SimpleNamespace(audio=said[prompt], sampling_rate=24000, generated_audio_tokens=codes)
 
     prompts = [EvalPrompt(name, ref, "The quick brown fox.", "us_m3", name) for name in said]
     rows = {r["sample_id"]: r for r in generate_rows(Engine(), prompts, Scorer())}
@@ -185,7 +189,7 @@ def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_
 class _CodesScorer:
     """A stand-in scorer: the generated waveform's mean magnitude as "sim" (no speaker model needed here)."""
 
-    def score(self, wav, ref_wav, text=None, sr=16000):
+    def score(self, wav, ref_wav, text=None, sr=16000, language=None):
         return {"sim": float(abs(wav).mean())}
 
 
