@@ -5,7 +5,7 @@ per-batch means would weight a short batch's tokens more). Each rank evaluates e
 padding duplicates, unlike `DistributedSampler`) and the sums are all-reduced, so the result is independent of
 the world size and the batch size up to float rounding.
 
-Every rank runs the same number of forwards whatever the split (rank_batches.py: ZeRO-3 gathers the weights in
+Every rank runs the same number of forwards whatever the split (eval_loop.py: ZeRO-3 gathers the weights in
 every forward).
 """
 import dataclasses
@@ -16,9 +16,9 @@ SUM_KEYS = ("text_ce", "text_n", "audio_ce", "audio_n")
 
 
 def eval_batches(dataset, config, batch_size, rank=0, world=1):
-    """(batch, counted) pairs of this rank's share, padded to every rank's forward count (rank_batches.py)."""
+    """(batch, counted) pairs of this rank's share, padded to every rank's forward count (eval_loop.py)."""
     from ..data.collate import TrainingCollator
-    from .rank_batches import rank_batches
+    from .eval_loop import rank_batches
 
     collate = TrainingCollator(config, getattr(dataset, "whisper_processor", None))
     return rank_batches(dataset, collate, batch_size, rank, world)
@@ -43,22 +43,19 @@ def teacher_forced_eval(model, dataset, batch_size, loss_cfg=None, rank=0, world
     from ..engine.distributed import all_reduce_sum
     from ..loss import LossConfig, compute_loss
     from ..loss.hidden import base_higgs_model
+    from .eval_loop import evaluating
 
     cfg = dataclasses.replace(loss_cfg or LossConfig(), normalization="local")
     config = base_higgs_model(model).config
     k = config.audio_num_codebooks
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(4 + 2 * k + 1, dtype=torch.float64)
-    try:
+    with evaluating(model):
         for batch, counted in eval_batches(dataset, config, batch_size, rank, world):
             metrics = compute_loss(model, to_device(batch, device), cfg).metrics
             if counted:
                 _accumulate(sums, metrics, k)
                 sums[-1] += batch["input_ids"].shape[0]
-    finally:
-        model.train(was_training)
     s = all_reduce_sum(sums).tolist()
     text, audio = s[0] / max(s[1], 1), s[2] / max(s[3], 1)
     per_cb = max(s[3] / k, 1)

@@ -2,7 +2,7 @@
 batches cover every sample exactly once, whatever the split."""
 import pytest
 
-from higgs_ds.evaluation.rank_batches import rank_batches
+from higgs_ds.evaluation.eval_loop import rank_batches
 
 
 @pytest.mark.parametrize("n, world, batch", [(1, 2, 2), (3, 2, 2), (5, 2, 2), (7, 3, 2), (4, 2, 1), (2, 4, 3)])
