@@ -60,6 +60,7 @@ class Setup:
     resume_dir: Optional[str]  # the checkpoint tag to resume from, None to start fresh
     rank: int
     world: int
+    stage: "Optional[DPOStage]"  # --stage hooks (recipes/): None for SFT
 
 
 @dataclasses.dataclass
@@ -139,7 +140,8 @@ def build(args) -> Optional[Components]:
     threads = share_host_threads()
     if threads:
         log.info("torch threads per rank: %d (this host's cores / its ranks; OMP_NUM_THREADS overrides)", threads)
-    data_cfg, paths = resolve_inputs(args)  # before torch.distributed exists (the tiny assets' build needs that)
+    stage = stage_for(args)
+    data_cfg, paths = resolve_inputs(args, stage)  # before torch.distributed exists (the tiny assets' build needs that)
     reports = validate_inputs(data_cfg, paths)  # bad data stops every rank here, before DeepSpeed starts
     if args.validate_data_only:
         return report_prepared(data_cfg)
@@ -160,10 +162,10 @@ def build(args) -> Optional[Components]:
         write_run_config(args, deepspeed=ds_path, learning_rate=opt["lr"], weight_decay=opt["weight_decay"],
                          batch_size=ds_cfg["train_micro_batch_size_per_gpu"],
                          gradient_accumulation_steps=ds_cfg["gradient_accumulation_steps"])
-    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank, model_dtype(ds_cfg))
+    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank, model_dtype(ds_cfg), stage)
     loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
     engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
-    setup = Setup(paths, data_cfg, ckpt_cfg, from_args(EvalConfig, args), resume_dir, rank, world)
+    setup = Setup(paths, data_cfg, ckpt_cfg, from_args(EvalConfig, args), resume_dir, rank, world, stage)
     return build_loop(args, setup, engine, scheduler, lr, loader, val_set, total_steps)
 
 
@@ -189,8 +191,9 @@ def check_generation_under_zero3(ds_cfg, ds_path, args):
                           "`higgs-ds evaluate --generate`")
 
 
-def resolve_inputs(args):
-    """(DataConfig, ModelPaths): data paths (the embedded set when unset) and model dirs, checked."""
+def resolve_inputs(args, stage=None):
+    """(DataConfig, ModelPaths): data paths (the embedded set when unset) and model dirs, checked; `stage`: the
+    --stage hooks (their data config)."""
     from higgs_ds.assets import ensure_tiny_data, resolve_model_paths
     from higgs_ds.data.config import DataConfig
     from higgs_ds.data.validate import ValidationConfig
@@ -199,7 +202,7 @@ def resolve_inputs(args):
     if data_cfg.train_data is None:
         train, val = ensure_tiny_data()
         data_cfg = dataclasses.replace(data_cfg, train_data=train, val_data=data_cfg.val_data or val)
-    if (stage := stage_for(args)) is not None:
+    if stage is not None:
         data_cfg = stage.data_config(data_cfg)
     paths = resolve_model_paths(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
     if data_cfg.auto_prepare and not needs_waveforms(paths):  # a prepared copy from an earlier start: no validation
@@ -246,9 +249,9 @@ def report_prepared(data_cfg):
             stored_report(path, data_cfg.validation.on_bad_sample)
 
 
-def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float32):
+def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float32, stage=None):
     """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports; the
-    model loaded in `dtype` (the DeepSpeed config's training dtype)."""
+    model loaded in `dtype` (the DeepSpeed config's training dtype); `stage`: the --stage hooks (its dataset type)."""
     from higgs_ds.data.auto_prepare import auto_prepare
     from higgs_ds.data.loaders import dataset_from_report, open_code_cache
     from higgs_ds.data.open_prepared import open_prepared
@@ -269,7 +272,7 @@ def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float
     limit = 8 if args.quick_test else None
     data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
                    code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
-    if (stage := stage_for(args)) is not None:
+    if stage is not None:
         data_kw["dataset_cls"] = stage.dataset_cls
 
     def dataset(path, is_dir, report):  # a prepared dir opens memory-mapped; a ChatML file from its validation
@@ -336,11 +339,11 @@ def build_loop(args, setup, engine, scheduler, lr, loader, val_set, total_steps)
 
     loss_cfg = from_args(LossConfig, args)
     paths, data_cfg, ckpt_cfg, eval_cfg = setup.paths, setup.data_cfg, setup.ckpt_cfg, setup.eval_cfg
-    resume_dir, rank, world = setup.resume_dir, setup.rank, setup.world
+    resume_dir, rank, world, stage = setup.resume_dir, setup.rank, setup.world, setup.stage
 
     def loss_fn(batch, denominators=None):  # denominators: those of the step under --loss_normalization global
         return compute_loss(engine, batch, loss_cfg, denominators)
-    if (stage := stage_for(args)) is not None:
+    if stage is not None:
         loss_fn = stage.loss_fn(engine, loader.dataset, val_set, eval_cfg.batch_size, rank, world,
                                 resumed=resume_dir is not None)
 
