@@ -142,7 +142,7 @@ def build(args) -> Optional[Components]:
         log.info("torch threads per rank: %d (this host's cores / its ranks; OMP_NUM_THREADS overrides)", threads)
     stage = stage_for(args)
     data_cfg, paths = resolve_inputs(args, stage)  # before torch.distributed exists (the tiny assets' build needs that)
-    reports = validate_inputs(data_cfg, paths)  # bad data stops every rank here, before DeepSpeed starts
+    data_cfg = validate_inputs(data_cfg, paths)  # prepared (validated) once: bad data stops every rank here
     if args.validate_data_only:
         return report_prepared(data_cfg)
     accelerator = select_accelerator()
@@ -162,7 +162,7 @@ def build(args) -> Optional[Components]:
         write_run_config(args, deepspeed=ds_path, learning_rate=opt["lr"], weight_decay=opt["weight_decay"],
                          batch_size=ds_cfg["train_micro_batch_size_per_gpu"],
                          gradient_accumulation_steps=ds_cfg["gradient_accumulation_steps"])
-    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, reports, rank, model_dtype(ds_cfg), stage)
+    model, train_set, val_set = build_data_and_model(args, data_cfg, paths, rank, model_dtype(ds_cfg), stage)
     loader, total_steps = build_loader(args, data_cfg, train_set, model.config, rank, world)
     engine, scheduler, lr = build_engine(args, model, ds_path, ds_kwargs, total_steps, resume_dir, world)
     setup = Setup(paths, data_cfg, ckpt_cfg, from_args(EvalConfig, args), resume_dir, rank, world, stage)
@@ -205,84 +205,55 @@ def resolve_inputs(args, stage=None):
     if stage is not None:
         data_cfg = stage.data_config(data_cfg)
     paths = resolve_model_paths(args.model_path, args.audio_tokenizer_path, args.tokenizer_path)
-    if data_cfg.auto_prepare and not needs_waveforms(paths):  # a prepared copy from an earlier start: no validation
-        from higgs_ds.data.auto_prepare import prepared_copy
-
-        data_cfg = dataclasses.replace(data_cfg, **{k: prepared_copy(getattr(data_cfg, k), paths.tokenizer_path,
-                                                                     paths.audio_tokenizer_path, data_cfg.validation,
-                                                                     data_cfg.content_hash)
-                                                   for k in ("train_data", "val_data")})
     return data_cfg, paths
 
 
 def needs_waveforms(paths):
-    """Whether the model has the Whisper audio tower, which needs waveforms that prepared data does not hold (read
-    from config.json: boson's `HiggsAudioConfig` default is true)."""
+    """Whether the model has the Whisper audio tower, whose audio-in clips the prepare step checks (read from
+    config.json: boson's `HiggsAudioConfig` default is true)."""
     with open(os.path.join(paths.model_path, "config.json")) as f:
         return json.load(f).get("encode_whisper_embed", True)
 
 
 def validate_inputs(data_cfg, paths):
-    """Every sample of the train and val data checked and reported, with only the text tokenizer loaded (no model,
-    no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
-    from higgs_ds.data.prepared import is_prepared
-    from higgs_ds.data.validate import validate_files
-    from higgs_ds.errors import DataError
-    from higgs_ds.models.loading import load_text_tokenizer
+    """The train and val data prepared once (training_set.py: validated, reused by later starts), with no model and
+    no DeepSpeed loaded; returns `data_cfg` naming the prepared dirs. Raises `DataError` listing every problem."""
+    from higgs_ds.data.training_set import prepare_training_set
 
-    files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p and not is_prepared(p)]  # prepared: done
-    reports = dict(zip(files, validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)))
-    for path, report in reports.items():
-        if not report.samples:  # --on_bad_sample skip dropped every sample: nothing to train or validate on
-            raise DataError(f"{path}: none of its {report.num_read} samples is usable:\n{report.problem_listing()}",
-                            "empty_data")
-    return reports.get(data_cfg.train_data), reports.get(data_cfg.val_data)
+    rank = int(os.environ.get("RANK", 0))
+    prepared = {k: prepare_training_set(getattr(data_cfg, k), paths.tokenizer_path, paths.audio_tokenizer_path,
+                                        data_cfg.validation, needs_waveforms(paths), rank, data_cfg.content_hash)
+                for k in ("train_data", "val_data")}
+    return dataclasses.replace(data_cfg, **prepared)
 
 
 def report_prepared(data_cfg):
-    """--validate_data_only on prepared dirs: their stored reports (validated at prepare time); None."""
+    """--validate_data_only: the stored reports of the prepared data (--on_bad_sample applied); None."""
     from higgs_ds.data.open_prepared import stored_report
-    from higgs_ds.data.prepared import is_prepared
 
     for path in (data_cfg.train_data, data_cfg.val_data):
-        if path and is_prepared(path):
+        if path:
             stored_report(path, data_cfg.validation.on_bad_sample)
 
 
-def build_data_and_model(args, data_cfg, paths, reports, rank, dtype=torch.float32, stage=None):
-    """(model with LoRA and activation checkpointing, train set, val set or None) from the validation reports; the
-    model loaded in `dtype` (the DeepSpeed config's training dtype); `stage`: the --stage hooks (its dataset type)."""
-    from higgs_ds.data.auto_prepare import auto_prepare
-    from higgs_ds.data.loaders import dataset_from_report, open_code_cache
-    from higgs_ds.data.open_prepared import open_prepared
-    from higgs_ds.data.prepared import is_prepared
+def build_data_and_model(args, data_cfg, paths, rank, dtype=torch.float32, stage=None):
+    """(model with LoRA and activation checkpointing, train set, val set or None) from the prepared data; the model
+    loaded in `dtype` (the DeepSpeed config's training dtype); `stage`: the --stage hooks (its dataset type)."""
+    from higgs_ds.data.training_set import open_training_set
     from higgs_ds.engine.activation_checkpointing import ActivationCheckpointingConfig
     from higgs_ds.models.finetune import AdapterConfig
     from higgs_ds.models.loading import load_all, load_whisper_processor
 
     whisper = load_whisper_processor(paths.model_path, args.whisper_processor_path)  # None unless the config needs it
-    if data_cfg.auto_prepare and whisper is None:  # a ChatML file is prepared once into the cache (rank 0), reused
-        data_cfg = dataclasses.replace(data_cfg, **{k: auto_prepare(getattr(data_cfg, k), paths.tokenizer_path,
-                                                                    paths.audio_tokenizer_path, data_cfg.validation, rank,
-                                                                    content_hash=data_cfg.content_hash)
-                                                   for k in ("train_data", "val_data")})
-    prepared = [is_prepared(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data)]
-    model, tokenizer, audio_tokenizer = load_all(paths, dtype, audio=not all(p is not False for p in prepared))
+    model, tokenizer, _ = load_all(paths, dtype, audio=False)  # the codes are prepared: no audio tokenizer
     log.info("model loaded in %s (the DeepSpeed config's training dtype)", str(dtype).replace("torch.", ""))
-    limit = 8 if args.quick_test else None
-    data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
-                   code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
-    if stage is not None:
-        data_kw["dataset_cls"] = stage.dataset_cls
 
-    def dataset(path, is_dir, report):  # a prepared dir opens memory-mapped; a ChatML file from its validation
-        if is_dir:
-            return open_prepared(path, tokenizer, paths.audio_tokenizer_path, data_cfg.validation, whisper, limit,
-                                 data_cfg.filter)
-        return dataset_from_report(report, tokenizer, audio_tokenizer, limit, **data_kw) if report else None
+    def dataset(path):  # memory-mapped; a --stage's view over it (preference pairs)
+        ds = open_training_set(path, tokenizer, paths.tokenizer_path, paths.audio_tokenizer_path, data_cfg.validation,
+                               whisper, 8 if args.quick_test else None, data_cfg.filter, rank)
+        return stage.dataset_cls(ds) if stage is not None else ds
 
-    train_set, val_set = (dataset(p, d, r) for p, d, r in zip((data_cfg.train_data, data_cfg.val_data), prepared,
-                                                             reports))
+    train_set, val_set = (dataset(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data))
     log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
     model = from_args(AdapterConfig, args).apply(model)
     from_args(ActivationCheckpointingConfig, args).apply(model)

@@ -2,9 +2,9 @@
 
 Everything else is SFT's: launcher, DeepSpeed config, model + adapter, engine, checkpoints and `--resume`, meter and
 sinks. This stage changes four things:
-- data: every sample must be a pair (`rejected` audio; validated with the other checks, file:line problems), read as
-  a `PairDataset` (each clip encoded once; chosen and rejected collated into one batch). Prepared dirs hold no
-  rejected clips: pair files are read as ChatML (auto-prepare off).
+- data: every sample must be a pair (`rejected` audio; validated with the other checks when the source is prepared,
+  file:line problems), prepared like any data (the rejected clip's codes stored beside the chosen ones, each clip
+  encoded once) and read as a `PairDataset` over the prepared set (chosen and rejected collated into one batch).
 - reference: `adapter` = the model with its peft adapter disabled (no second copy); `stored` = the initial model's
   log-probs of every train and val pair, computed once before the first step into `output_dir/reference_logps.pt`
   and read back on resume (never recomputed from trained weights).
@@ -20,9 +20,8 @@ import torch
 
 from ..config import from_args
 from ..data.pairs import PairDataset
-from ..data.prepared import is_prepared
 from ..durable import write_atomic
-from ..errors import ConfigError, DataError, InputNotFound
+from ..errors import ConfigError, InputNotFound
 from ..evaluation.preference import preference_eval, reference_table
 from ..loss.preference import PreferenceConfig, preference_loss, stored_reference
 
@@ -45,13 +44,10 @@ class DPOStage:
         self.tables = {}
 
     def data_config(self, data_cfg):
-        """Pairs required in validation; ChatML files only (a prepared dir has no rejected clips)."""
-        for path in (data_cfg.train_data, data_cfg.val_data):
-            if path and is_prepared(path):
-                raise DataError(f"{path}: --stage dpo reads preference pairs from a ChatML file; a prepared dir holds "
-                                "no rejected audio", "rejected")
+        """Pairs required in validation (a source is prepared under that requirement: its own cache key); a prepared
+        dir is checked row by row when its `PairDataset` is built."""
         validation = dataclasses.replace(data_cfg.validation, require_pairs=True)
-        return dataclasses.replace(data_cfg, validation=validation, auto_prepare=False)
+        return dataclasses.replace(data_cfg, validation=validation)
 
     def loss_fn(self, engine, train_set, val_set, batch_size, rank, world, resumed):
         """The training loss `fn(batch, denominators)`; with a stored reference, its tables first."""
