@@ -18,18 +18,9 @@ from .prepared import FAILED, INDEX, is_prepared
 log = logging.getLogger(__name__)
 
 
-def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256, source_config=None):
-    from ..constants import cache_root
-    from .prepare import make_plan
-    from .sources import open_sources
-
-    sources = open_sources([path], source_config)
-    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
-    return os.path.join(cache_root(), "prepared", plan["plan_id"])
-
-
 def _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash, shard_size=256):
     """(the cache dir of source `path`'s prepared copy, its `SourceConfig`); logs when the copy is there."""
+    from .prepare import cache_dir_for
     from .sources.config import SourceConfig
 
     source_config = SourceConfig(content_hash=content_hash)

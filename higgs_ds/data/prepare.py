@@ -68,6 +68,16 @@ def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size,
     return plan
 
 
+def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256, source_config=None):
+    """Where training's prepare cache keeps source `path` prepared with these tokenizers and limits:
+    `$HIGGS_DS_CACHE/prepared/<plan id>/` (auto_prepare.py)."""
+    from ..constants import cache_root
+
+    sources = open_sources([path], source_config)
+    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
+    return os.path.join(cache_root(), "prepared", plan["plan_id"])
+
+
 def _claim(root, plan):
     """Create the output dir with plan.json, or check that an existing one prepares the same thing."""
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
@@ -231,7 +241,6 @@ def prepare_from_args(args, tiny_assets, scorers=None):
     gives the default tokenizer dirs, `scorers` the `Scorers` of --check_pairs and --dnsmos."""
     from ..config import from_args
     from ..models import sources
-    from .auto_prepare import cache_dir_for
     from .pair_check import PairCheckConfig
     from .quality import QualityConfig
     from .sources.config import SourceConfig
