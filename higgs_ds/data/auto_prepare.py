@@ -10,6 +10,7 @@ $HIGGS_DS_CACHE on a shared filesystem, or the data prepared first (`higgs-ds pr
 """
 import logging
 import os
+import sys
 import time
 
 from ..errors import DataError
@@ -55,7 +56,8 @@ def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_
         log.info("%s: preparing it once into %s, shards shared by %d rank(s)", path, out, share[1])
         try:
             prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
-                            shard_size=shard_size, show_progress=rank == 0, source_config=source_config, share=share)
+                            shard_size=shard_size, show_progress=rank == 0 and sys.stderr.isatty(),  # a bar, not log noise
+                            source_config=source_config, share=share)
         except BaseException as e:  # the waiting ranks (other nodes too) stop instead of polling forever
             from ..durable import write_atomic
 

@@ -17,7 +17,7 @@ from .webdataset import WebDatasetSource
 
 UNKNOWN_DIR = ("a directory none of these layouts describes: the speaker of its utterances cannot be told apart "
                "from the paths; write a manifest (TSV, CSV or JSONL with target_audio, target_text and speaker "
-               "columns) and pass it as the source (docs/DATA.md)")
+               "columns) and prepare it: `higgs-ds prepare --data utts.tsv --pair_by_speaker` (docs/DATA.md)")
 
 
 def source_types():
