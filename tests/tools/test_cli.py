@@ -5,7 +5,6 @@ import os
 import pytest
 
 from higgs_ds.cli import main
-from higgs_ds.data.chatml import read_chatml
 from higgs_ds.errors import EXIT_DATA
 
 
