@@ -1,11 +1,8 @@
 """Command-line flags of `higgs_ds/train.py` (`higgs-ds train`). Every flag is documented in docs/FLAGS.md."""
 import argparse
-import os
 import sys
 
 from .config import add_flags, check_ranges
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def config_classes():
@@ -73,11 +70,6 @@ def parse_args(argv=None):
     if args.quick_test:
         args.max_steps = 4 if args.max_steps < 0 else min(args.max_steps, 4)
     return args
-
-
-def default_ds_config(accelerator):
-    name = "cpu_zero2.json" if accelerator == "cpu" else "zero2.json"
-    return os.path.join(ROOT, "ds_configs", name)
 
 
 def flags_markdown():

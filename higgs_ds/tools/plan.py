@@ -220,7 +220,7 @@ def suggest(config, kwargs, cap):
 def parser():
     from ..config import add_flags
     from ..engine.activation_checkpointing import ActivationCheckpointingConfig
-    from ..models.finetune import AdapterConfig
+    from ..models.finetune import FinetuneConfig
 
     p = argparse.ArgumentParser(prog="higgs-ds plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,7 +237,7 @@ def parser():
     p.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
     add_debug_flag(p)
     add_flags(p, ActivationCheckpointingConfig)
-    add_flags(p, AdapterConfig)
+    add_flags(p, FinetuneConfig)
     return p
 
 
