@@ -80,8 +80,8 @@ def run_one(variant, args):
     model = build(cfg, ours, ckpt, "cpu", torch.float32, args.lora_r, args.finetune if ours else "lora")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = voice_cloning_batch(cfg, args.tokens, max(1, args.tokens // 2048), "cpu")
-    if ours:  # the training step: the batch's host-side index plan (sync-free forward, higgs_ds/data/plan.py)
-        from higgs_ds.data.plan import add_plan
+    if ours:  # the training step: the batch's host-side index plan (sync-free forward, higgs_ds/data/index_plan.py)
+        from higgs_ds.data.index_plan import add_plan
         batch = add_plan(batch, cfg)
     model_bytes = rss_bytes() - base
     step = step_fn(model, ours)

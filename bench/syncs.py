@@ -81,12 +81,12 @@ def count_syncs(prof, within=None):
 
 def step_fn(model, kind):
     from higgs_ds.loss import LossConfig, compute_loss
-    from higgs_ds.models.training_forward import PLAN_KEY
+    from higgs_ds.models.training_forward import INDEX_PLAN_KEY
     from tests.loss.reference_loss import plain_loss
 
     def step(batch):
         if kind != "higgs_ds":
-            batch = {k: v for k, v in batch.items() if k != PLAN_KEY}
+            batch = {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
         if kind == "naive":
             return plain_loss(model(**batch), batch).loss
         return compute_loss(model, batch, LossConfig()).loss
@@ -95,7 +95,7 @@ def step_fn(model, kind):
 
 def measure(layers, kind, ckpt=False):
     """Sync ops of one forward + backward (after one unprofiled warm-up step)."""
-    from higgs_ds.data.plan import add_plan
+    from higgs_ds.data.index_plan import add_plan
 
     cfg = higgs_config(num_hidden_layers=layers, **SMALL)
     model = build(cfg, ours=kind != "naive", ckpt=ckpt, dev="cpu", dtype=torch.float32)
@@ -146,10 +146,10 @@ class _LabelledEngine:
 
 
 def _labelled_loss(loss_fn, keep_plan):
-    from higgs_ds.models.training_forward import PLAN_KEY
+    from higgs_ds.models.training_forward import INDEX_PLAN_KEY
 
     def run(batch, denominators=None):
-        batch = batch if keep_plan else {k: v for k, v in batch.items() if k != PLAN_KEY}
+        batch = batch if keep_plan else {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
         with torch.profiler.record_function(FORWARD):
             return loss_fn(batch, denominators)
     return run

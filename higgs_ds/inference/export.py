@@ -41,7 +41,7 @@ def find_full_model(path):
 
 
 def base_model_path(adapter_dir, override=None):
-    from ..models.sources import model_dir
+    from ..models.locate import model_dir
 
     if override:
         return model_dir(override)

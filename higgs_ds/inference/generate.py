@@ -41,9 +41,9 @@ def serve_engine(model_path, audio_tokenizer_path, tokenizer_path=None, device=N
 
 def load_engine(model_path, audio_tokenizer_path, adapter=None, device=None):
     """The serve engine on a merged model dir, or on a base model with `adapter` merged in memory first."""
-    from ..models import sources  # Hub ids and native dirs -> local boson dirs
+    from ..models import locate  # Hub ids and native dirs -> local boson dirs
 
-    model_path, audio_tokenizer_path = sources.model_dir(model_path), sources.audio_tokenizer_dir(audio_tokenizer_path)
+    model_path, audio_tokenizer_path = locate.model_dir(model_path), locate.audio_tokenizer_dir(audio_tokenizer_path)
     model = None
     if adapter:
         from .export import find_adapter, load_lora_model

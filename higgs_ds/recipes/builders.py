@@ -214,7 +214,7 @@ def build_loader(args, setup, train_set, model_config):
     data_cfg = setup.data_cfg
     loader = loader_for(train_set, model_config, data_cfg.batch_size, setup.rank, setup.world, data_cfg.seed,
                         max_tokens_per_batch=data_cfg.max_tokens_per_batch, num_workers=data_cfg.num_workers,
-                        plan=True,  # host-side index plan -> sync-free forward + loss (data/index_plan.py)
+                        index_plan=True,  # host-side index plan -> sync-free forward + loss (data/index_plan.py)
                         language_weights=data_cfg.language_weights)
     total_steps = max(1, len(loader) // args.gradient_accumulation_steps) * args.num_epochs
     if args.max_steps > 0:

@@ -247,7 +247,7 @@ def main(argv=None):
         from ..assets import ensure_tiny_assets
 
         args.model_path = ensure_tiny_assets().model_path
-    from ..models.sources import model_dir  # Hub ids and native dirs
+    from ..models.locate import model_dir  # Hub ids and native dirs
 
     args.model_path = model_dir(args.model_path)
     path = os.path.join(args.model_path, "config.json")
