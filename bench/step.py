@@ -12,7 +12,7 @@ Memory: each cell runs in its own subprocess with glibc's mmap threshold at 1 Mi
 so the resident set follows live tensors); peak = VmHWM (reset after imports, again after the warm-up) minus the RSS after imports (torch, libs),
 i.e. everything the step allocates: weights, LoRA + AdamW states, activations, loss buffers. `model` is the rise
 after building the model and optimizer, before the first step; `step` = peak - model, what the training step adds,
-printed beside `higgs-ds plan`'s prediction of it (higgs_ds/tools/plan.py). With --warmup >= 1 the peak is that of
+printed beside `higgs-ds plan`'s prediction of it (higgs_ds/commands/plan.py). With --warmup >= 1 the peak is that of
 the timed steps, the steady state the plan predicts (AdamW's moments, created by the first optimizer step, sit under
 the activations), less `runtime`: what the warm-up left resident beyond the model and the optimizer states (the CPU
 runtime's one-time state, ~20-30 MiB; a GPU's max_memory_allocated leaves such state out too). --warmup 0: the first
@@ -143,7 +143,7 @@ def main(argv=None):
         rows.append(spawn(v, args, child_argv))
         rows[-1]["tokens_per_s"] = args.tokens / rows[-1]["step_s"]
     by = {r["variant"]: r for r in rows}
-    from higgs_ds.tools.plan import estimate
+    from higgs_ds.commands.plan import estimate
 
     cfg = config_from(args).to_dict()
     for r in rows:

@@ -74,9 +74,9 @@ def _parser():
     return p
 
 
-DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".tools.evaluate",
-             "plan": ".tools.plan", "convert": ".tools.convert",
-             "score": ".evaluation.score", "benchmark": ".tools.benchmark"}
+DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
+             "plan": ".commands.plan", "convert": ".commands.convert",
+             "score": ".evaluation.score", "benchmark": ".commands.benchmark"}
 
 
 def _tiny():

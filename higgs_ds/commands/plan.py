@@ -23,7 +23,7 @@ then on they sit under the activations):
   logits (CHUNK_BYTES) and, for each trained head (`--finetune audio`/`full`, `--modules_to_save *_head`), its fp32
   gradient and a head-sized fp32 product (8 B per head parameter); the naive loss keeps ~NAIVE_LOGIT_BYTES per
   logit over all T x vocab positions.
-Error against measurements (tests/tools/test_plan.py, tests/e2e/test_plan_measured.py, docs/PERF.md): within 15 %
+Error against measurements (tests/commands/test_plan.py, tests/e2e/test_plan_measured.py, docs/PERF.md): within 15 %
 on CPU (fp32, lora / audio / full) and on one H200 (bf16).
 
 Step time: FLOPs per token as train.py's MFU (engine/metrics.py: 4N + 2N_trainable + 2N x recomputed fraction),
