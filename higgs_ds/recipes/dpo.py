@@ -16,7 +16,6 @@ import os
 
 import torch
 
-from ..config import from_args
 from ..durable import write_atomic
 from ..errors import ConfigError, InputNotFound
 from .builders import build_data_and_model, build_engine, build_loader, build_trainer, setup_run
@@ -36,20 +35,19 @@ def run(args):
 def build(args):
     """The `Trainer` of a DPO run; None after --validate_data_only."""
     from ..data.pairs import PairDataset
-    from ..loss.preference import PreferenceConfig
 
-    config = from_args(PreferenceConfig, args)
     setup = setup_run(args, pair_data=True)  # inputs checked (pairs required), process group, DeepSpeed config
     if setup is None:
         return None
-    model, train_set, val_set = build_data_and_model(args, setup, dataset_cls=PairDataset)
-    loader, total_steps = build_loader(args, setup, train_set, model.config)
-    engine, scheduler, lr = build_engine(args, setup, model, total_steps)
+    config = setup.cfg.preference
+    model, train_set, val_set = build_data_and_model(setup, dataset_cls=PairDataset)
+    loader, total_steps = build_loader(setup, train_set, model.config)
+    engine, scheduler, lr = build_engine(setup, model, total_steps)
     tables = {}
-    if reference_kind(config, args.finetune) == "stored":
+    if reference_kind(config, setup.cfg.finetune.finetune) == "stored":
         tables = stored_tables(engine, {"train": train_set, "val": val_set}, setup, config.chunk_size)
-    objective = dpo_objective(engine, config, tables, setup.eval_cfg.batch_size)
-    return build_trainer(args, setup, engine, scheduler, lr, loader, val_set, total_steps, objective)
+    objective = dpo_objective(engine, config, tables, setup.cfg.eval.batch_size)
+    return build_trainer(setup, engine, scheduler, lr, loader, val_set, total_steps, objective)
 
 
 def reference_kind(config, finetune):
@@ -82,7 +80,7 @@ def stored_tables(engine, sets, setup, chunk_size):
     model before the first step and written there (rank 0); a resumed run must find them."""
     from ..evaluation.preference import reference_table
 
-    path = os.path.join(setup.ckpt_cfg.output_dir, REFERENCE_FILE)
+    path = os.path.join(setup.cfg.checkpoints.output_dir, REFERENCE_FILE)
     if os.path.isfile(path):
         tables = torch.load(path)
         log.info("reference log-probs read from %s", path)
@@ -90,7 +88,7 @@ def stored_tables(engine, sets, setup, chunk_size):
         raise InputNotFound(f"{path} is missing: a resumed DPO run needs the reference log-probs stored at its "
                             "start (they cannot be recomputed from trained weights)")
     else:
-        tables = {k: reference_table(engine, ds, setup.eval_cfg.batch_size, setup.rank, setup.world, chunk_size)
+        tables = {k: reference_table(engine, ds, setup.cfg.eval.batch_size, setup.rank, setup.world, chunk_size)
                   for k, ds in sets.items() if ds is not None}
         if setup.rank == 0:
             buf = io.BytesIO()

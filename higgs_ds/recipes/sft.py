@@ -1,6 +1,5 @@
 """Supervised fine-tuning for voice cloning (`train.py`, `--stage sft`): LoRA, audio-path or full fine-tuning on
 voice-cloning samples with the fused multi-codebook loss (docs/LOSS.md), evaluated teacher-forced."""
-from ..config import from_args
 from .builders import build_data_and_model, build_engine, build_loader, build_trainer, setup_run
 from .loop import Objective, fit
 
@@ -13,16 +12,14 @@ def run(args):
 
 def build(args):
     """The `Trainer` of an SFT run; None after --validate_data_only."""
-    from ..loss import LossConfig
-
     setup = setup_run(args)  # inputs checked, process group, DeepSpeed config, resume point
     if setup is None:
         return None
-    model, train_set, val_set = build_data_and_model(args, setup)
-    loader, total_steps = build_loader(args, setup, train_set, model.config)
-    engine, scheduler, lr = build_engine(args, setup, model, total_steps)
-    objective = sft_objective(engine, from_args(LossConfig, args), setup.eval_cfg.batch_size)
-    return build_trainer(args, setup, engine, scheduler, lr, loader, val_set, total_steps, objective)
+    model, train_set, val_set = build_data_and_model(setup)
+    loader, total_steps = build_loader(setup, train_set, model.config)
+    engine, scheduler, lr = build_engine(setup, model, total_steps)
+    objective = sft_objective(engine, setup.cfg.loss, setup.cfg.eval.batch_size)
+    return build_trainer(setup, engine, scheduler, lr, loader, val_set, total_steps, objective)
 
 
 def sft_objective(engine, loss_cfg, eval_batch_size):
