@@ -13,7 +13,7 @@ class DataConfig:
     """Where the data comes from and how it is batched. batch_size and seed are the training flags of that name."""
     train_data: Optional[str] = option(None, "ChatML JSONL / JSON list, or a prepared dir (`higgs-ds prepare --output "
                                              "DIR`); default: the embedded synthetic set", type=str)
-    val_data: Optional[str] = option(None, "validation ChatML or prepared dir; default: the embedded set's val split "
+    val_data: Optional[str] = option(None, "held-out data of the evaluations (ChatML, any source or a prepared dir); default: the embedded set's val split "
                                            "when --train_data is unset", type=str)
     auto_prepare: bool = option(True, "prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ "
                                       "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
