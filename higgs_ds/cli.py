@@ -74,9 +74,9 @@ def _parser():
     return p
 
 
-DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".tools.evaluate",
-             "plan": ".tools.plan", "convert": ".tools.convert",
-             "score": ".evaluation.score", "benchmark": ".tools.benchmark"}
+DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
+             "plan": ".commands.plan", "convert": ".commands.convert",
+             "score": ".evaluation.score", "benchmark": ".commands.benchmark"}
 
 
 def _tiny():
@@ -119,7 +119,7 @@ def validate(args):
     from .data.prepared import is_prepared
     from .data.validate import ValidationConfig, summary_text, validate_files
     from .models.loading import load_text_tokenizer
-    from .models.sources import tokenizer_dir as resolve_tokenizer
+    from .models.locate import tokenizer_dir as resolve_tokenizer
 
     tokenizer_dir = resolve_tokenizer(args.tokenizer_path) or _tiny().model_path
     if not os.path.isdir(tokenizer_dir):

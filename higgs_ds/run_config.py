@@ -11,11 +11,22 @@ docs/FLAGS.md lists the keys of each section.
 import dataclasses
 import json
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .config import flag_name, option
 from .constants import OUTPUT_DIR
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # the section configs, for the annotations only
+    from .data.config import DataConfig
+    from .engine.activation_checkpointing import ActivationCheckpointingConfig
+    from .engine.checkpoint import CheckpointConfig
+    from .engine.ema import EmaConfig
+    from .engine.metrics import MetricsConfig
+    from .evaluation.config import EvalConfig, GenerationEvalConfig
+    from .loss import LossConfig
+    from .loss.preference import PreferenceConfig
+    from .models.finetune import FinetuneConfig
 
 
 @dataclasses.dataclass
@@ -79,13 +90,42 @@ def sections():
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
     from .loss.preference import PreferenceConfig
-    from .models.finetune import AdapterConfig
+    from .models.finetune import FinetuneConfig
 
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(AdapterConfig,),
+                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(FinetuneConfig,),
                 engine=(EngineConfig,))
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The root config of a run: each section's component config (`sections()`), built once from the flags."""
+    model: ModelConfig
+    data: "DataConfig"  # its `validation` field: the data section's ValidationConfig
+    training: TrainingConfig
+    metrics: "MetricsConfig"
+    eval: "EvalConfig"
+    generation_eval: "GenerationEvalConfig"
+    activation_checkpointing: "ActivationCheckpointingConfig"
+    checkpoints: "CheckpointConfig"
+    ema: "EmaConfig"
+    loss: "LossConfig"
+    preference: "PreferenceConfig"
+    finetune: "FinetuneConfig"
+    engine: EngineConfig
+
+    @classmethod
+    def from_args(cls, args, **data_overrides):
+        """Every section's config from parsed flags (`data_overrides`: fields of the data section's
+        ValidationConfig, e.g. require_pairs)."""
+        from .config import from_args
+
+        built = {name: from_args(classes[0], args) for name, classes in sections().items()}
+        data_cls, validation_cls = sections()["data"]
+        built["data"] = from_args(data_cls, args, validation=from_args(validation_cls, args, **data_overrides))
+        return cls(**built)
 
 
 def section_keys():

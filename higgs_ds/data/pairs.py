@@ -19,7 +19,7 @@ from .collate import TrainingCollator
 class PairCollator:
     """B (index, chosen, rejected) items -> one batch of 2B sequences (chosen rows first) + `PAIR_INDEX_KEY`."""
 
-    def __init__(self, config, whisper_processor=None, plan=False):
+    def __init__(self, config, whisper_processor=None, index_plan=False):
         self.collate = TrainingCollator(config, whisper_processor)  # boson's forward path: no sync-free plan
 
     def __call__(self, items):

@@ -240,13 +240,13 @@ def prepare_from_args(args, tiny_assets, scorers=None):
     would use for it (auto_prepare.py); prints each prepare's stats (its `output` dir) as JSON. `tiny_assets()`
     gives the default tokenizer dirs, `scorers` the `Scorers` of --check_pairs and --dnsmos."""
     from ..config import from_args
-    from ..models import sources
+    from ..models import locate
     from .pair_check import PairCheckConfig
     from .quality import QualityConfig
     from .sources.config import SourceConfig
 
-    tokenizer_path = sources.tokenizer_dir(args.tokenizer_path)  # Hub ids, native tokenizers (converted once)
-    audio_path = sources.audio_tokenizer_dir(args.audio_tokenizer_path)
+    tokenizer_path = locate.tokenizer_dir(args.tokenizer_path)  # Hub ids, native tokenizers (converted once)
+    audio_path = locate.audio_tokenizer_dir(args.audio_tokenizer_path)
     if not (tokenizer_path and audio_path):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path

@@ -1,4 +1,4 @@
-"""Configs of evaluation during training: teacher-forced validation, audio previews, generation eval (docs/EVAL.md).
+"""Configs of evaluation during training: teacher-forced eval, audio previews, generation eval (docs/EVAL.md).
 Their fields are train.py flags (higgs_ds/config.py)."""
 import dataclasses
 from typing import Optional
@@ -10,13 +10,13 @@ from .best import METRIC_KEYS
 
 @dataclasses.dataclass
 class EvalConfig:
-    """Teacher-forced validation (token-weighted, evaluation/teacher_forced.py) and TensorBoard audio previews."""
-    eval_every: int = option(0, "evaluate on the validation set every N optimizer steps (TensorBoard eval/...; 0: "
+    """Teacher-forced evaluation of the val set (token-weighted, evaluation/teacher_forced.py) and TensorBoard audio previews."""
+    eval_every: int = option(0, "evaluate on the val set every N optimizer steps (TensorBoard eval/...; 0: "
                                 "only at the end)", minimum=0)
-    sample_every: int = option(0, "every N optimizer steps rank 0 clones --num_preview_prompts validation prompts "
+    sample_every: int = option(0, "every N optimizer steps rank 0 clones --num_preview_prompts held-out prompts "
                                   "with the serve engine and writes audio + spectrograms to TensorBoard (0: off)",
                                minimum=0)
-    num_preview_prompts: int = option(2, "validation prompts per audio preview", minimum=1)
+    num_preview_prompts: int = option(2, "held-out prompts per audio preview", minimum=1)
     preview_max_new_tokens: int = option(512, "generation budget of each preview", minimum=1)
     batch_size: int = 2
 
@@ -28,7 +28,7 @@ class EvalConfig:
 class GenerationEvalConfig:
     """Voice-cloning quality measured while training: generation eval and the best checkpoint kept."""
     eval_generate_every: int = option(0, "every N optimizer steps, and once before the first (the base model's "
-                                         "zero-shot baseline), clone --num_eval_prompts validation prompts with the "
+                                         "zero-shot baseline), clone --num_eval_prompts held-out prompts with the "
                                          "live model and log eval_gen/sim, eval_gen/dnsmos_ovrl, eval_gen/wer (with "
                                          "--asr_model) and their change since the baseline (docs/EVAL.md; 0: off)",
                                       minimum=0)

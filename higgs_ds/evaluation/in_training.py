@@ -134,7 +134,7 @@ def setup_quality(args, peft_model, paths, val_set, sink, rank, world, save_fn, 
     if args.eval_generate_every <= 0:
         return None, best
     if val_set is None:
-        log.warning("--eval_generate_every: no validation set, generation eval is off")
+        log.warning("--eval_generate_every: no val set, generation eval is off")
         return None, best
     device = next(peft_model.parameters()).device
     scorer = Scorer(args.sim_model, args.asr_model, device=str(device))

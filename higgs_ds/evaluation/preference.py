@@ -1,4 +1,4 @@
-"""Preference metrics over a set of pairs (validation during DPO) and the reference log-probs stored before DPO.
+"""Preference metrics over a set of pairs (the held-out evaluation during DPO) and the reference log-probs stored before DPO.
 
 Each rank scores every world-th pair (as teacher_forced.py does; fillers keep every rank's forward count equal,
 eval_loop.py) and the sums are all-reduced: the numbers are the means over all pairs, whatever the world size

@@ -1,7 +1,7 @@
 """`higgs-ds export --average last:K|best:K`: the mean of the adapters of K saved checkpoints, as CosyVoice's
-`average_model.py` averages its last / best-validation-loss checkpoints.
+`average_model.py` averages its last / best-eval-loss checkpoints.
 
-`last:K` takes the K newest complete checkpoints of a run; `best:K` the K with the lowest teacher-forced validation
+`last:K` takes the K newest complete checkpoints of a run; `best:K` the K with the lowest teacher-forced eval
 loss (`eval/loss/total` logged at their step in the run's metrics.jsonl: use --eval_every equal to --save_every).
 Every tensor of the adapters (LoRA matrices and modules_to_save) is averaged in float64 and written back in its
 dtype; the adapter config is the newest chosen checkpoint's.

@@ -1,7 +1,7 @@
 """README.md (a Hub model card) for an exported dir: base model and revision, data, training setup, final metrics.
 
 Facts come from files, never from memory: the adapter's adapter_config.json, the training run's metrics.json
-(written by train.py next to adapter/: args, the data validation reports, loss history, validation metrics), and the
+(written by train.py next to adapter/: args, the data validation reports, loss history, held-out metrics), and the
 base model dir (a hub-cache snapshot path names its repo and revision; a converted dir names its source).
 """
 import json

@@ -1,4 +1,4 @@
-"""Audio previews during training: every N steps rank 0 clones a few validation prompts with the live model
+"""Audio previews during training: every N steps rank 0 clones a few held-out prompts with the live model
 through `HiggsAudioServeEngine` and writes them to TensorBoard as audio and as a log-spectrogram image.
 
 The serve engine is built once around the *training* model (no second copy of the weights): its
@@ -41,7 +41,7 @@ def live_engine(live_model, paths, kv_cache_length=2048):
 
 
 class AudioPreview:
-    """Generates `num_prompts` validation prompts every `every` optimizer steps (rank 0 only)."""
+    """Generates `num_prompts` held-out prompts every `every` optimizer steps (rank 0 only)."""
 
     def __init__(self, live_model, paths, samples, every, sinks, num_prompts=2, max_new_tokens=512):
         """`sinks`: engine/sinks.py `Sinks` (TensorBoard, JSONL, W&B) the previews go to."""
@@ -74,3 +74,13 @@ class AudioPreview:
                 self.sinks.image(f"samples/{i}/spectrogram", log_spectrogram(wav), step)
         finally:
             self.model.train(was_training)
+
+
+def build_preview(rank, config, engine, paths, val_set, sinks):
+    """The audio preview on rank 0 (None when off, without val data or without a media sink)."""
+    if rank != 0 or config.sample_every <= 0 or val_set is None or not sinks:
+        return None
+    from ..models.unwrap import base_higgs_model
+
+    return AudioPreview(base_higgs_model(engine), paths, val_set.samples, config.sample_every, sinks,
+                        config.num_preview_prompts, config.preview_max_new_tokens)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import option
 from ..constants import IGNORE_INDEX as IGNORE
 from ..constants import PAIR_INDEX_KEY
-from ..models.training_forward import PLAN_KEY, hidden_states_only
+from ..models.training_forward import INDEX_PLAN_KEY, hidden_states_only
 from .hidden import head_modules, model_codebooks
 from .objective import LossConfig, LossOutput, _head_ce, audio_rows
 
@@ -44,7 +44,7 @@ def sequence_logps(model, batch, chunk_size=None):
     _, audio_head = head_modules(model)
     n_codebooks, _ = model_codebooks(model)
     with hidden_states_only(model):
-        out = model(**{k: v for k, v in batch.items() if k not in (PLAN_KEY, PAIR_INDEX_KEY)})
+        out = model(**{k: v for k, v in batch.items() if k not in (INDEX_PLAN_KEY, PAIR_INDEX_KEY)})
     hidden = out.logits
     n_seq, seq_len, dev = hidden.shape[0], hidden.shape[1], hidden.device
     pos, tgt = audio_rows(out.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),

@@ -58,3 +58,23 @@ def test_shipped_run_configs_parse():
     for path in files:
         args = parse_args(["--config", path])
         assert args.deepspeed and os.path.isfile(os.path.join(ROOT, args.deepspeed))
+
+
+def test_the_root_config_holds_each_section_built_from_the_file_and_the_flags(tmp_path):
+    """`RunConfig`: one attribute per section, each the section's own config class, its fields the run's values
+    (file under flags); the recipes read nothing else."""
+    import dataclasses
+
+    from higgs_ds.run_config import RunConfig, sections
+
+    cfg = _write(tmp_path, json.dumps({"checkpoints": {"save_every": 5}, "finetune": {"finetune": "audio"},
+                                       "metrics": {"log_every": 3}, "data": {"min_audio_seconds": 0.25}}))
+    run = RunConfig.from_args(parse_args(["--config", cfg, "--log_every", "4", "--max_steps", "2"]),
+                              require_pairs=True)
+    assert [f.name for f in dataclasses.fields(RunConfig)] == list(sections())
+    for name, classes in sections().items():
+        assert type(getattr(run, name)) is classes[0], name
+    assert (run.checkpoints.save_every, run.finetune.finetune, run.metrics.log_every, run.training.max_steps) == \
+        (5, "audio", 4, 2)
+    assert run.data.validation.min_audio_seconds == 0.25 and run.data.validation.require_pairs
+    assert run.data.batch_size == run.training.batch_size == 2  # the data config's plain fields: the training flags
