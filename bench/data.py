@@ -1,8 +1,8 @@
 """Data pipeline throughput and batching waste.
 
-1. samples/s of building training samples (`VoiceCloningDataset` + `__getitem__`) with codes from the code cache
-   vs encoding audio on the fly, on synthetic voice-cloning data and the embedded tiny audio tokenizer (the real
-   tokenizer is far heavier, so the real speedup is larger). The cache is filled beforehand (timed separately).
+1. samples/s of reading training samples from a prepared dataset (`PreparedDataset.__getitem__`, memory-mapped),
+   on synthetic voice-cloning data prepared with the embedded tiny audio tokenizer (the prepare is timed
+   separately; the real tokenizer is far heavier).
 2. Padding waste of the token-budget sampler vs fixed-size random batches on a length-skewed set (lognormal
    lengths), at the same mean number of samples per batch.
 
@@ -22,37 +22,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def throughput(num_samples, seconds):
     from higgs_ds.assets import ensure_tiny_assets
-    from higgs_ds.data.chatml import read_chatml
-    from higgs_ds.data.code_cache import CodeCache, prepare_codes
-    from higgs_ds.data.dataset import VoiceCloningDataset
+    from higgs_ds.data.prepare import prepare_dataset
+    from higgs_ds.data.prepared import PreparedDataset
     from higgs_ds.data.synthetic import create_sample_data
-    from higgs_ds.models.audio_tokenizer import load_audio_tokenizer
-    from higgs_ds.models.loading import load_text_tokenizer
 
     tiny = ensure_tiny_assets()
-    tok, audio_tok = load_text_tokenizer(tiny.model_path), load_audio_tokenizer(tiny.audio_tokenizer_path)
     with tempfile.TemporaryDirectory() as tmp:
         train, _ = create_sample_data(tmp, num_samples=num_samples + 1, val_fraction=1 / (num_samples + 1),
                                       min_seconds=seconds * 0.8, max_seconds=seconds * 1.2)
-        samples = list(read_chatml(train))
-
-        def run(**kw):
-            t0 = time.perf_counter()
-            ds = VoiceCloningDataset(samples, tok, show_progress=False, **kw)
-            for i in range(len(ds)):
-                ds[i]
-            return len(ds) / (time.perf_counter() - t0)
-
-        on_the_fly = run(audio_tokenizer=audio_tok)
         t0 = time.perf_counter()
-        prepare_codes([train], tiny.audio_tokenizer_path, os.path.join(tmp, "codes"), audio_tokenizer=audio_tok,
-                      show_progress=False)
+        prepare_dataset([train], os.path.join(tmp, "prepared"), tiny.model_path, tiny.audio_tokenizer_path,
+                        show_progress=False)
         prepare_s = time.perf_counter() - t0
-        cache = CodeCache.for_tokenizer(tiny.audio_tokenizer_path, os.path.join(tmp, "codes"))
-        cached = run(audio_tokenizer=None, code_cache=cache)
-    return {"samples": len(samples), "clip_seconds": seconds, "on_the_fly_samples_per_s": round(on_the_fly, 2),
-            "cached_samples_per_s": round(cached, 2), "prepare_s": round(prepare_s, 2),
-            "cache_speedup": round(cached / on_the_fly, 1)}
+        t0 = time.perf_counter()
+        ds = PreparedDataset(os.path.join(tmp, "prepared"))
+        for i in range(len(ds)):
+            ds[i]
+        read = len(ds) / (time.perf_counter() - t0)
+    return {"samples": len(ds), "clip_seconds": seconds, "prepared_samples_per_s": round(read, 2),
+            "prepare_s": round(prepare_s, 2)}
 
 
 def padding(n=5000, budget=16384, seed=0):
@@ -78,7 +66,6 @@ def main():
     p.add_argument("--out", help="write the result JSON here")
     args = p.parse_args()
     result = {"device": "cpu", "args": vars(args), "throughput": throughput(args.samples, args.clip_seconds), "padding": padding()}
-    result["cache_speedup"] = result["throughput"]["cache_speedup"]
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

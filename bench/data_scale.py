@@ -106,17 +106,14 @@ def first_step(data, out, extra=()):
 
 
 def scale_runs(tmp, sizes, pool, speakers):
-    """Per size: first-step time and RSS of both paths (the JSONL path with its code cache filled first)."""
-    from higgs_ds.assets import ensure_tiny_assets
-    from higgs_ds.data.code_cache import prepare_codes
-
-    tiny, rows = ensure_tiny_assets(), {}
-    cache = os.path.join(tmp, "codes")
+    """Per size: first-step time and RSS of a prepared dir and of the JSONL source's second start (its copy in the
+    prepare cache made by a first start)."""
+    rows = {}
     for n in sizes:
         data = make_corpus(os.path.join(tmp, f"n{n}"), n, pool, speakers)
-        prepare_codes([data], tiny.audio_tokenizer_path, cache, show_progress=False)
         prep_s, stats = prepare(data, os.path.join(tmp, f"n{n}", "prepared"), 1)
-        jsonl = first_step(data, os.path.join(tmp, f"out_j{n}"), ["--code_cache_dir", cache, "--no_auto_prepare"])
+        first_step(data, os.path.join(tmp, f"out_j{n}_first"))  # prepares the JSONL into the cache
+        jsonl = first_step(data, os.path.join(tmp, f"out_j{n}"))
         prepared = first_step(os.path.join(tmp, f"n{n}", "prepared"), os.path.join(tmp, f"out_p{n}"))
         rows[n] = {"jsonl": {"first_step_s": jsonl[0], "peak_rss_mb": jsonl[1]},
                    "prepared": {"first_step_s": prepared[0], "peak_rss_mb": prepared[1], "prepare_s": round(prep_s, 2),

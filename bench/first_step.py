@@ -1,7 +1,6 @@
 """The README's first command (`bash scripts/train_tiny.sh`: deepspeed launcher, 2 CPU ranks, ZeRO-2, the embedded
 tiny default): seconds from launch to the first optimizer step's log line, on an empty cache (the tiny assets are
-built, the embedded set is prepared once by rank 0) and on a second start (everything reused), side by side with
-the second start reading the ChatML at every start (`--no_auto_prepare`: validation, decode, encode per rank).
+built, the embedded set is prepared once by rank 0) and on a second start (everything reused).
 Target: <= 30 s once the venv exists.
 
     python bench/first_step.py [--json] [--out bench/results/first_step_cpu.json]
@@ -28,8 +27,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         cache = os.path.join(tmp, "cache")
         result = {"empty_cache": start(cache, os.path.join(tmp, "o1")),
-                  "second_start": start(cache, os.path.join(tmp, "o2")),
-                  "second_start_no_auto_prepare": start(cache, os.path.join(tmp, "o3"), ["--no_auto_prepare"])}
+                  "second_start": start(cache, os.path.join(tmp, "o2"))}
     result["cpu_count"] = os.cpu_count()
     for name, r in result.items():
         if isinstance(r, dict):

@@ -1,9 +1,8 @@
-"""`higgs-ds` command line: train, validate, prepare (audio-code cache or manifest conversion).
+"""`higgs-ds` command line: train, validate, prepare (sources into a prepared dataset dir).
 
     higgs-ds validate --data train.jsonl val.jsonl [--on_bad_sample skip] [--report report.json]
-    higgs-ds prepare --data train.jsonl --audio_tokenizer_path DIR [--code_cache_dir DIR]
     higgs-ds prepare --data SOURCE... --output DIR [--num_workers N]   # prepared dataset (docs/DATA.md)
-    higgs-ds prepare --manifest utts.tsv --output train.jsonl [--pair_by_speaker]
+    higgs-ds prepare --data utts.tsv [--pair_by_speaker]   # into training's cache dir for that source (printed)
     higgs-ds train ...                      # the flags of higgs_ds/train.py
     higgs-ds export --checkpoint OUT_DIR --output DIR [--merge] [--dtype bf16|fp32]
     higgs-ds generate --model_path DIR --audio_tokenizer_path DIR --ref_audio W --ref_text T --text T
@@ -35,21 +34,22 @@ def _parser():
     from .data.validate import ValidationConfig
 
     add_flags(v, ValidationConfig)
-    pr = sub.add_parser("prepare", help="fill the audio-code cache, or convert a manifest to ChatML")
-    pr.add_argument("--data", nargs="+", help="ChatML files whose audio to encode into the code cache")
+    pr = sub.add_parser("prepare", help="validate, tokenize and encode sources once into a prepared dataset dir")
+    pr.add_argument("--data", nargs="+", required=True,
+                    help="sources: ChatML JSONL / JSON list, manifests (TSV/CSV/JSONL with ref_audio, ref_text, "
+                         "target_audio, target_text, speaker), corpora (docs/DATA.md)")
+    pr.add_argument("--output", help="the prepared dataset dir (all --data sources in one); default: each source "
+                                     "into the cache dir that `train.py --train_data SOURCE` uses (path printed)")
     pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth) or Hub repo id; "
                                                   "default: the tiny one")
-    pr.add_argument("--code_cache_dir", help="default: $HIGGS_DS_CACHE/codes/<audio tokenizer id>/")
-    pr.add_argument("--manifest", help="TSV/CSV/JSONL with ref_audio, ref_text, target_audio, target_text, speaker")
-    pr.add_argument("--output", help="ChatML JSONL written from --manifest; with --data: the prepared dataset dir")
-    pr.add_argument("--pair_by_speaker", action="store_true",
-                    help="draw each row's reference from another utterance of the same speaker")
-    pr.add_argument("--seed", type=int, default=0, help="seed of --pair_by_speaker and of the pairs of utterance "
-                                                        "corpora (LibriTTS tree, parquet, WebDataset tar)")
-    pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
-    # a prepared dataset (--data SOURCE... --output DIR), higgs_ds/data/prepare.py
     pr.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (its tokenizer files only) of the "
                                             "prepared dataset; default: the tiny one")
+    pr.add_argument("--whisper_audio", action="store_true",
+                    help="for a model with the Whisper tower (encode_whisper_embed): check its audio-in clips "
+                         "(user/system audio before assistant audio, <= 30 s); training does so by itself")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the pairs of utterance corpora (LibriTTS tree, "
+                                                        "parquet, WebDataset tar, manifests without ref_audio)")
+    pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     pr.add_argument("--num_workers", type=int, default=1, help="prepare processes on this machine (per rank)")
     pr.add_argument("--shard_size", type=int, default=256, help="samples per shard (the unit of resumption)")
     add_flags(pr, ValidationConfig)
@@ -74,7 +74,7 @@ def _parser():
     return p
 
 
-DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
+DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".commands.evaluate",
              "plan": ".commands.plan", "convert": ".commands.convert",
              "score": ".evaluation.score", "benchmark": ".commands.benchmark"}
 
@@ -150,29 +150,11 @@ def _check_source_flags(args, parser):
 
 
 def prepare(args, parser):
-    if args.manifest:
-        from .data.manifest import convert_manifest
+    from .data.prepare import prepare_from_args
+    from .data.prepare_checks import Scorers
 
-        if not args.output:
-            parser.error("--manifest needs --output")
-        n = convert_manifest(args.manifest, args.output, args.pair_by_speaker, args.seed)
-        print(f"wrote {n} samples to {args.output}")
-        return 0
-    if not args.data:
-        parser.error("prepare needs --data (code cache) or --manifest (conversion)")
-    if args.output:  # a prepared dataset
-        from .data.prepare import prepare_from_args
-        from .data.prepare_checks import Scorers
-
-        _check_source_flags(args, parser)
-        return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos, _asr))
-    from .data.code_cache import prepare_codes
-    from .models.locate import audio_tokenizer_dir  # Hub ids / native dirs
-
-    stats = prepare_codes(args.data, audio_tokenizer_dir(args.audio_tokenizer_path) or _tiny().audio_tokenizer_path,
-                          args.code_cache_dir)
-    print(json.dumps(stats))
-    return 0
+    _check_source_flags(args, parser)
+    return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos, _asr))
 
 
 def main(argv=None):

@@ -1,5 +1,5 @@
-"""Durable writes shared by checkpoints (engine/checkpoint.py, engine/universal.py) and the code cache
-(data/code_cache.py): fsync of files and directories, and write-to-temp-then-rename."""
+"""Durable writes shared by checkpoints (engine/checkpoint.py, engine/universal.py) and prepared datasets
+(data/prepared.py): fsync of files and directories, and write-to-temp-then-rename."""
 import fcntl
 import os
 import shutil

@@ -37,22 +37,12 @@ def small_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def small_code_cache(small_data, tiny_assets, tmp_path_factory):
-    """An audio-code cache dir filled for `small_data`'s train.jsonl (pass as --code_cache_dir: encoding on the fly
-    in every rank of every run would dominate the test time on CPU)."""
-    from higgs_ds.data.code_cache import prepare_codes
+def small_dataset(tiny_assets, tiny_bundle, small_data):
+    """`small_data`'s train.jsonl through the one data path: prepared once into the test cache, memory-mapped (the
+    e2e runs on that file then reuse the copy instead of encoding in every rank)."""
+    from higgs_ds.data.training_set import open_training_set
 
-    cache = str(tmp_path_factory.mktemp("codes"))
-    prepare_codes([small_data[0]], tiny_assets.audio_tokenizer_path, cache, show_progress=False)
-    return cache
-
-
-@pytest.fixture(scope="session")
-def small_dataset(tiny_bundle, small_data):
-    from higgs_ds.data.loaders import load_dataset
-
-    _, tok, audio_tok = tiny_bundle
-    return load_dataset(small_data[0], tok, audio_tok, show_progress=False)
+    return open_training_set(small_data[0], tiny_bundle[1], tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
 
 
 @pytest.fixture

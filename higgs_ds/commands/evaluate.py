@@ -52,15 +52,15 @@ def add_generate_flags(p):
     add_backend_flags(p)
 
 
-def generation_eval(model, paths, args):
-    """--generate: the systems' rows, means and per-speaker means; prints the table."""
-    from ..data.chatml import read_chatml
+def generation_eval(model, paths, args, samples):
+    """--generate on `samples` (`SourcedSample`s: the evaluated set's): the systems' rows, means and per-speaker
+    means; prints the table."""
     from ..evaluation.compare import format_generation_table, generate_systems, summarize_systems
     from ..evaluation.prompts import eval_prompts
     from ..evaluation.scorer import Scorer
 
     scorer = Scorer(args.sim_model, args.asr_model, args.score_device)
-    prompts = eval_prompts(read_chatml(args.data), args.num_prompts)
+    prompts = eval_prompts(samples, args.num_prompts)
     summary = summarize_systems(generate_systems(model, paths, prompts, scorer, args.max_new_tokens))
     print(format_generation_table(summary, asr=scorer.asr is not None))
     return summary
@@ -68,7 +68,8 @@ def generation_eval(model, paths, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="higgs-ds evaluate", description=__doc__)
-    p.add_argument("--data", required=True, help="ChatML JSONL / JSON list")
+    p.add_argument("--data", required=True, help="a source (ChatML JSONL / JSON list, a manifest, a corpus), prepared "
+                                                 "once into the cache as training does, or a prepared dir")
     p.add_argument("--model_path", help="model dir (default: the adapter's base, or the embedded tiny model)")
     p.add_argument("--audio_tokenizer_path")
     p.add_argument("--adapter", help="adapter dir or training output dir")
@@ -85,7 +86,7 @@ def main(argv=None):
 
     setup_logging()
     from ..assets import resolve_model_paths
-    from ..data.loaders import load_dataset
+    from ..data.training_set import open_training_set
     from ..inference.export import base_model_path, find_adapter
     from ..models.loading import load_all, load_whisper_processor
 
@@ -100,12 +101,13 @@ def main(argv=None):
 
         model = PeftModel.from_pretrained(model, adapter)
     model = model.to(device)
-    dataset = load_dataset(args.data, tok, audio_tok, whisper_processor=whisper)
+    dataset = open_training_set(args.data, tok, paths.tokenizer_path, paths.audio_tokenizer_path,
+                                whisper_processor=whisper)
     log.info("evaluating on %s in %s", device, str(dtype).replace("torch.", ""))
     result = evaluate_dataset(model, dataset, args.batch_size)
     print(format_table(result))
     if args.generate:
-        result["generate"] = generation_eval(model, paths, args)
+        result["generate"] = generation_eval(model, paths, args, dataset.samples)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)

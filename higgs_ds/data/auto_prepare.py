@@ -1,6 +1,8 @@
-"""`--auto_prepare`: training on a ChatML file prepares it once into `$HIGGS_DS_CACHE/prepared/<plan id>/` and
-later starts reuse it (on by default; --no_auto_prepare). The key is the plan of prepare.py: the file's path, size
-and mtime (and its sha256 with --content_hash), the tokenizer identities, the validation limits and the shard size.
+"""The prepare cache: training on a source (a ChatML file, a manifest, a corpus) prepares it once into
+`$HIGGS_DS_CACHE/prepared/<plan id>/` and later starts reuse it (training_set.py). The key is the plan of
+prepare.py: the source's path, size and mtime (and its sha256 with --content_hash), the tokenizer identities, the
+validation limits (with the pair requirement and the Whisper tower's audio-in checks), the shard size and the
+prepared format's version.
 The ranks of the first node (RANK < LOCAL_WORLD_SIZE, as torchrun and deepspeed number them) share the shards, each
 encoding on its own device; rank 0 writes the index and every other rank waits for it (polling: a long prepare
 must not hit the collective timeout). The tokenizers leave each rank's memory before training. Several nodes need
@@ -8,6 +10,7 @@ $HIGGS_DS_CACHE on a shared filesystem, or the data prepared first (`higgs-ds pr
 """
 import logging
 import os
+import sys
 import time
 
 from ..errors import DataError
@@ -16,18 +19,9 @@ from .prepared import FAILED, INDEX, is_prepared
 log = logging.getLogger(__name__)
 
 
-def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256, source_config=None):
-    from ..constants import cache_root
-    from .prepare import make_plan
-    from .sources import open_sources
-
-    sources = open_sources([path], source_config)
-    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
-    return os.path.join(cache_root(), "prepared", plan["plan_id"])
-
-
 def _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash, shard_size=256):
-    """(the cache dir of ChatML file `path`'s prepared copy, its `SourceConfig`); logs when the copy is there."""
+    """(the cache dir of source `path`'s prepared copy, its `SourceConfig`); logs when the copy is there."""
+    from .prepare import cache_dir_for
     from .sources.config import SourceConfig
 
     source_config = SourceConfig(content_hash=content_hash)
@@ -35,15 +29,6 @@ def _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_has
     if is_prepared(out):
         log.info("%s: using its prepared copy %s", path, out)
     return out, source_config
-
-
-def prepared_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash=False):
-    """The cache's prepared copy of ChatML file `path` when there is one, else `path` (no decode; a content hash
-    only with `content_hash`, --content_hash)."""
-    if path is None or is_prepared(path):
-        return path
-    out, _ = _cached_copy(path, tokenizer_path, audio_tokenizer_path, limits, content_hash)
-    return out if is_prepared(out) else path
 
 
 def node_share(rank):
@@ -54,7 +39,7 @@ def node_share(rank):
 
 def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_s=2.0, content_hash=False,
                  shard_size=256):
-    """The prepared dir for ChatML file `path` (prepared by the first node's ranks when missing); `path` itself when
+    """The prepared dir for source `path` (prepared by the first node's ranks when missing); `path` itself when
     it is already a prepared dir or None. `limits`: the `ValidationConfig` (its --on_bad_sample applies);
     `content_hash`: key the cache by the file's sha256 too (--content_hash)."""
     from .prepare import prepare_dataset
@@ -68,10 +53,11 @@ def auto_prepare(path, tokenizer_path, audio_tokenizer_path, limits, rank, poll_
     if rank == 0:
         _remove(failed)
     if share is not None:
-        log.info("%s: preparing it once into %s, shards shared by %d rank(s) (--auto_prepare)", path, out, share[1])
+        log.info("%s: preparing it once into %s, shards shared by %d rank(s)", path, out, share[1])
         try:
             prepare_dataset([path], out, tokenizer_path, audio_tokenizer_path, limits, limits.on_bad_sample,
-                            shard_size=shard_size, show_progress=rank == 0, source_config=source_config, share=share)
+                            shard_size=shard_size, show_progress=rank == 0 and sys.stderr.isatty(),  # a bar, not log noise
+                            source_config=source_config, share=share)
         except BaseException as e:  # the waiting ranks (other nodes too) stop instead of polling forever
             from ..durable import write_atomic
 

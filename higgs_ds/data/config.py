@@ -11,20 +11,13 @@ from .validate import ValidationConfig
 @dataclasses.dataclass
 class DataConfig:
     """Where the data comes from and how it is batched. batch_size and seed are the training flags of that name."""
-    train_data: Optional[str] = option(None, "ChatML JSONL / JSON list, or a prepared dir (`higgs-ds prepare --output "
-                                             "DIR`); default: the embedded synthetic set", type=str)
-    val_data: Optional[str] = option(None, "held-out data of the evaluations (ChatML, any source or a prepared dir); default: the embedded set's val split "
-                                           "when --train_data is unset", type=str)
-    auto_prepare: bool = option(True, "prepare a ChatML --train_data/--val_data once into $HIGGS_DS_CACHE/prepared/ "
-                                      "(keyed by path, size, mtime, tokenizers, limits; rank 0 prepares, the others "
-                                      "wait) and train on the prepared copy; later starts reuse it without decoding or "
-                                      "validating again (docs/DATA.md). Off for a Whisper-tower model (it needs the "
-                                      "waveforms). --no_auto_prepare: read the ChatML file at every start")
-    content_hash: bool = content_hash_option()  # --auto_prepare's cache key
-    code_cache_dir: Optional[str] = option(None, "audio-code cache (filled by `higgs-ds prepare`); default "
-                                                 "$HIGGS_DS_CACHE/codes/<audio tokenizer id>/. Misses are encoded on "
-                                                 "the fly", type=str)
-    no_code_cache: bool = option(False, "encode all audio on the fly; ignore the code cache")
+    train_data: Optional[str] = option(None, "a source (ChatML JSONL / JSON list, a manifest, a corpus: docs/DATA.md), "
+                                             "prepared once into $HIGGS_DS_CACHE/prepared/ and reused by later "
+                                             "starts, or a prepared dir (`higgs-ds prepare --output DIR`); default: "
+                                             "the embedded synthetic set", type=str)
+    val_data: Optional[str] = option(None, "held-out data of the evaluations (as --train_data); default: the embedded "
+                                           "set's val split when --train_data is unset", type=str)
+    content_hash: bool = content_hash_option()  # the prepare cache's key
     max_tokens_per_batch: int = option(0, "token-budget batching: length-bucketed micro-batches of at most this "
                                           "many padded tokens (replaces --batch_size for training; 0: fixed "
                                           "--batch_size)", minimum=0)

@@ -104,6 +104,17 @@ class Filtered:
     def row(self, i, column):
         return self.base.row(int(self.indices[i]), column)
 
+    def rejected(self, i):
+        return self.base.rejected(int(self.indices[i]))
+
+    def waveforms(self, i):
+        return self.base.waveforms(int(self.indices[i]))
+
+    @property
+    def languages(self):
+        base = self.base.languages
+        return [base[i] for i in self.indices]
+
     @property
     def samples(self):
         base = self.base.samples

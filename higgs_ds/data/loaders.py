@@ -1,4 +1,4 @@
-"""Datasets and DataLoaders for training: validated samples, cached codes, per-rank batching.
+"""DataLoaders for training over a prepared dataset (training_set.py): per-rank batching, workers.
 
 Batching is either a fixed `batch_size` (seeded `DistributedSampler`) or, with `max_tokens_per_batch`, the
 token-budget sampler (sampler.py). Both give every rank the same number of batches.
@@ -9,48 +9,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .collate import TrainingCollator
-from .dataset import VoiceCloningDataset
 from .index_plan import IndexPlan
 from .sampler import TokenBudgetBatchSampler
-from .validate import validate_files
 
 log = logging.getLogger(__name__)
-
-
-def load_dataset(path, tokenizer, audio_tokenizer, limit=None, show_progress=True, validation=None, code_cache=None,
-                 whisper_processor=None, audio_tokenizer_path=None):
-    """Validate `path` (a `ValidationConfig`), then build the dataset from the good samples (with the waveforms
-    Whisper needs when `whisper_processor` is given; see dataset.py). A prepared dir (`higgs-ds prepare --output
-    DIR`) is opened memory-mapped instead (prepared.py)."""
-    from .prepared import is_prepared
-
-    if is_prepared(path):
-        from .open_prepared import open_prepared
-
-        return open_prepared(path, tokenizer, audio_tokenizer_path, validation, whisper_processor, limit)
-    (report,) = validate_files([path], tokenizer, validation)
-    return dataset_from_report(report, tokenizer, audio_tokenizer, limit, show_progress, code_cache, whisper_processor)
-
-
-def dataset_from_report(report, tokenizer, audio_tokenizer, limit=None, show_progress=True, code_cache=None,
-                        whisper_processor=None, dataset_cls=VoiceCloningDataset):
-    """The dataset of a `ValidationReport`'s good samples (the first `limit` of them when given); `dataset_cls`:
-    `VoiceCloningDataset` or a subclass (`pairs.PairDataset`)."""
-    samples = report.samples[:limit] if limit else report.samples
-    dataset = dataset_cls(samples, tokenizer, audio_tokenizer, show_progress=show_progress,
-                                  code_cache=code_cache, whisper_processor=whisper_processor)
-    dataset.report = report  # its summary goes into metrics.json (and from there into the exported model card)
-    return dataset
-
-
-def open_code_cache(config, audio_tokenizer_path):
-    """The code cache for this audio tokenizer (`DataConfig.code_cache_dir` or the default), or None with
-    `no_code_cache`."""
-    from .code_cache import CodeCache
-
-    if config.no_code_cache:
-        return None
-    return CodeCache.for_tokenizer(audio_tokenizer_path, config.code_cache_dir)
 
 
 def ignore_stop_signals(worker_id=None):
@@ -73,7 +35,7 @@ def loader_kwargs(num_workers):
 def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None,
                  num_workers=0, index_plan=False, language_weights=None):
     """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it);
-    `index_plan`: batches carry their host-side index plan (the sync-free step, data/index_plan.py); `language_weights`:
+    `plan`: batches carry their host-side index plan (the sync-free step, data/index_plan.py); `language_weights`:
     {tag: weight} of --language_weights (language_mix.py)."""
     from .language_mix import LanguageWeightedSampler, dataset_mix
 

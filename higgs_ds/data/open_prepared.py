@@ -33,15 +33,14 @@ class _Subset(PreparedDataset):
 
 def check_identity(ds, tokenizer, audio_tokenizer_path):
     """A prepared dir holds token ids and codes of one text and one audio tokenizer: refuse any other."""
-    from .code_cache import tokenizer_id
-    from .prepare import text_tokenizer_id
+    from .prepare import audio_tokenizer_id, text_tokenizer_id
 
     plan = ds.index["plan"]
     tok_dir = getattr(tokenizer, "name_or_path", None)
     if tok_dir and os.path.isdir(tok_dir) and text_tokenizer_id(tok_dir) != plan["text_tokenizer_id"]:
         raise DataError(f"{ds.root}: prepared with another text tokenizer ({plan['text_tokenizer_id']}) than "
                         f"{tok_dir}: prepare it again with --tokenizer_path {tok_dir}", "file", ds.root, 0)
-    if audio_tokenizer_path and tokenizer_id(audio_tokenizer_path) != plan["audio_tokenizer_id"]:
+    if audio_tokenizer_path and audio_tokenizer_id(audio_tokenizer_path) != plan["audio_tokenizer_id"]:
         raise DataError(f"{ds.root}: prepared with another audio tokenizer ({plan['audio_tokenizer_id']}) than "
                         f"{audio_tokenizer_path}: prepare it again with --audio_tokenizer_path "
                         f"{audio_tokenizer_path}", "file", ds.root, 0)
@@ -50,12 +49,16 @@ def check_identity(ds, tokenizer, audio_tokenizer_path):
 def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=None, whisper_processor=None, limit=None,
                   rules=None):
     """The `PreparedDataset` at `root`; its stored bad samples fail the run unless --on_bad_sample skip. `rules`:
-    --filter's rules on the quality columns (filters.py): a view of the samples that pass them."""
-    if whisper_processor is not None:
-        raise DataError(f"{root}: a prepared dataset carries no audio-in waveforms, which this model's Whisper tower "
-                        "needs: train on the ChatML JSONL instead", "file", root, 0)
+    --filter's rules on the quality columns (filters.py): a view of the samples that pass them. With
+    `whisper_processor` (a model with the Whisper tower) its items carry their audio-in waveforms."""
     ds = open_checked(root)
     check_identity(ds, tokenizer, audio_tokenizer_path)
+    if whisper_processor is not None:
+        if not ds.index["plan"]["limits"].get("whisper_audio"):
+            raise DataError(f"{root}: prepared without the audio-in checks a model with the Whisper tower needs: "
+                            "prepare it again with `higgs-ds prepare --whisper_audio` (or train on its sources: "
+                            "training prepares them so)", "file", root, 0)
+        ds.whisper_processor = whisper_processor  # the collator's (loaders.build_loader); waveforms per item
     stored_report(root, getattr(validation, "on_bad_sample", "fail"), ds.index)
     ds = _Subset(ds, limit) if limit else ds
     if rules:

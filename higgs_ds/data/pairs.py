@@ -1,19 +1,19 @@
 """Preference pairs: a voice-cloning sample whose target turn holds the chosen audio, plus a `rejected` audio.
 
-`PairDataset` is a `VoiceCloningDataset` (same tokenization, same code cache, every audio file encoded once) whose
-item `i` is the pair (chosen, rejected): the same tokens, the rejected sample's last clip replaced by the rejected
-codes. `PairCollator` collates a batch of B pairs into one batch of 2B sequences (chosen first, then rejected, so
-both go through one forward) and adds `PAIR_INDEX_KEY`: the dataset index of each pair (stored reference log-probs
-are looked up by it).
+Pairs are prepared like any data (the `rejected_codes` column: every audio file encoded once). `PairDataset` is a
+view over a `PreparedDataset` whose item `i` is the pair (chosen, rejected): the same tokens, the last clip
+replaced by the rejected codes. `PairCollator` collates a batch of B pairs into one batch of 2B sequences (chosen
+first, then rejected, so both go through one forward) and adds `PAIR_INDEX_KEY`: the dataset index of each pair
+(stored reference log-probs are looked up by it).
 """
 import dataclasses
 
+import numpy as np
 import torch
 
 from ..constants import PAIR_INDEX_KEY
 from ..errors import DataError
 from .collate import TrainingCollator
-from .dataset import VoiceCloningDataset
 
 
 class PairCollator:
@@ -28,33 +28,40 @@ class PairCollator:
         return batch
 
 
-class PairDataset(VoiceCloningDataset):
-    """Pairs of `SourcedSample`s with a `rejected` audio (validated with `require_pairs`)."""
+class PairDataset(torch.utils.data.Dataset):
+    """The pairs of a prepared dataset (`base`: a `PreparedDataset` or a view of one); every row must be a pair."""
     collator = PairCollator  # `loaders.build_loader` collates with the dataset's own collator when it has one
 
-    def __init__(self, samples, tokenizer, audio_tokenizer, show_progress=True, code_cache=None,
-                 whisper_processor=None):
-        if whisper_processor is not None:
+    def __init__(self, base):
+        if base.whisper_processor is not None:
             raise DataError("preference pairs need a model without the Whisper audio tower (encode_whisper_embed)",
                             "rejected")
-        super().__init__(samples, tokenizer, audio_tokenizer, show_progress, code_cache)
-        self.rejected = []
-        for src in self.samples:
-            if src.rejected is None:
-                raise DataError(f"{src.where}: not a preference pair: no 'rejected' audio", "rejected")
-            url = src.rejected.audio_url
-            if url not in self.codes:
-                self.codes[url] = self._codes(url, src.where, audio_tokenizer, code_cache)
-            self.rejected.append(self.codes[url])
+        self.base = base
+        self.rejected = [base.rejected(i) for i in range(len(base))]
+        unpaired = [i for i, r in enumerate(self.rejected) if r is None]
+        if unpaired:
+            raise DataError(f"{base.row(unpaired[0], 'source')} (sample {base.row(unpaired[0], 'sample_id')}): not a "
+                            f"preference pair: no 'rejected' audio ({len(unpaired)} such sample(s) in {base.root})",
+                            "rejected")
+        last = [int(c[-1].shape[1]) for c in map(base.codes, range(len(base)))]
+        self.lengths = np.asarray([2 * base.num_tokens(i) + r.shape[1] - n
+                                   for i, (r, n) in enumerate(zip(self.rejected, last))], dtype=np.int64)
+
+    def __getattr__(self, name):  # samples, languages, index, root, whisper_processor, ...: the base's
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self):
+        return len(self.base)
 
     def num_tokens(self, idx):
         """Tokens of the pair's two sequences."""
-        return 2 * super().num_tokens(idx) + self.rejected[idx].shape[1] - self.items[idx][2][-1].shape[1]
+        return int(self.lengths[idx])
 
     def __getitem__(self, idx):
-        chosen = super().__getitem__(idx)
-        clip = self.rejected[idx]
-        clip = clip if torch.is_tensor(clip) else torch.from_numpy(clip.astype("int64"))
+        chosen = self.base[idx]
+        clip = torch.from_numpy(self.rejected[idx].astype(np.int64))
         last = int(chosen.audio_ids_start[-1])
         rejected = dataclasses.replace(chosen, audio_ids_concat=torch.cat([chosen.audio_ids_concat[:, :last], clip], 1))
         return idx, chosen, rejected

@@ -24,6 +24,7 @@ from .sources import open_sources, sources_id
 from .validate import Problem, ValidationConfig, ValidationReport, finish_report
 
 log = logging.getLogger(__name__)
+MIB = 1 << 20
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
 
@@ -38,22 +39,43 @@ def text_tokenizer_id(path):
     return h.hexdigest()[:16]
 
 
+def audio_tokenizer_id(tokenizer_dir):
+    """Identity of an audio tokenizer dir: hash of config.json and of model.pth's size, first and last MiB."""
+    h = hashlib.sha256(open(os.path.join(tokenizer_dir, "config.json"), "rb").read())
+    weights = os.path.join(tokenizer_dir, "model.pth")
+    size = os.path.getsize(weights)
+    with open(weights, "rb") as f:
+        h.update(str(size).encode() + f.read(MIB))
+        f.seek(max(0, size - MIB))
+        h.update(f.read(MIB))
+    return h.hexdigest()[:16]
+
+
 def limit_values(limits):
-    """The validation limits a prepared dataset depends on (not --on_bad_sample: a rerun with skip reuses shards)."""
-    return {k: v for k, v in dataclasses.asdict(limits).items() if k not in ("on_bad_sample", "require_pairs")}
+    """What a prepared dataset's validation depends on (not --on_bad_sample: a rerun with skip reuses shards): the
+    limits, the pair requirement (--stage dpo) and the Whisper tower's audio-in checks."""
+    return {k: v for k, v in dataclasses.asdict(limits).items() if k != "on_bad_sample"}
 
 
 def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items, pair_check=None):
-    from .code_cache import tokenizer_id
-
     plan = {"format_version": FORMAT_VERSION, "sources": [s.identity() for s in sources],
             "text_tokenizer_id": text_tokenizer_id(tokenizer_path),
-            "audio_tokenizer_id": tokenizer_id(audio_tokenizer_path), "limits": limit_values(limits),
+            "audio_tokenizer_id": audio_tokenizer_id(audio_tokenizer_path), "limits": limit_values(limits),
             "shard_size": shard_size, "num_items": num_items}
     if pair_check is not None and pair_check.enabled():  # absent otherwise: earlier plans keep their ids
         plan["pair_check"] = dataclasses.asdict(pair_check)
     plan["plan_id"] = sources_id(sources, {k: v for k, v in plan.items() if k != "sources"})
     return plan
+
+
+def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256, source_config=None):
+    """Where training's prepare cache keeps source `path` prepared with these tokenizers and limits:
+    `$HIGGS_DS_CACHE/prepared/<plan id>/` (auto_prepare.py)."""
+    from ..constants import cache_root
+
+    sources = open_sources([path], source_config)
+    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
+    return os.path.join(cache_root(), "prepared", plan["plan_id"])
 
 
 def _claim(root, plan):
@@ -178,6 +200,8 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     t0 = time.time()
     sources = open_sources(data, source_config)
     items = [it for s in sources for it in s.items()]
+    if not items:
+        raise DataError(f"{', '.join(data)}: no samples (empty data file)", "empty_data")
     items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, scorers, rank, world)
     plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
     _claim(output, plan)
@@ -212,24 +236,28 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
 
 
 def prepare_from_args(args, tiny_assets, scorers=None):
-    """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs,
-    `scorers` the `Scorers` of --check_pairs and --dnsmos."""
-
+    """`higgs-ds prepare --data SOURCE... [--output DIR]`: all sources into DIR, or each into the cache dir training
+    would use for it (auto_prepare.py); prints each prepare's stats (its `output` dir) as JSON. `tiny_assets()`
+    gives the default tokenizer dirs, `scorers` the `Scorers` of --check_pairs and --dnsmos."""
+    from ..config import from_args
     from ..models import locate
+    from .pair_check import PairCheckConfig
+    from .quality import QualityConfig
+    from .sources.config import SourceConfig
 
     tokenizer_path = locate.tokenizer_dir(args.tokenizer_path)  # Hub ids, native tokenizers (converted once)
     audio_path = locate.audio_tokenizer_dir(args.audio_tokenizer_path)
     if not (tokenizer_path and audio_path):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path
-    from ..config import from_args
-    from .pair_check import PairCheckConfig
-    from .quality import QualityConfig
-    from .sources.config import SourceConfig
-
-    stats = prepare_dataset(args.data, args.output, tokenizer_path, audio_path, from_args(ValidationConfig, args),
-                            args.on_bad_sample, args.num_workers, args.shard_size,
-                            source_config=from_args(SourceConfig, args), pair_check=from_args(PairCheckConfig, args),
-                            quality=from_args(QualityConfig, args), scorers=scorers)  # DataError: exit 65
-    print(json.dumps(stats))
+    limits = dataclasses.replace(from_args(ValidationConfig, args), whisper_audio=args.whisper_audio)
+    source_config = from_args(SourceConfig, args)
+    jobs = [(args.data, args.output)] if args.output else [
+        ([p], cache_dir_for(p, tokenizer_path, audio_path, limits, args.shard_size, source_config)) for p in args.data]
+    for data, output in jobs:
+        stats = prepare_dataset(data, output, tokenizer_path, audio_path, limits, args.on_bad_sample, args.num_workers,
+                                args.shard_size, source_config=source_config,
+                                pair_check=from_args(PairCheckConfig, args), quality=from_args(QualityConfig, args),
+                                scorers=scorers)  # DataError: exit 65
+        print(json.dumps(stats))
     return 0

@@ -51,8 +51,11 @@ def sample_json(src):
         return {"type": "text", "text": c.text}
 
     s = src.sample
-    return {"id": src.sample_id, "speaker": s.speaker, "start_index": s.start_index, "language": src.language,
-            "messages": [{"role": m.role, "content": content(m.content)} for m in s.messages]}
+    out = {"id": src.sample_id, "speaker": s.speaker, "start_index": s.start_index, "language": src.language,
+           "messages": [{"role": m.role, "content": content(m.content)} for m in s.messages]}
+    if src.rejected is not None:
+        out["rejected"] = content(src.rejected)
+    return out
 
 
 def _urls_in_order(items):
@@ -66,21 +69,31 @@ def _urls_in_order(items):
                 for c in m.content if isinstance(m.content, list) else [m.content]:
                     if isinstance(c, AudioContent):
                         urls.setdefault(c.audio_url)
+            if it.rejected is not None:  # a preference pair's rejected clip, probed by validation too
+                urls.setdefault(it.rejected.audio_url)
     return list(urls)
 
 
-def _row(src, codes_by_url, encoded):
+def _codes(url, where, codes_by_url, encoded):
+    """The codes of one audio file, encoded once per process (a reference or rejected clip is often shared)."""
     from .audio import encode_audio
-    from .dataset import tokenize_sample
 
-    input_tokens, label_tokens, audio_contents = tokenize_sample(src, _STATE["tokenizer"])
-    for c in audio_contents:
-        if c.audio_url not in codes_by_url:
-            codes = encode_audio(_STATE["audio_tokenizer"], c.audio_url, src.where).numpy()
-            codes_by_url[c.audio_url] = codes.astype(np.int16)
-            encoded.add(c.audio_url)
-    return make_row(src, input_tokens, label_tokens, [codes_by_url[c.audio_url] for c in audio_contents],
-                    sample_json(src))
+    if url not in codes_by_url:
+        codes = encode_audio(_STATE["audio_tokenizer"], url, where).numpy()
+        codes_by_url[url] = codes.astype(np.int16)
+        encoded.add(url)
+    return codes_by_url[url]
+
+
+def _row(src, codes_by_url, encoded):
+    from .tokens import audio_in_urls, tokenize_sample
+
+    tokenizer = _STATE["tokenizer"]
+    input_tokens, label_tokens, audio_contents = tokenize_sample(src, tokenizer)
+    audio_in = audio_in_urls(src, input_tokens, audio_contents, tokenizer, _STATE["limits"].whisper_audio)
+    clips = [_codes(c.audio_url, src.where, codes_by_url, encoded) for c in audio_contents]
+    rejected = _codes(src.rejected.audio_url, src.where, codes_by_url, encoded) if src.rejected else None
+    return make_row(src, input_tokens, label_tokens, clips, sample_json(src), audio_in, rejected)
 
 
 def process_shard(root, k, items, rank=0):

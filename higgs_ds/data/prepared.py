@@ -10,7 +10,9 @@ Columns (one row per good sample, in source order): `input_ids`, `label_ids` (in
 list: the sample's clips concatenated along frames, `(num_codebooks, frames)` row-major), `audio_frames` (int32
 list, frames per clip), `num_tokens` (text tokens + audio frames: what the token-budget sampler reads), `speaker`,
 `source` (`file:line`), `sample_id`, `sample` (the ChatML JSON with absolute audio paths), `language` (the sample's
-tag or null; a dir prepared before it existed has no such column: read as null). Inspect with
+tag or null), `audio_in` (the absolute paths of the audio-in clips, user/system-turn audio, in order: the waveforms
+a model with the Whisper tower hears, loaded when the row is read), `rejected_codes` / `rejected_frames` (a
+preference pair's rejected clip, laid out as `audio_codes`; null for a sample that is not a pair). Inspect with
 `pyarrow.ipc.open_stream(path).read_all()` or `datasets.Dataset.from_file(path)`.
 """
 import json
@@ -20,10 +22,11 @@ import numpy as np
 import torch
 
 from ..checksums import file_crc32
+from ..constants import SAMPLE_RATE
 from ..durable import write_atomic
 from ..errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: audio_in, rejected_codes, rejected_frames
 INDEX, PLAN, SHARDS = "index.json", "plan.json", "shards"
 FAILED = "FAILED"  # a preparing rank's error, for the ranks waiting on the index or its shards
 
@@ -34,7 +37,9 @@ def schema():
     return pa.schema([("input_ids", pa.list_(pa.int32())), ("label_ids", pa.list_(pa.int32())),
                       ("audio_codes", pa.large_list(pa.int16())), ("audio_frames", pa.list_(pa.int32())),
                       ("num_tokens", pa.int32()), ("speaker", pa.string()), ("source", pa.string()),
-                      ("sample_id", pa.string()), ("sample", pa.string()), ("language", pa.string())])
+                      ("sample_id", pa.string()), ("sample", pa.string()), ("language", pa.string()),
+                      ("audio_in", pa.list_(pa.string())), ("rejected_codes", pa.large_list(pa.int16())),
+                      ("rejected_frames", pa.int32())])
 
 
 def is_prepared(path):
@@ -60,15 +65,18 @@ def write_shard_rows(path, rows, tmp_suffix):
     return {"bytes": os.path.getsize(path), "crc32": file_crc32(path)}
 
 
-def make_row(src, input_tokens, label_tokens, clips, sample_json):
-    """One row from a tokenized sample and its clips' codes (each `(num_codebooks, frames)`)."""
+def make_row(src, input_tokens, label_tokens, clips, sample_json, audio_in=(), rejected=None):
+    """One row from a tokenized sample, its clips' codes (each `(num_codebooks, frames)`), its audio-in paths and a
+    pair's rejected clip codes (None: not a pair)."""
     codes = np.concatenate([np.asarray(c, dtype=np.int16) for c in clips], axis=1) if clips else np.zeros((0, 0))
     frames = [int(c.shape[1]) for c in clips]
     return {"input_ids": list(map(int, input_tokens)), "label_ids": list(map(int, label_tokens)),
             "audio_codes": codes.astype(np.int16).ravel().tolist(), "audio_frames": frames,
             "num_tokens": len(input_tokens) + sum(frames), "speaker": src.sample.speaker,
             "source": f"{src.file}:{src.line}", "sample_id": src.sample_id, "sample": json.dumps(sample_json),
-            "language": src.language}
+            "language": src.language, "audio_in": list(audio_in),
+            "rejected_codes": None if rejected is None else np.asarray(rejected, np.int16).ravel().tolist(),
+            "rejected_frames": None if rejected is None else int(rejected.shape[1])}
 
 
 def open_stream(path):
@@ -104,12 +112,15 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.index = index
         if self.index.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{root}: prepared with format {self.index.get('format_version')}, this version reads "
-                            f"{FORMAT_VERSION}: prepare it again", "file", root, 0)
+                            f"{FORMAT_VERSION} (it stores audio-in paths and rejected clips): prepare it again "
+                            f"(`higgs-ds prepare --data SOURCE... --output {root}`; a copy that training made under "
+                            "$HIGGS_DS_CACHE/prepared/ is not reused: the next start prepares a new one)",
+                            "file", root, 0)
         self.root, self.num_codebooks = root, self.index["num_codebooks"]
         self._tables = [open_stream(os.path.join(root, s["name"] + ".arrow")) for s in self.index["shards"]]
         self._tables = [t for t in self._tables if t.num_rows]
-        self._cols = [{k: _Column(t.column(k)) for k in ("input_ids", "label_ids", "audio_codes", "audio_frames")}
-                      for t in self._tables]
+        self._cols = [{k: _Column(t.column(k)) for k in ("input_ids", "label_ids", "audio_codes", "audio_frames",
+                                                         "rejected_codes")} for t in self._tables]
         self.lengths = np.concatenate([t.column("num_tokens").to_numpy() for t in self._tables]) \
             if self._tables else np.zeros(0, dtype=np.int32)
         self._starts = np.cumsum([0] + [t.num_rows for t in self._tables])
@@ -135,21 +146,29 @@ class PreparedDataset(torch.utils.data.Dataset):
         grid = flat.reshape(self.num_codebooks, -1) if len(frames) else flat.reshape(0, 0)
         return np.split(grid, np.cumsum(frames)[:-1], axis=1) if len(frames) else []
 
-    def __getitem__(self, idx):
-        from boson_multimodal.dataset.chatml_dataset import ChatMLDatasetSample
+    def rejected(self, idx):
+        """A preference pair's rejected clip as an int16 `(num_codebooks, frames)` view; None when not a pair."""
+        shard, row = self._locate(idx)
+        if self._tables[shard].column("rejected_frames")[row].as_py() is None:
+            return None
+        return self._cols[shard]["rejected_codes"][row].reshape(self.num_codebooks, -1)
 
-        from .dataset import _starts
+    def waveforms(self, idx):
+        """The audio-in clips' waveforms (the Whisper tower's input), loaded as the serve engine loads audio."""
+        from .audio import load_waveform
+
+        where = f"{self.row(idx, 'source')} (sample {self.row(idx, 'sample_id')})"
+        return [torch.from_numpy(load_waveform(url, SAMPLE_RATE, where)) for url in self.row(idx, "audio_in")]
+
+    def __getitem__(self, idx):
+        from .tokens import dataset_sample
 
         shard, row = self._locate(idx)
         cols = self._cols[shard]
         clips = [torch.from_numpy(c.astype(np.int64)) for c in self.codes(idx)]
-        return ChatMLDatasetSample(
-            input_ids=torch.from_numpy(cols["input_ids"][row].astype(np.int64)),
-            label_ids=torch.from_numpy(cols["label_ids"][row].astype(np.int64)),
-            audio_ids_concat=torch.cat(clips, dim=1) if clips else torch.zeros(0, 0, dtype=torch.long),
-            audio_ids_start=_starts(clips), audio_waveforms_concat=torch.zeros(0),
-            audio_waveforms_start=torch.zeros(0, dtype=torch.long), audio_sample_rate=torch.zeros(0),
-            audio_speaker_indices=torch.zeros(0, dtype=torch.long))
+        waves = self.waveforms(idx) if self.whisper_processor is not None else ()
+        return dataset_sample(torch.from_numpy(cols["input_ids"][row].astype(np.int64)),
+                              torch.from_numpy(cols["label_ids"][row].astype(np.int64)), clips, waves, SAMPLE_RATE)
 
     @property
     def samples(self):
@@ -167,8 +186,7 @@ class PreparedDataset(torch.utils.data.Dataset):
     @property
     def languages(self):
         """Each sample's language tag (None when unset), from the `language` column."""
-        return [lang for t in self._tables for lang in (t.column("language").to_pylist() if "language" in
-                t.schema.names else [None] * t.num_rows)]
+        return [lang for t in self._tables for lang in t.column("language").to_pylist()]
 
     def row(self, idx, column):
         shard, row = self._locate(idx)

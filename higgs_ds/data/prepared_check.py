@@ -27,7 +27,7 @@ def _plan(root):
 def remedy(root, kept="the intact shards"):
     """What to do about a damaged or unfinished prepared dir: the command that redoes only what is missing."""
     if os.path.abspath(root).startswith(os.path.join(os.path.abspath(cache_root()), "prepared") + os.sep):
-        return f"delete {root}: the next training start prepares its source again (--auto_prepare)"
+        return f"delete {root}: the next training start prepares its source again"
     sources = " ".join(s.get("path", "?") for s in _plan(root).get("sources", [])) or "SOURCE..."
     return (f"rerun `higgs-ds prepare --data {sources} --output {root}` with the flags it had: it keeps {kept} and "
             "prepares the rest again")

@@ -32,6 +32,7 @@ class ValidationConfig:
     on_bad_sample: str = option("fail", "fail: stop after listing every bad sample; skip: use the good ones (bad "
                                         "ones are counted and listed in the log)", choices=("fail", "skip"))
     require_pairs: bool = False  # every sample must be a preference pair (a `rejected` audio): the DPO stage
+    whisper_audio: bool = False  # audio-in clips checked for a model with the Whisper tower (tokens.audio_in_urls)
 
 
 @dataclasses.dataclass
@@ -151,7 +152,7 @@ class Validator:
                           (src.rejected.audio_url, audio[-1].audio_url))
         length = frames
         if self.tokenizer is not None:
-            from .dataset import tokenize_sample
+            from .tokens import tokenize_sample
 
             length += len(tokenize_sample(src, self.tokenizer)[0])
             if length > lim.max_tokens:

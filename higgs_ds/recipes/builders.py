@@ -15,7 +15,6 @@ import torch
 
 if TYPE_CHECKING:  # the component types, for the annotations only
     from ..data.config import DataConfig
-    from ..data.validate import ValidationReport
     from ..models.loading import ModelPaths
     from ..run_config import RunConfig
     from .loop import Objective, Trainer
@@ -29,7 +28,6 @@ class Setup:
     cfg: "RunConfig"  # the run's component configs, one per section
     paths: "ModelPaths"
     data_cfg: "DataConfig"  # cfg.data with the paths resolved (the embedded set when unset, prepared copies)
-    reports: "tuple[Optional[ValidationReport], Optional[ValidationReport]]"  # (train, val) of ChatML inputs
     ds_path: str  # the DeepSpeed JSON config
     ds_kwargs: dict  # what `load_ds_config` fills from the flags
     dtype: torch.dtype  # the DeepSpeed config's training dtype: the model loads in it
@@ -56,8 +54,8 @@ def setup_run(args, pair_data=False) -> Optional[Setup]:
     if threads:
         log.info("torch threads per rank: %d (this host's cores / its ranks; OMP_NUM_THREADS overrides)", threads)
     cfg = RunConfig.from_args(args, require_pairs=pair_data)
-    data_cfg, paths = resolve_inputs(cfg, pair_data)  # before torch.distributed exists (the tiny assets need that)
-    reports = validate_inputs(data_cfg, paths)
+    data_cfg, paths = resolve_inputs(cfg)  # before torch.distributed exists (the tiny assets need that)
+    data_cfg = validate_inputs(data_cfg, paths)  # prepared (validated) once: bad data stops every rank here
     if args.validate_data_only:
         return report_prepared(data_cfg)
     accelerator = select_accelerator()
@@ -77,7 +75,7 @@ def setup_run(args, pair_data=False) -> Optional[Setup]:
                          batch_size=ds_cfg["train_micro_batch_size_per_gpu"],
                          gradient_accumulation_steps=ds_cfg["gradient_accumulation_steps"])
     flags = {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}
-    return Setup(cfg, paths, data_cfg, reports, ds_path, ds_kwargs, model_dtype(ds_cfg), resume_dir, rank, world,
+    return Setup(cfg, paths, data_cfg, ds_path, ds_kwargs, model_dtype(ds_cfg), resume_dir, rank, world,
                  flags)
 
 
@@ -94,110 +92,66 @@ def check_generation_under_zero3(ds_cfg, ds_path, cfg):
                           "`higgs-ds evaluate --generate`")
 
 
-def resolve_inputs(cfg, pair_data=False):
-    """(DataConfig, ModelPaths): data paths (the embedded set when unset) and model dirs, checked; `pair_data`:
-    every sample must be a preference pair (a `rejected` audio)."""
+def resolve_inputs(cfg):
+    """(DataConfig, ModelPaths): data paths (the embedded set when unset) and model dirs, checked."""
     from ..assets import ensure_tiny_data, resolve_model_paths
 
     data_cfg = cfg.data
     if data_cfg.train_data is None:
         train, val = ensure_tiny_data()
         data_cfg = dataclasses.replace(data_cfg, train_data=train, val_data=data_cfg.val_data or val)
-    if pair_data:  # pairs are read from their ChatML files (a prepared dir holds no rejected audio)
-        refuse_prepared_pairs(data_cfg)
-        data_cfg = dataclasses.replace(data_cfg, auto_prepare=False)
     paths = resolve_model_paths(cfg.model.model_path, cfg.model.audio_tokenizer_path, cfg.model.tokenizer_path)
-    if data_cfg.auto_prepare and not needs_waveforms(paths):  # a prepared copy from an earlier start: no validation
-        from ..data.auto_prepare import prepared_copy
-
-        data_cfg = dataclasses.replace(data_cfg, **{k: prepared_copy(getattr(data_cfg, k), paths.tokenizer_path,
-                                                                     paths.audio_tokenizer_path, data_cfg.validation,
-                                                                     data_cfg.content_hash)
-                                                   for k in ("train_data", "val_data")})
     return data_cfg, paths
 
 
-def refuse_prepared_pairs(data_cfg):
-    from ..data.prepared import is_prepared
-    from ..errors import DataError
-
-    for path in (data_cfg.train_data, data_cfg.val_data):
-        if path and is_prepared(path):
-            raise DataError(f"{path}: --stage dpo reads preference pairs from a ChatML file; a prepared dir holds "
-                            "no rejected audio", "rejected")
-
-
 def needs_waveforms(paths):
-    """Whether the model has the Whisper audio tower, which needs waveforms that prepared data does not hold (read
-    from config.json: boson's `HiggsAudioConfig` default is true)."""
+    """Whether the model has the Whisper audio tower, whose audio-in clips the prepare step checks (read from
+    config.json: boson's `HiggsAudioConfig` default is true)."""
     with open(os.path.join(paths.model_path, "config.json")) as f:
         return json.load(f).get("encode_whisper_embed", True)
 
 
 def validate_inputs(data_cfg, paths):
-    """Every sample of the train and val data checked and reported, with only the text tokenizer loaded (no model,
-    no DeepSpeed); `ValidationReport`s (train, val or None). Raises `DataError` listing every problem."""
-    from ..data.prepared import is_prepared
-    from ..data.validate import validate_files
-    from ..errors import DataError
-    from ..models.loading import load_text_tokenizer
+    """The train and val data prepared once (data/training_set.py: validated, reused by later starts), with no model
+    and no DeepSpeed loaded; returns `data_cfg` naming the prepared dirs. Raises `DataError` listing every problem."""
+    from ..data.training_set import prepare_training_set
 
-    files = [p for p in (data_cfg.train_data, data_cfg.val_data) if p and not is_prepared(p)]  # prepared: done
-    reports = dict(zip(files, validate_files(files, load_text_tokenizer(paths.tokenizer_path), data_cfg.validation)))
-    for path, report in reports.items():
-        if not report.samples:  # --on_bad_sample skip dropped every sample: nothing to train or validate on
-            raise DataError(f"{path}: none of its {report.num_read} samples is usable:\n{report.problem_listing()}",
-                            "empty_data")
-    return reports.get(data_cfg.train_data), reports.get(data_cfg.val_data)
+    rank = int(os.environ.get("RANK", 0))
+    prepared = {k: prepare_training_set(getattr(data_cfg, k), paths.tokenizer_path, paths.audio_tokenizer_path,
+                                        data_cfg.validation, needs_waveforms(paths), rank, data_cfg.content_hash)
+                for k in ("train_data", "val_data")}
+    return dataclasses.replace(data_cfg, **prepared)
 
 
 def report_prepared(data_cfg):
-    """--validate_data_only on prepared dirs: their stored reports (validated at prepare time); None."""
+    """--validate_data_only: the stored reports of the prepared data (--on_bad_sample applied); None."""
     from ..data.open_prepared import stored_report
-    from ..data.prepared import is_prepared
 
     for path in (data_cfg.train_data, data_cfg.val_data):
-        if path and is_prepared(path):
+        if path:
             stored_report(path, data_cfg.validation.on_bad_sample)
 
 
 def build_data_and_model(setup, dataset_cls=None):
-    """(model with its adapter and activation checkpointing, train set, val set or None); the model loaded in the
-    training dtype; `dataset_cls`: the dataset type of ChatML inputs (`data.pairs.PairDataset` for pairs)."""
-    from ..data.auto_prepare import auto_prepare
-    from ..data.loaders import dataset_from_report, open_code_cache
-    from ..data.open_prepared import open_prepared
-    from ..data.prepared import is_prepared
+    """(model with its adapter and activation checkpointing, train set, val set or None) from the prepared data; the
+    model loaded in the training dtype; `dataset_cls`: a view over each prepared set (`data.pairs.PairDataset`)."""
+    from ..data.training_set import open_training_set
     from ..models.loading import load_all, load_whisper_processor
 
-    data_cfg, paths, rank = setup.data_cfg, setup.paths, setup.rank
-    whisper = load_whisper_processor(paths.model_path, setup.cfg.model.whisper_processor_path)  # None unless the config needs it
-    if data_cfg.auto_prepare and whisper is None:  # a ChatML file is prepared once into the cache (rank 0), reused
-        data_cfg = dataclasses.replace(data_cfg, **{k: auto_prepare(getattr(data_cfg, k), paths.tokenizer_path,
-                                                                    paths.audio_tokenizer_path, data_cfg.validation, rank,
-                                                                    content_hash=data_cfg.content_hash)
-                                                   for k in ("train_data", "val_data")})
-        setup.data_cfg = data_cfg
-    prepared = [is_prepared(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data)]
-    model, tokenizer, audio_tokenizer = load_all(paths, setup.dtype, audio=not all(p is not False for p in prepared))
+    cfg, data_cfg, paths = setup.cfg, setup.data_cfg, setup.paths
+    whisper = load_whisper_processor(paths.model_path, cfg.model.whisper_processor_path)  # None unless needed
+    model, tokenizer, _ = load_all(paths, setup.dtype, audio=False)  # the codes are prepared: no audio tokenizer
     log.info("model loaded in %s (the DeepSpeed config's training dtype)", str(setup.dtype).replace("torch.", ""))
-    limit = 8 if setup.cfg.training.quick_test else None
-    data_kw = dict(show_progress=rank == 0, whisper_processor=whisper,
-                   code_cache=open_code_cache(data_cfg, paths.audio_tokenizer_path))
-    if dataset_cls is not None:
-        data_kw["dataset_cls"] = dataset_cls
 
-    def dataset(path, is_dir, report):  # a prepared dir opens memory-mapped; a ChatML file from its validation
-        if is_dir:
-            return open_prepared(path, tokenizer, paths.audio_tokenizer_path, data_cfg.validation, whisper, limit,
-                                 data_cfg.filter)
-        return dataset_from_report(report, tokenizer, audio_tokenizer, limit, **data_kw) if report else None
+    def dataset(path):  # memory-mapped; the recipe's view over it (preference pairs)
+        ds = open_training_set(path, tokenizer, paths.tokenizer_path, paths.audio_tokenizer_path, data_cfg.validation,
+                               whisper, 8 if cfg.training.quick_test else None, data_cfg.filter, setup.rank)
+        return dataset_cls(ds) if dataset_cls is not None else ds
 
-    train_set, val_set = (dataset(p, d, r) for p, d, r in zip((data_cfg.train_data, data_cfg.val_data), prepared,
-                                                             setup.reports))
+    train_set, val_set = (dataset(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data))
     log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
-    model = setup.cfg.finetune.apply(model)
-    setup.cfg.activation_checkpointing.apply(model)
+    model = cfg.finetune.apply(model)
+    cfg.activation_checkpointing.apply(model)
     return model, train_set, val_set
 
 
@@ -285,14 +239,13 @@ def run_summary(setup, train_set, val_set):
              "audio_tokenizer_path": paths.audio_tokenizer_path, "tokenizer_path": paths.tokenizer_path,
              "args": setup.flags, "data": {}}
     for split, path, ds in (("train", setup.data_cfg.train_data, train_set), ("val", setup.data_cfg.val_data, val_set)):
-        index = getattr(ds, "index", None)  # a prepared dir: the user's files, the stored report
-        facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"]) if index else path
-        if index:
-            facts[f"{split}_prepared"], facts["data"][split] = path, index["report"]
-            if getattr(ds, "dropped", None) is not None:  # --filter: what each rule dropped
-                facts[f"{split}_filtered"] = ds.dropped
-        elif getattr(ds, "report", None) is not None:
-            facts["data"][split] = ds.report.to_dict()
+        if ds is None:
+            continue
+        index = ds.index  # the prepared dir's: the user's sources and the report stored at prepare time
+        facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"])
+        facts[f"{split}_prepared"], facts["data"][split] = path, index["report"]
+        if getattr(ds, "dropped", None) is not None:  # a --filter view: what each rule dropped
+            facts[f"{split}_filtered"] = ds.dropped
     return facts
 
 

@@ -1,11 +1,10 @@
-"""`higgs-ds` CLI: validate, prepare (cache and manifest conversion), train routing."""
+"""`higgs-ds` CLI: validate, prepare (a manifest source), train routing."""
 import json
 import os
 
 import pytest
 
 from higgs_ds.cli import main
-from higgs_ds.data.chatml import read_chatml
 from higgs_ds.errors import EXIT_DATA
 
 
@@ -21,7 +20,12 @@ def test_validate_reports_and_fails_on_bad_data(small_data, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("ext", ["tsv", "csv", "jsonl"])
-def test_manifest_conversion(small_data, tmp_path, ext):
+def test_manifest_source(small_data, tmp_path, ext, capsys):
+    """A manifest is a source: `prepare --data m.tsv` and `train.py --train_data m.tsv` read it; with
+    --pair_by_speaker each row's reference is another row of its speaker."""
+    from higgs_ds.data.prepared import PreparedDataset
+    from higgs_ds.train import main as train_main
+
     wavs = os.path.join(os.path.dirname(small_data[0]), "wavs")
     rows = [dict(target_audio=os.path.join(wavs, f"s000{i}_tgt.wav"), target_text=f"Sentence {i}.",
                  speaker=f"spk{i % 2}", ref_audio=os.path.join(wavs, f"s000{i}_ref.wav"), ref_text="Ref.")
@@ -32,16 +36,18 @@ def test_manifest_conversion(small_data, tmp_path, ext):
     else:
         sep = "\t" if ext == "tsv" else ","
         man.write_text(sep.join(rows[0]) + "\n" + "".join(sep.join(r.values()) + "\n" for r in rows))
-    out = tmp_path / "out" / "chatml.jsonl"
-    assert main(["prepare", "--manifest", str(man), "--output", str(out)]) == 0
-    samples = list(read_chatml(str(out)))
+    out, paired = tmp_path / "out", tmp_path / "paired"
+    assert main(["prepare", "--data", str(man), "--output", str(out)]) == 0
+    samples = PreparedDataset(str(out)).samples
     assert len(samples) == 5 and samples[0].sample.messages[2].content.audio_url.endswith("s0000_ref.wav")
-    assert main(["prepare", "--manifest", str(man), "--output", str(out), "--pair_by_speaker"]) == 0
-    for s in read_chatml(str(out)):
+    assert main(["prepare", "--data", str(man), "--output", str(paired), "--pair_by_speaker"]) == 0
+    for s in PreparedDataset(str(paired)).samples:
         ref, tgt = s.sample.messages[2].content.audio_url, s.sample.messages[4].content.audio_url
         assert ref != tgt and ref.endswith("_tgt.wav")
         assert int(os.path.basename(ref)[4]) % 2 == int(os.path.basename(tgt)[4]) % 2  # same speaker
-
+    capsys.readouterr()
+    assert train_main(["--train_data", str(man), "--validate_data_only"]) == 0
+    assert "data: 5 samples read, 5 ok, 0 bad" in capsys.readouterr().out
 
 def test_train_is_routed(monkeypatch):
     import higgs_ds.train

@@ -45,13 +45,13 @@ def test_non_utf8_names_line(tmp_path):
         list(read_chatml(str(p)))
 
 
-def test_missing_audio_names_sample(tmp_path, tiny_bundle):
-    from higgs_ds.data.loaders import load_dataset
+def test_missing_audio_names_sample(tmp_path, tiny_bundle, tiny_assets):
+    from higgs_ds.data.training_set import open_training_set
 
-    _, tok, audio_tok = tiny_bundle
+    _, tok, _ = tiny_bundle
     path = _write(tmp_path / "d.jsonl", [voice_cloning_sample("missing_ref.wav", "r", "b.wav", "t")])
     with pytest.raises(DataError, match=r"d\.jsonl:1 .*audio file not found: .*missing_ref\.wav"):
-        load_dataset(path, tok, audio_tok, show_progress=False)
+        open_training_set(path, tok, tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
 
 
 def test_json_list_files(tmp_path):

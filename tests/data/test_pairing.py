@@ -132,7 +132,7 @@ def test_content_hash_sees_a_rewrite_that_keeps_size_and_mtime(tmp_path, small_d
 
 
 def test_content_hash_keys_the_auto_prepare_cache(tmp_path, small_data, tiny_assets, monkeypatch):
-    from higgs_ds.data.auto_prepare import cache_dir_for
+    from higgs_ds.data.prepare import cache_dir_for
     from higgs_ds.data.validate import ValidationConfig
 
     monkeypatch.setenv("HIGGS_DS_CACHE", str(tmp_path / "cache"))

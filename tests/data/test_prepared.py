@@ -1,4 +1,5 @@
-"""Prepared datasets (higgs_ds/data/prepare.py, prepared.py): same samples, batches and losses as the JSONL path;
+"""Prepared datasets (higgs_ds/data/prepare.py, prepared.py): the samples and batches boson's own pieces build from the
+ChatML (tests/data/reference_samples.py), the same losses from a prepared dir and from a source's cached copy;
 exact mid-epoch resume; bad samples reported as validation reports them; killed / parallel / per-rank prepares
 end identical to one uninterrupted run."""
 import json
@@ -13,6 +14,7 @@ import torch
 from higgs_ds.data.prepare import prepare_dataset
 from higgs_ds.data.prepared import PreparedDataset
 from higgs_ds.errors import DataError
+from tests.data.reference_samples import ReferenceDataset
 from tests.helpers import PYTHON, run_cmd
 
 
@@ -28,6 +30,12 @@ def prepared(small_data, tiny_assets, tmp_path_factory):
     stats = _prepare([small_data[0]], out, tiny_assets)
     assert stats["num_samples"] == 8 and stats["shards"] == 3 and stats["shards_skipped"] == 0
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def jsonl(small_data, tiny_bundle):
+    """small_data's train.jsonl as the ChatML path read it: boson's tokens and the serve engine's codes."""
+    return ReferenceDataset(small_data[0], tiny_bundle[1], tiny_bundle[2])
 
 
 def _tables(root):
@@ -47,23 +55,23 @@ def _same_sample(a, b):
         assert x.dtype == y.dtype and torch.equal(x, y), k
 
 
-def test_samples_equal_the_jsonl_dataset(prepared, small_dataset):
-    ds = PreparedDataset(prepared)
-    assert len(ds) == len(small_dataset) == 8
-    for i in range(len(ds)):
-        _same_sample(ds[i], small_dataset[i])
-        assert ds.num_tokens(i) == small_dataset.num_tokens(i)
-        assert ds.samples[i].where == small_dataset.samples[i].where  # file:line kept for previews and reports
-    assert isinstance(ds.codes(0)[0].base, np.ndarray) and ds.codes(0)[0].dtype == np.int16
+def test_samples_equal_the_jsonl_dataset(prepared, small_dataset, jsonl):
+    for ds in (PreparedDataset(prepared), small_dataset):  # a prepared dir, a source's copy in the cache
+        assert len(ds) == len(jsonl) == 8
+        for i in range(len(ds)):
+            _same_sample(ds[i], jsonl[i])
+            assert ds.num_tokens(i) == jsonl.num_tokens(i)
+            assert ds.samples[i].where == jsonl.samples[i].where  # file:line kept for previews and reports
+        assert isinstance(ds.codes(0)[0].base, np.ndarray) and ds.codes(0)[0].dtype == np.int16
 
 
 @pytest.mark.parametrize("budget", [0, 400])
-def test_batches_equal_the_jsonl_path_for_a_seed(prepared, small_dataset, tiny_bundle, budget):
+def test_batches_equal_the_jsonl_path_for_a_seed(prepared, jsonl, tiny_bundle, budget):
     from higgs_ds.data.loaders import build_loader, start_epoch
 
     model = tiny_bundle[0]
     loaders = [build_loader(d, model.config, 2, rank=1, world_size=2, seed=5, max_tokens_per_batch=budget)
-               for d in (PreparedDataset(prepared), small_dataset)]
+               for d in (PreparedDataset(prepared), jsonl)]
     for epoch in (0, 1):
         for loader in loaders:
             start_epoch(loader, epoch)
@@ -101,7 +109,7 @@ def _with_bad_lines(small_data, tmp_path):
 
 
 def test_bad_samples_are_reported_as_validation_does(small_data, tiny_assets, tiny_bundle, tmp_path):
-    from higgs_ds.data.loaders import load_dataset
+    from higgs_ds.data.training_set import open_training_set
     from higgs_ds.data.validate import ValidationConfig, validate_data
 
     path = _with_bad_lines(small_data, tmp_path)
@@ -116,11 +124,12 @@ def test_bad_samples_are_reported_as_validation_does(small_data, tiny_assets, ti
     stats = _prepare([path], tmp_path / "p", tiny_assets, on_bad_sample="skip")
     assert stats["shards_skipped"] == stats["shards"] == 4 and stats["num_samples"] == 8
     skip = ValidationConfig(on_bad_sample="skip")
-    ds = load_dataset(str(tmp_path / "p"), tiny_bundle[1], None, validation=skip)
+    ds = open_training_set(str(tmp_path / "p"), tiny_bundle[1], tiny_assets.model_path, None, validation=skip)
     assert [s.line for s in ds.samples] == [s.line for s in validate_data(path, tiny_bundle[1], on_bad_sample="skip")
                                             .samples] == [1, 2, 4, 5, 7, 8, 9, 10]
     with pytest.raises(DataError) as at_train:  # training with --on_bad_sample fail refuses it, with the listing
-        load_dataset(str(tmp_path / "p"), tiny_bundle[1], None, validation=ValidationConfig(on_bad_sample="fail"))
+        open_training_set(str(tmp_path / "p"), tiny_bundle[1], tiny_assets.model_path, None,
+                          validation=ValidationConfig(on_bad_sample="fail"))
     assert str(at_train.value) == str(expected.value)
     # the validate doors on a prepared dir show its stored report: `higgs-ds validate`, train --validate_data_only
     for cmd in ([PYTHON, "-m", "higgs_ds.cli", "validate", "--data"], [PYTHON, "higgs_ds/train.py",
@@ -176,7 +185,7 @@ def test_killed_prepare_resumes_and_equals_an_uninterrupted_parallel_one(small_d
     assert _tables(parallel) == _tables(prepared)
 
 
-# --- training: prepared dir vs JSONL (+ code cache), then a mid-epoch resume on the prepared dir
+# --- training: prepared dir vs the JSONL source (its copy in the cache), then a mid-epoch resume on the prepared dir
 ARGS = ["--batch_size", "1", "--gradient_accumulation_steps", "2", "--max_tokens_per_batch", "256",
         "--num_epochs", "2", "--max_steps", "6", "--learning_rate", "3e-3", "--no_progress", "--tensorboard_dir",
         "none", "--save_every", "1", "--keep_last", "0"]
@@ -189,11 +198,10 @@ def _losses(out):
 
 
 @pytest.mark.slow
-def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, small_data, small_code_cache, tmp_path):
+def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, small_data, small_dataset, tmp_path):
     train = [PYTHON, "higgs_ds/train.py"] + ARGS
     jsonl, prep, resumed = (str(tmp_path / n) for n in ("jsonl", "prep", "resumed"))
-    run_cmd(train + ["--train_data", small_data[0], "--code_cache_dir", small_code_cache, "--output_dir", jsonl,
-                     "--no_auto_prepare"])
+    run_cmd(train + ["--train_data", small_data[0], "--output_dir", jsonl])
     proc = run_cmd(train + ["--train_data", prepared, "--output_dir", prep])
     assert "(prepared)" in proc.stdout
     assert _losses(prep) == _losses(jsonl) and len(_losses(jsonl)) == 6
@@ -208,16 +216,15 @@ def test_training_losses_and_mid_epoch_resume_match_the_jsonl_path(prepared, sma
 
 
 @pytest.mark.slow
-def test_auto_prepared_starts_train_like_the_jsonl_path(small_data, small_code_cache, tmp_path):
-    """The default (auto-prepare): a first start that prepares in-process and a second that reuses the copy train
-    exactly like reading the JSONL (same LoRA init, batches, losses and grad norms: preparing draws no RNG)."""
+def test_auto_prepared_starts_train_like_the_jsonl_path(small_data, prepared, tmp_path):
+    """A first start on a source that prepares it in-process and a second that reuses the copy train exactly like a
+    dir prepared beforehand (same LoRA init, batches, losses and grad norms: preparing draws no RNG)."""
     train = [PYTHON, "higgs_ds/train.py"] + ARGS + ["--max_steps", "3"]
     shutil.copytree(os.path.dirname(small_data[0]), tmp_path / "data")  # a path no other test has prepared
     data = str(tmp_path / "data" / os.path.basename(small_data[0]))
     runs = {}
-    for name, extra in (("jsonl", ["--no_auto_prepare", "--code_cache_dir", small_code_cache]), ("first", []),
-                        ("again", [])):
-        proc = run_cmd(train + ["--train_data", data, "--output_dir", str(tmp_path / name)] + extra)
+    for name, source in (("jsonl", prepared), ("first", data), ("again", data)):
+        proc = run_cmd(train + ["--train_data", source, "--output_dir", str(tmp_path / name)])
         runs[name] = (_losses(str(tmp_path / name)), proc.stdout)
     assert "preparing it once" in runs["first"][1] and "using its prepared copy" in runs["again"][1]
     assert runs["first"][0] == runs["jsonl"][0] == runs["again"][0] and len(runs["jsonl"][0]) == 3

@@ -25,24 +25,32 @@ def _jsonl(out):
 
 @pytest.fixture(scope="module")
 def speech_pairs(tmp_path_factory, tiny_assets):
-    """(train pairs, held-out pairs, code cache dir) of espeak-ng voices (tests/e2e/dpo_pairs.py)."""
-    from higgs_ds.data.code_cache import prepare_codes
+    """(train pairs, held-out pairs) of espeak-ng voices (tests/e2e/dpo_pairs.py), prepared into the test cache as
+    `--stage dpo` prepares them (once, before the runs)."""
     from tests.e2e.dpo_pairs import write_pairs
 
     root = str(tmp_path_factory.mktemp("speech_pairs"))
     train, held_out = write_pairs(root)
-    cache = os.path.join(root, "codes")
-    prepare_codes([train, held_out], tiny_assets.audio_tokenizer_path, cache, show_progress=False)
-    return train, held_out, cache
+    _prepare_pairs([train, held_out], tiny_assets)
+    return train, held_out
+
+
+def _prepare_pairs(paths, tiny_assets):
+    from higgs_ds.data.training_set import prepare_training_set
+    from higgs_ds.data.validate import ValidationConfig
+
+    for path in paths:
+        prepare_training_set(path, tiny_assets.model_path, tiny_assets.audio_tokenizer_path,
+                             ValidationConfig(require_pairs=True))
 
 
 def test_dpo_on_speech_pairs_raises_held_out_preference_accuracy(speech_pairs, tmp_path):
     """Chosen = the reference's voice, rejected = the other voice saying the same text, both directions of the voice
     pair: ignoring the reference scores exactly chance. Held-out sentences are in no training pair."""
-    train, held_out, cache = speech_pairs
+    train, held_out = speech_pairs
     out = str(tmp_path / "out")
     run_cmd([PYTHON, "higgs_ds/train.py", "--stage", "dpo", "--train_data", train, "--val_data", held_out,
-             "--code_cache_dir", cache, "--output_dir", out, "--num_epochs", "6", "--batch_size", "2",
+             "--output_dir", out, "--num_epochs", "6", "--batch_size", "2",
              "--learning_rate", "2e-3", "--eval_every", "1000", "--no_progress"], timeout=1500)
     m = _metrics(out)
     assert m["val"]["pairs"] == 8
@@ -57,8 +65,8 @@ def test_dpo_on_speech_pairs_raises_held_out_preference_accuracy(speech_pairs, t
 
 
 @pytest.fixture(scope="module")
-def pair_data(small_data, small_code_cache, tmp_path_factory):
-    """The synthetic train set as pairs: each sample's rejected audio is the next sample's target (all cached)."""
+def pair_data(small_data, tiny_assets, tmp_path_factory):
+    """The synthetic train set as pairs: each sample's rejected audio is the next sample's target (prepared once)."""
     rows = [json.loads(line) for line in open(small_data[0])]
     base = os.path.dirname(small_data[0])
     for i, row in enumerate(rows):
@@ -67,7 +75,8 @@ def pair_data(small_data, small_code_cache, tmp_path_factory):
     path = os.path.join(base, "pairs.jsonl")
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    return ["--train_data", path, "--code_cache_dir", small_code_cache]
+    _prepare_pairs([path], tiny_assets)
+    return ["--train_data", path]
 
 
 KEYS = ("loss/total", "pref/loss", "pref/accuracy", "pref/margin", "pref/logp_chosen", "grad_norm", "lr")

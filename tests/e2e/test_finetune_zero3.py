@@ -24,10 +24,10 @@ PORTS = {"z2_audio": 29701, "z3_audio": 29703, "z3_full": 29705, "z2_full": 2970
 TOL = 1e-5
 
 
-def _train(name, small_data, code_cache, out, finetune, ds_config, extra=()):
+def _train(name, small_data, out, finetune, ds_config, extra=()):
     proc = run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", str(PORTS[name]), "higgs_ds/train.py",
                     "--deepspeed", ds_config, "--train_data", small_data[0], "--val_data", small_data[0],
-                    "--code_cache_dir", code_cache, "--batch_size", "2", "--num_epochs", "10", "--max_steps", "6",
+                    "--batch_size", "2", "--num_epochs", "10", "--max_steps", "6",
                     "--learning_rate", "3e-3", "--finetune", finetune, "--output_dir", out, "--no_progress",
                     "--seed", "1", *extra], env={"DS_ACCELERATOR": "cpu"}, timeout=600)
     with open(os.path.join(out, "metrics.json")) as f:
@@ -35,8 +35,8 @@ def _train(name, small_data, code_cache, out, finetune, ds_config, extra=()):
 
 
 @pytest.fixture(scope="module")
-def runs(small_data, small_code_cache, tmp_path_factory):
-    """{name: (output dir, metrics.json, log)}."""
+def runs(small_data, small_dataset, tmp_path_factory):
+    """{name: (output dir, metrics.json, log)}; `small_dataset`: the train file prepared once, reused by every run."""
     best = ["--keep_best", "loss", "--eval_every", "3"]  # ZeRO-3's --keep_best gathers the partitions
     full = best + ["--save_every", "6"]  # the last step's checkpoint: its layout shows the ZeRO stage
     spec = {"z2_audio": ("audio", "ds_configs/cpu_zero2.json", ()),
@@ -46,19 +46,14 @@ def runs(small_data, small_code_cache, tmp_path_factory):
     out = {}
     for name, (finetune, ds_config, extra) in spec.items():
         d = str(tmp_path_factory.mktemp(name))
-        out[name] = (d, *_train(name, small_data, small_code_cache, d, finetune, ds_config, extra))
+        out[name] = (d, *_train(name, small_data, d, finetune, ds_config, extra))
     return out
 
 
 @pytest.fixture(scope="module")
-def val_set(small_data, small_code_cache, tiny_assets, tiny_bundle):
-    """The runs' validation set (their train file), read through the code cache."""
-    from higgs_ds.data.code_cache import CodeCache
-    from higgs_ds.data.loaders import load_dataset
-
-    _, tok, audio_tok = tiny_bundle
-    cache = CodeCache.for_tokenizer(tiny_assets.audio_tokenizer_path, small_code_cache)
-    return load_dataset(small_data[0], tok, audio_tok, show_progress=False, code_cache=cache)
+def val_set(small_dataset):
+    """The runs' validation set (their train file), as they read it: its prepared copy."""
+    return small_dataset
 
 
 def _stage_logged(log):

@@ -24,8 +24,8 @@ COMMON = ["--deepspeed", "ds_configs/cpu_zero2.json", "--batch_size", "2", "--nu
 
 
 @pytest.fixture(scope="module")
-def data(small_data, small_code_cache):
-    return ["--train_data", small_data[0], "--code_cache_dir", small_code_cache]
+def data(small_data, small_dataset):  # the train file prepared once (small_dataset), reused by every run
+    return ["--train_data", small_data[0]]
 
 
 def _start(cmd, faults):

@@ -100,7 +100,7 @@ def test_negative_control_without_the_within_clip_shift_fails(three_samples, tin
     (the public trainers' copy-task bug): the serve engine cannot reproduce the targets."""
     import higgs_ds.data.alignment as alignment
     from higgs_ds.data.collate import TrainingCollator
-    from higgs_ds.data.loaders import load_dataset
+    from higgs_ds.data.training_set import open_training_set
     from higgs_ds.inference.export import export
     from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.loading import ModelPaths, load_all
@@ -111,7 +111,7 @@ def test_negative_control_without_the_within_clip_shift_fails(three_samples, tin
     paths = ModelPaths.resolve(tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
     model, tok, audio_tok = load_all(paths)
     model = apply_lora(model, r=32, alpha=32, modules_to_save=["audio_head", "audio_embeddings"])
-    ds = load_dataset(three_samples, tok, audio_tok, show_progress=False)
+    ds = open_training_set(three_samples, tok, tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
     batch = TrainingCollator(model.config)([ds[i] for i in range(len(ds))])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     for _ in range(80):

@@ -14,10 +14,10 @@ def _metrics(out):
         return json.load(f)
 
 
-def test_run_config_replays_the_run(small_data, small_code_cache, tmp_path):
+def test_run_config_replays_the_run(small_data, small_dataset, tmp_path):
     first, replay = str(tmp_path / "first"), str(tmp_path / "replay")
     run_cmd([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--val_data", small_data[1],
-             "--code_cache_dir", small_code_cache, "--no_auto_prepare", "--max_steps", "3", "--seed", "3",
+             "--max_steps", "3", "--seed", "3",
              "--learning_rate", "3e-3", "--lora_r", "4", "--output_dir", first, "--no_progress"], timeout=600)
     with open(os.path.join(first, "run_config.json")) as f:
         recorded = json.load(f)

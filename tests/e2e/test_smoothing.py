@@ -40,10 +40,10 @@ def _hand_ema(out):
 
 
 @pytest.fixture(scope="module")
-def runs(small_data, small_code_cache, tmp_path_factory):
+def runs(small_data, small_dataset, tmp_path_factory):
     """(uninterrupted run dir, killed-and-resumed run dir)."""
     root = tmp_path_factory.mktemp("smooth")
-    data = ["--train_data", small_data[0], "--val_data", small_data[1], "--code_cache_dir", small_code_cache]
+    data = ["--train_data", small_data[0], "--val_data", small_data[1]]  # the train file prepared once: small_dataset
     ref, again = str(root / "ref"), str(root / "again")
     run_cmd(LAUNCH + ARGS + data + ["--output_dir", ref])
     cmd = LAUNCH + ARGS + data + ["--output_dir", again, "--resume", "auto"]

@@ -37,20 +37,18 @@ def test_two_rank_zero2_lowers_audio_loss(two_rank_run):
     assert "step 60/60" in log and "ZeRO stage 2" in log
 
 
-def test_adapter_reloads_with_peft_and_reproduces_the_trained_model(two_rank_run, tiny_bundle, small_data):
+def test_adapter_reloads_with_peft_and_reproduces_the_trained_model(two_rank_run, tiny_bundle, small_dataset):
     """Base model + saved adapter (PeftModel.from_pretrained) gives the validation loss the trained engine logged."""
     from peft import PeftModel
 
-    from higgs_ds.data.loaders import load_dataset
     from higgs_ds.models.loading import load_model
     from tests.loss.reference_loss import token_weighted_loss
 
     out, _ = two_rank_run
     metrics = _steps(out)
-    _, tok, audio_tok = tiny_bundle
     base = load_model(metrics["model_path"])
     model = PeftModel.from_pretrained(base, os.path.join(out, "adapter")).eval()
-    val = load_dataset(small_data[0], tok, audio_tok, show_progress=False)
+    val = small_dataset  # small_data's train.jsonl as training reads it (its prepared copy)
     reloaded = token_weighted_loss(model, val)  # the engine's eval: token-weighted, both ranks' shards summed
     assert reloaded == pytest.approx(metrics["val"]["loss/total"], rel=1e-5)
     assert metrics["val"]["samples"] == len(val)  # each sample once (no DistributedSampler padding)

@@ -18,11 +18,10 @@ PORTS = {1: 29711, 3: 29713, 5: 29715}
 STAGES = {"zero3": ("ds_configs/cpu_zero3.json", 0), "zero2": ("ds_configs/cpu_zero2.json", 10)}
 
 
-def _run(n, stage, train, val, out, code_cache):
+def _run(n, stage, train, val, out):
     ds_config, port_offset = STAGES[stage]
     run_cmd([DEEPSPEED, "--num_accelerators", "2", "--master_port", str(PORTS[n] + port_offset), "higgs_ds/train.py",
-             "--deepspeed", ds_config, "--train_data", train, "--val_data", val, "--no_auto_prepare",
-             "--code_cache_dir", code_cache,
+             "--deepspeed", ds_config, "--train_data", train, "--val_data", val,
              "--batch_size", "2", "--max_steps", "2", "--eval_every", "1", "--learning_rate", "3e-3", "--output_dir",
              out, "--no_progress", "--dist_timeout_minutes", "2"], env={"DS_ACCELERATOR": "cpu"}, timeout=600)
     with open(os.path.join(out, "metrics.json")) as f:
@@ -30,7 +29,7 @@ def _run(n, stage, train, val, out, code_cache):
 
 
 @pytest.fixture(scope="module")
-def runs(small_data, small_code_cache, tmp_path_factory):
+def runs(small_data, small_dataset, tmp_path_factory):
     """{n: (val path, {stage: (output dir, metrics.json)})}."""
     out = {}
     with open(small_data[0]) as f:
@@ -40,18 +39,16 @@ def runs(small_data, small_code_cache, tmp_path_factory):
         val = os.path.join(os.path.dirname(small_data[0]), f"val{n}.jsonl")  # beside train.jsonl: relative audio paths
         with open(val, "w") as f:
             f.write("".join(lines[:n]))
-        out[n] = (val, {stage: (str(d / stage), _run(n, stage, small_data[0], val, str(d / stage), small_code_cache))
+        out[n] = (val, {stage: (str(d / stage), _run(n, stage, small_data[0], val, str(d / stage)))
                         for stage in STAGES})
     return out
 
 
 @pytest.mark.parametrize("n", sorted(PORTS))
-def test_zero3_eval_on_uneven_split_finishes_and_equals_zero2_and_one_process(runs, n, tiny_assets, tiny_bundle,
-                                                                    small_code_cache):
+def test_zero3_eval_on_uneven_split_finishes_and_equals_zero2_and_one_process(runs, n, tiny_assets, tiny_bundle):
     from peft import PeftModel
 
-    from higgs_ds.data.code_cache import CodeCache
-    from higgs_ds.data.loaders import load_dataset
+    from higgs_ds.data.training_set import open_training_set
     from higgs_ds.models.loading import load_model
     from tests.loss.reference_loss import token_weighted_loss
 
@@ -62,9 +59,8 @@ def test_zero3_eval_on_uneven_split_finishes_and_equals_zero2_and_one_process(ru
     zero2 = by_stage["zero2"][1]  # the same run under ZeRO-2 (same updates up to float rounding, ~1e-7 apart)
     for k in ("loss/total", "loss/text", "loss/audio", "acc/audio"):
         assert metrics["val"][k] == pytest.approx(zero2["val"][k], rel=1e-5, abs=1e-6), k
-    _, tok, audio_tok = tiny_bundle
-    val = load_dataset(val_path, tok, audio_tok, show_progress=False,
-                       code_cache=CodeCache.for_tokenizer(tiny_assets.audio_tokenizer_path, small_code_cache))
+    _, tok, _ = tiny_bundle
+    val = open_training_set(val_path, tok, tiny_assets.model_path, tiny_assets.audio_tokenizer_path)
     model = PeftModel.from_pretrained(load_model(metrics["model_path"]), os.path.join(out, "adapter")).eval()
     assert token_weighted_loss(model, val) == pytest.approx(metrics["val"]["loss/total"], rel=1e-4)
 

@@ -132,7 +132,7 @@ def _regenerated(paths, adapter, prompts, scorer):
 
 
 @pytest.mark.slow
-def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_cache, tiny_assets, tmp_path, capsys):
+def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_dataset, tiny_assets, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from higgs_ds.assets import resolve_model_paths
@@ -143,7 +143,7 @@ def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_
 
     out = str(tmp_path / "run")
     run_cmd([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--val_data", small_data[1],
-             "--code_cache_dir", small_code_cache, "--max_steps", "3", "--learning_rate", "3e-3", "--output_dir", out,
+             "--max_steps", "3", "--learning_rate", "3e-3", "--output_dir", out,
              "--no_progress", "--eval_generate_every", "1", "--num_eval_prompts", "1", "--eval_max_new_tokens", "20",
              "--keep_best", "sim"])
     with open(os.path.join(out, "metrics.json")) as f:

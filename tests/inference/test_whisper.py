@@ -1,6 +1,6 @@
 """The Whisper audio-tower path on a tiny tower model (`ensure_tiny_tower_assets`): the processor comes from a
-local dir with clear errors, only user/system audio reaches Whisper, the collated batch is the serve engine's,
-and a LoRA training step runs through the tower."""
+local dir with clear errors, only user/system audio reaches Whisper, the collated batch of prepared data is the one
+boson's own pieces build from the ChatML and the serve engine's, and a LoRA training step runs through the tower."""
 import json
 import os
 from unittest import mock
@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from higgs_ds.data.chatml import read_chatml
 from higgs_ds.errors import DataError
 
 
@@ -58,11 +57,13 @@ def tower_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tower_dataset(tower_bundle, tower_data):
-    from higgs_ds.data.loaders import load_dataset
+def tower_dataset(tower, tower_bundle, tower_data):
+    """tower_data through the one data path: prepared with the audio-in checks, waveforms loaded per item."""
+    from higgs_ds.data.training_set import open_training_set
 
-    _, tok, audio_tok, processor = tower_bundle
-    return load_dataset(tower_data[0], tok, audio_tok, show_progress=False, whisper_processor=processor)
+    _, tok, _, processor = tower_bundle
+    return open_training_set(tower_data[0], tok, tok.name_or_path, tower.audio_tokenizer_path,
+                             whisper_processor=processor)
 
 
 def test_processor_path_is_required_and_checked(tower, tiny_assets, tmp_path):
@@ -99,7 +100,7 @@ def test_only_user_audio_reaches_whisper(tower_dataset, tower_bundle, tower_data
 
     model, _, _, processor = tower_bundle
     ref_clip = tower_data[1]["messages"][2]["content"]["audio_url"]
-    assert tower_dataset.waveform_urls == [[ref_clip], []]  # as the assistant reference of sample 2: codes only
+    assert [tower_dataset.row(i, "audio_in") for i in range(2)] == [[ref_clip], []]  # sample 2's reference: codes
     batch = TrainingCollator(model.config, processor)([tower_dataset[0], tower_dataset[1]])
     features, mask = _whisper_reference(processor, ref_clip)
     assert batch["audio_features"].shape == (1, 128, 3000) and mask.sum() < 3000
@@ -109,10 +110,51 @@ def test_only_user_audio_reaches_whisper(tower_dataset, tower_bundle, tower_data
     assert alone["audio_features"].shape == (0, 128, 3000)
 
 
-def test_whisper_inputs_the_collator_would_misalign_are_rejected(tower_bundle, tower_data, tmp_path):
-    from higgs_ds.data.dataset import VoiceCloningDataset
+def _bosons_own_batch(config, processor, samples):
+    """boson's `HiggsAudioSampleCollator` built with the serve engine's arguments (serve_engine.py, 0.1.1)."""
+    from dataclasses import fields
 
-    _, tok, audio_tok, processor = tower_bundle
+    from boson_multimodal.data_collator.higgs_audio_collator import HiggsAudioSampleCollator
+
+    out = HiggsAudioSampleCollator(
+        whisper_processor=processor, encode_whisper_embed=config.encode_whisper_embed,
+        audio_in_token_id=config.audio_in_token_idx, audio_out_token_id=config.audio_out_token_idx,
+        audio_stream_bos_id=config.audio_stream_bos_id, audio_stream_eos_id=config.audio_stream_eos_id,
+        pad_token_id=config.pad_token_id, return_audio_in_tokens=False, use_delay_pattern=config.use_delay_pattern,
+        audio_num_codebooks=config.audio_num_codebooks, round_to=1)(samples)
+    return {f.name: getattr(out, f.name) for f in fields(out) if f.name != "reward" and getattr(out, f.name) is not None}
+
+
+def test_prepared_tower_batch_equals_bosons_own_on_the_chatml(tower, tower_bundle, tower_data, tmp_path):
+    """`higgs-ds prepare --whisper_audio`, opened for the tower model: the collated batch (Whisper features included)
+    is what boson's `prepare_chatml_sample`, the serve engine's codes and boson's collator build from the ChatML; a
+    dir prepared without the audio-in checks is refused for the tower."""
+    from higgs_ds.cli import main
+    from higgs_ds.data.collate import TrainingCollator
+    from higgs_ds.data.open_prepared import open_prepared
+    from tests.data.reference_samples import ReferenceDataset
+
+    model, tok, audio_tok, processor = tower_bundle
+    flags = ["--tokenizer_path", tok.name_or_path, "--audio_tokenizer_path", tower.audio_tokenizer_path]
+    tower_dir, plain_dir = str(tmp_path / "tower"), str(tmp_path / "plain")
+    assert main(["prepare", "--data", tower_data[0], "--output", tower_dir, "--whisper_audio"] + flags) == 0
+    ds = open_prepared(tower_dir, tok, tower.audio_tokenizer_path, whisper_processor=processor)
+    reference = ReferenceDataset(tower_data[0], tok, audio_tok, processor)
+    assert [s.where for s in reference.samples] == [s.where for s in ds.samples]
+    ours = TrainingCollator(model.config, processor)([ds[0], ds[1]])
+    theirs = _bosons_own_batch(model.config, processor, [reference[0], reference[1]])
+    assert ours.keys() == theirs.keys() and ours["audio_features"].shape[0] == 1
+    for k in ours:
+        assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), k
+    assert main(["prepare", "--data", tower_data[0], "--output", plain_dir] + flags) == 0
+    with pytest.raises(DataError, match="prepared without the audio-in checks .* --whisper_audio"):
+        open_prepared(plain_dir, tok, tower.audio_tokenizer_path, whisper_processor=processor)
+
+
+def test_whisper_inputs_the_collator_would_misalign_are_rejected(tower, tower_bundle, tower_data, tmp_path):
+    from higgs_ds.data.training_set import open_training_set
+
+    _, tok, _, processor = tower_bundle
     m = tower_data[1]["messages"]
     late = {"messages": m[:3] + [{"role": "user", "content": [{"type": "text", "text": m[3]["content"]},
                                                              m[2]["content"]]}, m[4]],
@@ -125,8 +167,8 @@ def test_whisper_inputs_the_collator_would_misalign_are_rejected(tower_bundle, t
         path = tmp_path / "bad.jsonl"
         path.write_text(json.dumps(bad) + "\n")
         with pytest.raises(DataError, match=f"bad.jsonl:1.*{message}"):
-            VoiceCloningDataset(read_chatml(str(path)), tok, audio_tok, show_progress=False,
-                                whisper_processor=processor)
+            open_training_set(str(path), tok, tok.name_or_path, tower.audio_tokenizer_path,
+                              whisper_processor=processor)
 
 
 def _serve_engine(assets, processor_path=None):

@@ -115,7 +115,7 @@ def test_prepare_takes_hub_ids(hub_cache, small_data, tiny_assets, tmp_path):
     the cache (the text tokenizer's files alone from the model repo, at its pin) and prepares with those tokenizers."""
     import json
 
-    from higgs_ds.data.code_cache import tokenizer_id
+    from higgs_ds.data.prepare import audio_tokenizer_id as tokenizer_id
     from higgs_ds.data.prepare import text_tokenizer_id
     from higgs_ds.models import locate
     from tests.helpers import PYTHON, run_cmd

@@ -77,7 +77,7 @@ def test_our_native_export_of_the_tiny_model_runs_in_transformers5(tiny_assets, 
 
 
 @pytest.mark.slow
-def test_native_checkpoint_trains_exports_back_and_loads_in_transformers5(tiny_assets, small_data, small_code_cache,
+def test_native_checkpoint_trains_exports_back_and_loads_in_transformers5(tiny_assets, small_data,
                                                                           tmp_path):
     """A tiny checkpoint made by transformers 5 -> (converted at load) trained 4 steps by train.py -> exported with
     --format transformers -> in transformers 5, the merged model and base + re-keyed adapter (peft) give our logits."""
@@ -96,7 +96,7 @@ def test_native_checkpoint_trains_exports_back_and_loads_in_transformers5(tiny_a
         os.link(os.path.join(tiny_assets.model_path, name), native / name)
     run_cmd([PYTHON, "higgs_ds/train.py", "--quick_test", "--model_path", str(native), "--audio_tokenizer_path",
              tiny_assets.audio_tokenizer_path, "--train_data", small_data[0], "--val_data", small_data[1],
-             "--code_cache_dir", small_code_cache, "--output_dir", str(run), "--learning_rate", "1e-2",
+             "--output_dir", str(run), "--learning_rate", "1e-2",
              "--modules_to_save", "audio_head", "text_head", "--no_progress"])
     assert main(["export", "--checkpoint", str(run), "--output", str(out), "--format", "transformers"]) == 0
 

@@ -11,18 +11,19 @@ from .common_voice import CommonVoiceSource
 from .hf_datasets import ArrowSource, ParquetSource
 from .libritts import LibriTTSSource
 from .ljspeech import LJSpeechSource
+from .manifest import ManifestSource
 from .vctk import VCTKSource
 from .webdataset import WebDatasetSource
 
 UNKNOWN_DIR = ("a directory none of these layouts describes: the speaker of its utterances cannot be told apart "
-               "from the paths; write a manifest with a speaker column and convert it with `higgs-ds prepare "
-               "--manifest FILE --output train.jsonl --pair_by_speaker` (docs/DATA.md)")
+               "from the paths; write a manifest (TSV, CSV or JSONL with target_audio, target_text and speaker "
+               "columns) and prepare it: `higgs-ds prepare --data utts.tsv --pair_by_speaker` (docs/DATA.md)")
 
 
 def source_types():
     """Every source type, most specific first (ChatML last: it takes any other file)."""
     return [ParquetSource, ArrowSource, WebDatasetSource, CommonVoiceSource, VCTKSource, LJSpeechSource,
-            LibriTTSSource, ChatMLSource]
+            LibriTTSSource, ManifestSource, ChatMLSource]
 
 
 def open_sources(paths, config=None):

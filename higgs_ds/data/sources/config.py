@@ -1,5 +1,5 @@
 """How `higgs-ds prepare` reads sources: reference choice for utterance corpora, and the identity that keys the
-prepared data. Fields are flags of `higgs-ds prepare` (`content_hash` also of train.py, for --auto_prepare)."""
+prepared data. Fields are flags of `higgs-ds prepare` (`content_hash` also of train.py, for its prepare cache)."""
 import dataclasses
 from typing import Optional
 
@@ -8,8 +8,8 @@ from ...languages import language_flag
 
 
 def content_hash_option():
-    """The --content_hash flag (the same in `higgs-ds prepare` and train.py's --auto_prepare)."""
-    return option(False, "key prepared data (`higgs-ds prepare`, the --auto_prepare cache) by a sha256 of every "
+    """The --content_hash flag (the same in `higgs-ds prepare` and train.py, whose prepare cache it keys)."""
+    return option(False, "key prepared data (`higgs-ds prepare`, training's prepare cache) by a sha256 of every "
                          "source file's content too, not only by its path, size and mtime (reads every file once "
                          "per run; sees a rewrite that keeps size and mtime)")
 
@@ -29,6 +29,8 @@ class SourceConfig:
                                            "of these sources that names none in its `language` field (counted per "
                                            "language in the report, scored in it; docs/LANGUAGES.md)",
                                      type=language_flag, metavar="TAG")
+    pair_by_speaker: bool = option(False, "manifests: draw every row's reference among the same speaker's other "
+                                          "rows (seeded by --seed), even for rows that name a ref_audio")
     content_hash: bool = content_hash_option()
     seed: int = 0
 
