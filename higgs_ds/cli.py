@@ -74,7 +74,7 @@ def _parser():
     return p
 
 
-DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
+DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".commands.evaluate",
              "plan": ".commands.plan", "convert": ".commands.convert",
              "score": ".evaluation.score", "benchmark": ".commands.benchmark"}
 

@@ -15,9 +15,8 @@ class DataConfig:
                                              "prepared once into $HIGGS_DS_CACHE/prepared/ and reused by later "
                                              "starts, or a prepared dir (`higgs-ds prepare --output DIR`); default: "
                                              "the embedded synthetic set", type=str)
-    val_data: Optional[str] = option(None, "held-out data of the evaluations (a source or a prepared dir, as "
-                                           "--train_data); default: the embedded set's val split when --train_data "
-                                           "is unset", type=str)
+    val_data: Optional[str] = option(None, "held-out data of the evaluations (as --train_data); default: the embedded "
+                                           "set's val split when --train_data is unset", type=str)
     content_hash: bool = content_hash_option()  # the prepare cache's key
     max_tokens_per_batch: int = option(0, "token-budget batching: length-bucketed micro-batches of at most this "
                                           "many padded tokens (replaces --batch_size for training; 0: fixed "

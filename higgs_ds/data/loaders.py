@@ -35,7 +35,7 @@ def loader_kwargs(num_workers):
 def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None,
                  num_workers=0, index_plan=False, language_weights=None):
     """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it);
-    `index_plan`: batches carry their host-side index plan (the sync-free step, data/index_plan.py); `language_weights`:
+    `plan`: batches carry their host-side index plan (the sync-free step, data/index_plan.py); `language_weights`:
     {tag: weight} of --language_weights (language_mix.py)."""
     from .language_mix import LanguageWeightedSampler, dataset_mix
 

@@ -27,7 +27,7 @@ class Setup:
     """What `setup_run` settled before the model loads, for the builders after it."""
     cfg: "RunConfig"  # the run's component configs, one per section
     paths: "ModelPaths"
-    data_cfg: "DataConfig"  # cfg.data with the paths resolved: the prepared dirs (the embedded set when unset)
+    data_cfg: "DataConfig"  # cfg.data with the paths resolved (the embedded set when unset, prepared copies)
     ds_path: str  # the DeepSpeed JSON config
     ds_kwargs: dict  # what `load_ds_config` fills from the flags
     dtype: torch.dtype  # the DeepSpeed config's training dtype: the model loads in it
@@ -55,7 +55,7 @@ def setup_run(args, pair_data=False) -> Optional[Setup]:
         log.info("torch threads per rank: %d (this host's cores / its ranks; OMP_NUM_THREADS overrides)", threads)
     cfg = RunConfig.from_args(args, require_pairs=pair_data)
     data_cfg, paths = resolve_inputs(cfg)  # before torch.distributed exists (the tiny assets need that)
-    data_cfg = validate_inputs(data_cfg, paths)  # the prepared dirs
+    data_cfg = validate_inputs(data_cfg, paths)  # prepared (validated) once: bad data stops every rank here
     if args.validate_data_only:
         return report_prepared(data_cfg)
     accelerator = select_accelerator()
@@ -138,20 +138,20 @@ def build_data_and_model(setup, dataset_cls=None):
     from ..data.training_set import open_training_set
     from ..models.loading import load_all, load_whisper_processor
 
-    data_cfg, paths = setup.data_cfg, setup.paths
-    whisper = load_whisper_processor(paths.model_path, setup.cfg.model.whisper_processor_path)  # None unless needed
+    cfg, data_cfg, paths = setup.cfg, setup.data_cfg, setup.paths
+    whisper = load_whisper_processor(paths.model_path, cfg.model.whisper_processor_path)  # None unless needed
     model, tokenizer, _ = load_all(paths, setup.dtype, audio=False)  # the codes are prepared: no audio tokenizer
     log.info("model loaded in %s (the DeepSpeed config's training dtype)", str(setup.dtype).replace("torch.", ""))
 
-    def dataset(path):  # memory-mapped; a recipe's view over it (preference pairs)
+    def dataset(path):  # memory-mapped; the recipe's view over it (preference pairs)
         ds = open_training_set(path, tokenizer, paths.tokenizer_path, paths.audio_tokenizer_path, data_cfg.validation,
-                               whisper, 8 if setup.cfg.training.quick_test else None, data_cfg.filter, setup.rank)
+                               whisper, 8 if cfg.training.quick_test else None, data_cfg.filter, setup.rank)
         return dataset_cls(ds) if dataset_cls is not None else ds
 
     train_set, val_set = (dataset(p) if p else None for p in (data_cfg.train_data, data_cfg.val_data))
     log.info("data: %d train samples (%s), %d val samples", len(train_set), data_cfg.train_data, len(val_set or []))
-    model = setup.cfg.finetune.apply(model)
-    setup.cfg.activation_checkpointing.apply(model)
+    model = cfg.finetune.apply(model)
+    cfg.activation_checkpointing.apply(model)
     return model, train_set, val_set
 
 
@@ -240,12 +240,11 @@ def run_summary(setup, train_set, val_set):
              "args": setup.flags, "data": {}}
     for split, path, ds in (("train", setup.data_cfg.train_data, train_set), ("val", setup.data_cfg.val_data, val_set)):
         if ds is None:
-            facts[f"{split}_data"] = path
             continue
-        index = ds.index  # the prepared dir: the user's files, the stored report
+        index = ds.index  # the prepared dir's: the user's sources and the report stored at prepare time
         facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"])
         facts[f"{split}_prepared"], facts["data"][split] = path, index["report"]
-        if getattr(ds, "dropped", None) is not None:  # --filter: what each rule dropped
+        if getattr(ds, "dropped", None) is not None:  # a --filter view: what each rule dropped
             facts[f"{split}_filtered"] = ds.dropped
     return facts
 

@@ -2,9 +2,9 @@
 
 Launcher, DeepSpeed config, model + adapter, engine, checkpoints and `--resume`, meter and sinks are SFT's. What
 differs, in the order `build` reads:
-- data: every sample must be a pair (`rejected` audio; validated with the other checks when the source is prepared,
-  file:line problems), prepared like any data (the rejected clip's codes stored beside the chosen ones, each clip
-  encoded once) and read as a `PairDataset` over the prepared set (chosen and rejected collated into one batch).
+- data: every sample must be a pair (`rejected` audio; validated with the other checks, file:line problems),
+  prepared like any data (the rejected clip's codes stored beside the chosen ones, each clip encoded once) and read
+  as a `PairDataset` over the prepared set (chosen and rejected collated into one batch).
 - reference: `adapter` = the model with its peft adapter disabled (no second copy); `stored` = the initial model's
   log-probs of every train and val pair, computed once before the first step into `output_dir/reference_logps.pt`
   and read back on resume (never recomputed from trained weights).
