@@ -39,8 +39,8 @@ class Setup:
 
 def setup_run(args, pair_data=False) -> Optional[Setup]:
     """Logging, data and model paths, every source prepared once (validated, before any process group: bad data
-    stops every rank here), the process group, the DeepSpeed config (a bad one fails here), the resume point, the output dir checked
-    and rank 0's run_config.json; None after --validate_data_only. `pair_data`: every sample must be a preference
+    stops every rank here), the process group, the DeepSpeed config (a bad one fails here), the resume point, the
+    output dir checked and rank 0's run_config.json; None after --validate_data_only. `pair_data`: every sample must be a preference
     pair."""
     from ..engine.checkpoint import find_resume_dir
     from ..engine.distributed import init_distributed, select_accelerator, share_host_threads
