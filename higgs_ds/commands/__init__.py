@@ -1,0 +1,1 @@
+"""`higgs-ds` commands that only parse flags and call their layer (registered in cli.DELEGATED)."""
