@@ -3,8 +3,9 @@
     higgs-ds pairs --candidates DIR/candidates.jsonl --scores scores.json --output pairs.jsonl \\
         [--weights sim=1,wer=1,dnsmos=0.5,duration=1,stop=1] [--min_gap 0.1]
 
-reward = sim·SIM − wer·WER/CER (with ASR scores) + dnsmos·DNSMOS OVRL − duration·|ln(duration / target duration)|
-(prompts with a target) + stop·stopped. Ties and gaps below --min_gap give no pair; every prompt is counted.
+reward = sim·SIM − wer·WER/CER (with ASR scores) + dnsmos·DNSMOS OVRL
+         − duration·|ln(duration / target duration)| (prompts with a target) + stop·stopped.
+Ties and gaps below --min_gap give no pair; every prompt is counted.
 """
 import argparse
 

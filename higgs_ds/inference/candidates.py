@@ -1,5 +1,6 @@
 """The files of a sampling run (`higgs-ds sample --output DIR`): the prompts it reads, one row file and one wav per
-candidate, the settings it was started with, and the merged `DIR/candidates.jsonl`.
+candidate, the settings it was started with (`sampling.json`), failed ranks' markers (`failed/rank<r>`), and the
+merged `DIR/candidates.jsonl`.
 
 A prompt is a voice-cloning ChatML sample as training reads it (checked by data/validate.py, problems named
 file:line): before its `start_index`, one user text (the reference transcript), one assistant audio (the reference
@@ -93,7 +94,25 @@ def check_settings(output_dir, settings):
                               "use a new --output")
         return
     os.makedirs(output_dir, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=1))
+    write_atomic(path, json.dumps(settings, indent=1), f".tmp{os.getpid()}")  # every rank may write it
+
+
+def pending(output_dir, prompts, num_samples, rank=0, world=1):
+    """(this rank's (prompt, k) pairs, those without a row yet): rank r takes the prompts whose index is r mod world."""
+    mine = [(p, k) for p in prompts if p.index % world == rank for k in range(num_samples)]
+    return mine, [(p, k) for p, k in mine if not os.path.isfile(row_path(output_dir, p.index, k))]
+
+
+def failed_ranks(output_dir, since):
+    """The ranks whose sampling failed after `since` (a time.time()), from their `DIR/failed/rank<r>` markers."""
+    root = os.path.join(output_dir, "failed")
+    names = os.listdir(root) if os.path.isdir(root) else []
+    return sorted(int(n[4:]) for n in names if os.path.getmtime(os.path.join(root, n)) >= since)
+
+
+def mark_failed(output_dir, rank, error):
+    os.makedirs(os.path.join(output_dir, "failed"), exist_ok=True)
+    write_atomic(os.path.join(output_dir, "failed", f"rank{rank}"), f"{type(error).__name__}: {error}\n")
 
 
 def merge_candidates(output_dir, prompts, num_samples):
