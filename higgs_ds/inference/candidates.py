@@ -107,7 +107,8 @@ def failed_ranks(output_dir, since):
     """The ranks whose sampling failed after `since` (a time.time()), from their `DIR/failed/rank<r>` markers."""
     root = os.path.join(output_dir, "failed")
     names = os.listdir(root) if os.path.isdir(root) else []
-    return sorted(int(n[4:]) for n in names if os.path.getmtime(os.path.join(root, n)) >= since)
+    # file times come from a coarser clock than time.time(): a second of slack
+    return sorted(int(n[4:]) for n in names if os.path.getmtime(os.path.join(root, n)) >= since - 1.0)
 
 
 def mark_failed(output_dir, rank, error):

@@ -3,7 +3,9 @@ files on one rank and on two, and a run killed mid-way then rerun that loses and
 import json
 import os
 import subprocess
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from tests.helpers import PYTHON, ROOT, run_cmd
@@ -131,3 +133,73 @@ def test_bad_prompt_file_is_one_error_naming_file_and_line(prompts, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("error:") and says in err and "Traceback" not in err, err
     assert not os.path.exists(tmp_path / "out")
+
+
+class FakeEngine:
+    """Answers every prompt with 0.1 s of audio that stopped (EOS in the codes), except `fail_seed`, whose
+    generation fails as the serve engine does when it samples a text token the tokenizer lacks."""
+    model = SimpleNamespace(config=SimpleNamespace(audio_stream_eos_id=1025))
+
+    def __init__(self, fail_seed=None, message="Next generated token has max value 287 which is greater than the "
+                                                "tokenizer's vocabulary size 270, this is undesired behavior."):
+        self.fail_seed, self.message, self.seeds = fail_seed, message, []
+
+    def generate(self, prompt, seed=None, **kwargs):
+        assert kwargs["force_audio_gen"] and kwargs["temperature"] == 1.0
+        self.seeds.append(seed)
+        if seed == self.fail_seed:
+            raise ValueError(self.message)
+        return SimpleNamespace(audio=np.full(2400, 0.1, np.float32), sampling_rate=24000,
+                               generated_audio_tokens=np.array([[7, 1025]]))
+
+
+def test_a_failed_generation_is_recorded_left_out_and_counted(prompts, tmp_path):
+    from higgs_ds.inference.candidates import merge_candidates, read_prompts
+    from higgs_ds.inference.sampling import SamplingConfig, candidate_seed, sample_candidates
+
+    ps, config, out = read_prompts(prompts), SamplingConfig(2, 5, max_new_tokens=10), str(tmp_path)
+    engine = FakeEngine(fail_seed=candidate_seed(5, 1, 0))
+    assert sample_candidates(engine, ps, config, out) == {"generated": 6, "skipped": 0, "no_audio": 1}
+    assert merge_candidates(out, ps, 2) == {"candidates": 5, "no_audio": 1}
+    with open(os.path.join(out, "candidates.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [(r["prompt_index"], r["k"]) for r in rows] == [(0, 0), (0, 1), (1, 1), (2, 0), (2, 1)]
+    assert all(r["stopped"] and r["duration_s"] == pytest.approx(0.1) for r in rows)
+    assert sample_candidates(engine, ps, config, out) == {"generated": 0, "skipped": 6, "no_audio": 0}
+    assert len(engine.seeds) == 6  # the failed one is not retried either
+    with pytest.raises(ValueError, match="something else"):
+        sample_candidates(FakeEngine(candidate_seed(5, 0, 0), "something else"), ps, config, str(tmp_path / "b"))
+
+
+def test_rank_zero_stops_waiting_for_a_rank_that_failed(prompts, tmp_path):
+    import time
+
+    from higgs_ds.inference.candidates import mark_failed, read_prompts
+    from higgs_ds.inference.sampling import SamplingConfig, sample_candidates, wait_for_merge
+
+    ps, out = read_prompts(prompts), str(tmp_path)
+    sample_candidates(FakeEngine(), ps, SamplingConfig(2, 5), out, rank=0, world=2)
+    mark_failed(out, 1, ValueError("boom"))
+    marker = os.path.join(out, "failed", "rank1")
+    os.utime(marker, (time.time() - 3600,) * 2)  # a marker of an earlier run: still waiting
+    with pytest.raises(TimeoutError):
+        _within(1.0, lambda: wait_for_merge(out, ps, 2, since=time.time() - 60, poll_s=0.01))
+    os.utime(marker)
+    with pytest.raises(RuntimeError, match=r"failed on rank\(s\) \[1\]"):
+        _within(5.0, lambda: wait_for_merge(out, ps, 2, since=time.time() - 60, poll_s=0.01))
+
+
+def _within(seconds, fn):
+    """`fn()`, or TimeoutError after `seconds` (SIGALRM)."""
+    import signal
+
+    def stop(*_):
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
