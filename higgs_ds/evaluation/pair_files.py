@@ -15,12 +15,15 @@ def read_candidates(path):
     """The rows of a candidates.jsonl; a DataError naming file:line for a bad or incomplete row."""
     rows = read_requests(path)
     for r in rows:
-        bad = [k for k, t in CANDIDATE_FIELDS.items() if not isinstance(r.get(k), t) or isinstance(r.get(k), bool)
-               and t is int]
+        bad = [k for k, kind in CANDIDATE_FIELDS.items() if not _is(r.get(k), kind)]
         if bad:
             raise DataError(f"{path}:{r['line']}: not a candidate row of `higgs-ds sample`: missing or bad "
                             f"{', '.join(bad)}", "candidates", path, r["line"])
     return rows
+
+
+def _is(value, kind):
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
 def read_scores(path):

@@ -115,8 +115,8 @@ def run_sampling(prompts_path, output_dir, config, load_engine, settings=None, r
     missing), and (rank 0) merge `output_dir/candidates.jsonl`. Returns the merged counts on rank 0, this rank's
     counts elsewhere."""
     start, prompts = time.time(), files.read_prompts(prompts_path)
-    files.check_settings(output_dir, {"prompts": os.path.abspath(prompts_path), **(settings or {}),
-                                **{k: v for k, v in dataclasses.asdict(config).items() if k != "num_samples"}})
+    drawn = {k: v for k, v in dataclasses.asdict(config).items() if k != "num_samples"}  # K may grow on a rerun
+    files.check_settings(output_dir, {"prompts": os.path.abspath(prompts_path), **(settings or {}), **drawn})
     try:
         todo = files.pending(output_dir, prompts, config.num_samples, rank, world)[1]
         engine = load_engine() if todo else None
