@@ -4,7 +4,8 @@ merged `DIR/candidates.jsonl`.
 
 A prompt is a voice-cloning ChatML sample as training reads it (checked by data/validate.py, problems named
 file:line): before its `start_index`, one user text (the reference transcript), one assistant audio (the reference
-clip) and one user text (what to say); its target clip, when it has one, is kept for scoring (duration).
+clip) and one user text (what to say); its target clip, when it has one, is kept for scoring (duration). The
+four-message form without a target (ending with the text to say) is a prompt too.
 """
 import dataclasses
 import json
@@ -43,14 +44,14 @@ def _contents(message):
     return message.content if isinstance(message.content, list) else [message.content]
 
 
-def candidate_prompt(src, index):
+def candidate_prompt(src, index, has_target=True):
     """The `CandidatePrompt` of a `SourcedSample`; a DataError naming file:line when it is not a cloning prompt."""
     from boson_multimodal.data_types import AudioContent, TextContent
 
     from ..data.audio import header_seconds
 
     start = src.sample.start_index or len(src.sample.messages) - 1
-    before, after = src.sample.messages[:start], src.sample.messages[start:]
+    before, after = src.sample.messages[:start], src.sample.messages[start:] if has_target else []
     audio = [c.audio_url for m in before for c in _contents(m) if isinstance(c, AudioContent)]
     texts = [c.text for m in before if m.role == "user" for c in _contents(m) if isinstance(c, TextContent)]
     if len(audio) != 1 or len(texts) != 2:
@@ -64,11 +65,65 @@ def candidate_prompt(src, index):
 
 
 def read_prompts(path):
-    """Every prompt of a ChatML file, after the data checks of training (all problems listed, file:line)."""
-    from ..data.validate import validate_data
+    """Every prompt of a ChatML file after the data checks of training (every problem listed, file:line, one
+    DataError). A prompt may also end with the text to say (four messages, no target clip)."""
+    from ..data.validate import Problem, ValidationReport, Validator, finish_report
 
-    report = validate_data(path, on_bad_sample="fail")
-    return [candidate_prompt(src, i) for i, src in enumerate(report.samples)]
+    validator, report, prompts = Validator(), ValidationReport(), []
+    for item in _items(path):
+        report.num_read += 1
+        try:
+            if isinstance(item, DataError):
+                raise item
+            src, has_target = item
+            validator.check(src, report)
+            prompts.append(candidate_prompt(src, len(prompts), has_target))
+        except DataError as e:
+            if not isinstance(item, DataError):
+                e.file, e.line, e.sample_id = src.file, src.line, src.sample_id
+            report.problems.append(Problem.from_error(e))
+    if report.num_read == 0:
+        raise DataError(f"{path}: no prompts (empty file)", "empty_data", path)
+    finish_report(report, "fail")
+    return prompts
+
+
+def _items(path):
+    """(SourcedSample, has a target) or a DataError per sample of `path`."""
+    from ..data.chatml import iter_chatml
+
+    for item in iter_chatml(path):
+        if isinstance(item, DataError):
+            yield _as_prompt(path, item) if item.kind == "unanswered_turn" else item
+        else:
+            yield item, True
+
+
+def _as_prompt(path, error):
+    """(SourcedSample, False) of a sample that ends with its unanswered user text (the prompt form), read as if its
+    reference clip answered it (a stand-in target, ignored); `error` when it is not that."""
+    from ..data.chatml import parse_sample
+
+    obj = _raw_sample(path, error.line)
+    clips = [m["content"] for m in obj["messages"] if isinstance(m, dict) and isinstance(m.get("content"), dict)
+             and m["content"].get("type") == "audio"]
+    if not clips:
+        return error
+    obj = {**obj, "messages": obj["messages"] + [{"role": "assistant", "content": clips[-1]}],
+           "start_index": len(obj["messages"])}
+    try:
+        return parse_sample(obj, path, error.line), False
+    except DataError:
+        return error
+
+
+def _raw_sample(path, line):
+    """The JSON object of sample `line` (a JSONL line, or item line - 1 of a JSON list file)."""
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        return json.loads(text)[line - 1]
+    return json.loads(text.splitlines()[line - 1])
 
 
 def row_path(output_dir, index, k):

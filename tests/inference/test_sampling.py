@@ -203,3 +203,35 @@ def _within(seconds, fn):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_prompts_without_a_target_are_prompts_too(prompts, tmp_path):
+    """The four-message form (ending with the text to say) is a prompt without a target; a sample ending with a user
+    turn that is not that form keeps its error."""
+    from higgs_ds.errors import DataError
+    from higgs_ds.inference.candidates import read_prompts
+    from higgs_ds.inference.sampling import SamplingConfig, sample_candidates
+
+    with open(prompts) as f:
+        rows = [json.loads(line) for line in f]
+    for r in rows:  # the copy's audio paths must resolve from its own dir
+        for m in r["messages"]:
+            if isinstance(m["content"], dict):
+                m["content"]["audio_url"] = os.path.join(os.path.dirname(prompts), m["content"]["audio_url"])
+    short = {k: v for k, v in rows[0].items() if k != "start_index"} | {"messages": rows[0]["messages"][:4]}
+    f = tmp_path / "prompts.jsonl"
+    f.write_text(json.dumps(short) + "\n" + json.dumps(rows[1]) + "\n")
+    ps = read_prompts(str(f))
+    assert [(p.where, p.target_audio is None, p.text) for p in ps] == [
+        (f"{f}:1", True, rows[0]["messages"][3]["content"]), (f"{f}:2", False, rows[1]["messages"][3]["content"])]
+    sample_candidates(FakeEngine(), ps, SamplingConfig(2, 5), str(tmp_path / "out"))
+    with open(tmp_path / "out" / "rows" / "000000_000.json") as fh:
+        assert "target_audio" not in json.load(fh)
+    bad = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+                        {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}
+    two_clips = {"messages": rows[1]["messages"] + [{"role": "user", "content": "more"}]}
+    f.write_text(json.dumps(short) + "\n" + json.dumps(bad) + "\n" + json.dumps(two_clips) + "\n")
+    with pytest.raises(DataError) as e:
+        read_prompts(str(f))
+    assert "2 bad sample(s) of 3" in str(e.value) and "prompts.jsonl:2 (sample line2): no assistant audio" in str(
+        e.value) and "prompts.jsonl:3 (sample line3): not a voice-cloning prompt" in str(e.value)
