@@ -9,7 +9,8 @@ other name (e.g. `nan_loss`) makes `fault()` return True there so the caller cor
     HIGGS_DS_FAULT="nan_loss@3-5#1"              # rank 1 sees a NaN loss at steps 3, 4 and 5
 
 Points in data/prepare_shard.py: `kill_mid_prepare` (a shard's .arrow written, its .json not; the step is the
-shard index). Points in train.py's step: `nan_loss` (loss x NaN), `inf_grad` (finite loss, +inf gradient; both in
+shard index); in inference/sampling.py: `kill_mid_sample` (after the N-th candidate a run generates is recorded;
+the step is N). Points in train.py's step: `nan_loss` (loss x NaN), `inf_grad` (finite loss, +inf gradient; both in
 engine/numerics.py), `no_audio_labels` (the batch's audio labels all -100: a rank with no trainable audio),
 `kill_mid_step` (after the backward, before the optimizer step). In engine/checkpoint.py's save:
 `kill_mid_checkpoint` (engine state in `step<N>.tmp/`, nothing else), `kill_before_latest` (`step<N>/` renamed

@@ -3,9 +3,7 @@ the engine around a model dir (an adapter merged in memory, or the live training
 clone, its codes. Greedy with temperature 0 (repetition-aware resampling off, so output is deterministic), else
 sampled with temperature / top-k / top-p / seed.
 """
-import json
 import logging
-import os
 
 import torch
 
@@ -58,12 +56,13 @@ def cloning_prompt(ref_audio, ref_text, text, system=SYSTEM_PROMPT):
 
 
 def clone(engine, ref_audio, ref_text, text, temperature=0.0, top_k=None, top_p=0.95, seed=None,
-          max_new_tokens=1024):
-    """Generate speech for `text` in the voice of `ref_audio`; returns the serve engine's `HiggsAudioResponse`."""
+          max_new_tokens=1024, force_audio_gen=False):
+    """Generate speech for `text` in the voice of `ref_audio`; returns the serve engine's `HiggsAudioResponse`.
+    `force_audio_gen`: start the answer with the audio stream (never a text reply)."""
     greedy = temperature == 0.0
     return engine.generate(cloning_prompt(ref_audio, ref_text, text), max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                           ras_win_len=None if greedy else 7)
+                           ras_win_len=None if greedy else 7, force_audio_gen=force_audio_gen)
 
 
 def generated_codes(response):
@@ -76,22 +75,3 @@ def generated_codes(response):
     return revert_delay_pattern(codes)[:, 1:-1]
 
 
-def read_requests(path):
-    """The rows of a requests JSONL; a missing file or a bad line is a user error naming the file and line."""
-    from ..errors import DataError, InputNotFound
-
-    if not os.path.isfile(path):
-        raise InputNotFound(f"--requests: file not found: {path}")
-    rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})", "json") from None
-                missing = [k for k in ("ref_audio", "ref_text", "text") if not isinstance(row, dict) or k not in row]
-                if missing:
-                    raise DataError(f"{path}:{n}: a request needs {missing}", "schema")
-                rows.append(row)
-    return rows
