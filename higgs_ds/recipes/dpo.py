@@ -87,7 +87,7 @@ class DPOStage:
                 held = tables[k].shape[0] if k in tables else 0
                 raise ConfigError(f"{path} holds {held} {k} pairs, the data {len(ds)}: another run's reference "
                                   "log-probs (use a fresh --output_dir)")
-        return tables
+        return {k: t.to(engine.device) for k, t in tables.items()}  # looked up on the device: no host sync
 
     def evaluate(self, engine, val_set, loss_cfg, eval_cfg, rank, world):
         """`pref/*` means over the val pairs (train.py's `evaluate` signature)."""
