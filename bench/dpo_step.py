@@ -61,7 +61,7 @@ def model_config(args):
 def pair_rows(cfg, tokens, dev):
     """Two rows of tokens // 2 merged tokens (chosen, rejected) with their plan and pair index."""
     from higgs_ds.constants import PAIR_INDEX_KEY
-    from higgs_ds.data.plan import add_plan
+    from higgs_ds.data.index_plan import add_plan
 
     half = max(64, tokens // 2)
     rows = [voice_cloning_batch(cfg, half, 1, "cpu", seed=s) for s in (0, 1)]
@@ -140,7 +140,7 @@ def spawn(name, argv, timeout=1800):
 
 def planned(cfg, row, args):
     """`higgs-ds plan --stage ...`'s prediction of the step's memory above the model (bytes) and FLOPs per token."""
-    from higgs_ds.tools.plan import estimate
+    from higgs_ds.commands.plan import estimate
 
     dtype = "bf16" if args.device == "cuda" else "fp32"
     est = estimate(cfg.to_dict(), row["tokens"], ckpt="all" if args.ckpt else "off", dtype=dtype,

@@ -44,8 +44,8 @@ def engine_for(model, world):
 
 
 def measure(name, ours, ckpt, seq, args, dev, rank, world, finetune="lora"):
+    from higgs_ds.data.index_plan import add_plan
     from higgs_ds.data.loaders import to_device
-    from higgs_ds.data.plan import add_plan
 
     cfg = release_config()
     model = build(cfg, ours, ckpt, dev, finetune=finetune)

@@ -12,7 +12,7 @@ Memory: each cell runs in its own subprocess with glibc's mmap threshold at 1 Mi
 so the resident set follows live tensors); peak = VmHWM (reset after imports, again after the warm-up) minus the RSS after imports (torch, libs),
 i.e. everything the step allocates: weights, LoRA + AdamW states, activations, loss buffers. `model` is the rise
 after building the model and optimizer, before the first step; `step` = peak - model, what the training step adds,
-printed beside `higgs-ds plan`'s prediction of it (higgs_ds/tools/plan.py). With --warmup >= 1 the peak is that of
+printed beside `higgs-ds plan`'s prediction of it (higgs_ds/commands/plan.py). With --warmup >= 1 the peak is that of
 the timed steps, the steady state the plan predicts (AdamW's moments, created by the first optimizer step, sit under
 the activations), less `runtime`: what the warm-up left resident beyond the model and the optimizer states (the CPU
 runtime's one-time state, ~20-30 MiB; a GPU's max_memory_allocated leaves such state out too). --warmup 0: the first
@@ -80,8 +80,8 @@ def run_one(variant, args):
     model = build(cfg, ours, ckpt, "cpu", torch.float32, args.lora_r, args.finetune if ours else "lora")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = voice_cloning_batch(cfg, args.tokens, max(1, args.tokens // 2048), "cpu")
-    if ours:  # the training step: the batch's host-side index plan (sync-free forward, higgs_ds/data/plan.py)
-        from higgs_ds.data.plan import add_plan
+    if ours:  # the training step: the batch's host-side index plan (sync-free forward, higgs_ds/data/index_plan.py)
+        from higgs_ds.data.index_plan import add_plan
         batch = add_plan(batch, cfg)
     model_bytes = rss_bytes() - base
     step = step_fn(model, ours)
@@ -143,7 +143,7 @@ def main(argv=None):
         rows.append(spawn(v, args, child_argv))
         rows[-1]["tokens_per_s"] = args.tokens / rows[-1]["step_s"]
     by = {r["variant"]: r for r in rows}
-    from higgs_ds.tools.plan import estimate
+    from higgs_ds.commands.plan import estimate
 
     cfg = config_from(args).to_dict()
     for r in rows:

@@ -18,6 +18,7 @@ The last stdout line with --json: {"layers": [...], "higgs_ds": [...], "naive": 
 """
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import subprocess
@@ -89,13 +90,13 @@ def dpo_step_fn(model, kind):
     """The DPO loss (`preference_loss`): `dpo` / `dpo_without_plan` with the adapter-disabled reference (a second
     forward without grad), `dpo_stored` with reference log-probs looked up on the device."""
     from higgs_ds.loss.preference import PreferenceConfig, preference_loss, stored_reference
-    from higgs_ds.models.training_forward import PLAN_KEY
+    from higgs_ds.models.training_forward import INDEX_PLAN_KEY
 
     config, table = PreferenceConfig(beta=0.1), torch.linspace(-120.0, -80.0, 4, dtype=torch.float64).view(2, 2)
 
     def step(batch):
         if kind == "dpo_without_plan":
-            batch = {k: v for k, v in batch.items() if k != PLAN_KEY}
+            batch = {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
         reference = stored_reference(table, batch) if kind == "dpo_stored" else None
         return preference_loss(model, batch, config, reference).loss
     return step
@@ -103,7 +104,7 @@ def dpo_step_fn(model, kind):
 
 def step_fn(model, kind):
     from higgs_ds.loss import LossConfig, compute_loss
-    from higgs_ds.models.training_forward import PLAN_KEY
+    from higgs_ds.models.training_forward import INDEX_PLAN_KEY
     from tests.loss.reference_loss import plain_loss
 
     if kind.startswith("dpo"):
@@ -111,7 +112,7 @@ def step_fn(model, kind):
 
     def step(batch):
         if kind != "higgs_ds":
-            batch = {k: v for k, v in batch.items() if k != PLAN_KEY}
+            batch = {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
         if kind == "naive":
             return plain_loss(model(**batch), batch).loss
         return compute_loss(model, batch, LossConfig()).loss
@@ -120,7 +121,7 @@ def step_fn(model, kind):
 
 def measure(layers, kind, ckpt=False):
     """Sync ops of one forward + backward (after one unprofiled warm-up step)."""
-    from higgs_ds.data.plan import add_plan
+    from higgs_ds.data.index_plan import add_plan
 
     cfg = higgs_config(num_hidden_layers=layers, **SMALL)
     model = build(cfg, ours=kind != "naive", ckpt=ckpt, dev="cpu", dtype=torch.float32)
@@ -171,10 +172,10 @@ class _LabelledEngine:
 
 
 def _labelled_loss(loss_fn, keep_plan):
-    from higgs_ds.models.training_forward import PLAN_KEY
+    from higgs_ds.models.training_forward import INDEX_PLAN_KEY
 
     def run(batch, denominators=None):
-        batch = batch if keep_plan else {k: v for k, v in batch.items() if k != PLAN_KEY}
+        batch = batch if keep_plan else {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
         with torch.profiler.record_function(FORWARD):
             return loss_fn(batch, denominators)
     return run
@@ -204,26 +205,27 @@ def measure_train_step(layers, ckpt, stage="sft"):
     loader, engine and loss) on the tiny model `layers` deep with `--activation_checkpointing ckpt`, after one
     warm-up step; "checkpointed": the layers that recompute in the backward (marked, and in training mode).
     `stage` dpo: `--stage dpo` on pairs of the tiny train set (LoRA: the adapter-disabled reference)."""
-    from higgs_ds import train
+    from higgs_ds.args import parse_args
     from higgs_ds.models.training_forward import is_checkpointed
     from higgs_ds.models.unwrap import base_higgs_model
+    from higgs_ds.recipes import dpo, loop, sft
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny, model_dir = deeper_tiny_model(layers, os.path.join(tmp, "model"))
         extra = ["--stage", "dpo", "--train_data", tiny_pairs(os.path.join(tmp, "pairs.jsonl"))] \
             if stage == "dpo" else []
-        args = train.parse_args(["--model_path", model_dir, "--tokenizer_path", tiny.model_path,
-                                 "--audio_tokenizer_path", tiny.audio_tokenizer_path, "--batch_size", "2",
-                                 "--activation_checkpointing", ckpt, "--output_dir", os.path.join(tmp, "out")] + extra)
-        c = train.build(args)
+        args = parse_args(["--model_path", model_dir, "--tokenizer_path", tiny.model_path,
+                           "--audio_tokenizer_path", tiny.audio_tokenizer_path, "--batch_size", "2",
+                           "--activation_checkpointing", ckpt, "--output_dir", os.path.join(tmp, "out")] + extra)
+        c = (dpo if stage == "dpo" else sft).build(args)
         c.engine.train()  # as train.fit does before its steps
         marked = [layer.training and is_checkpointed(layer) for layer in base_higgs_model(c.engine).layers]
-        windows = (w for _ in range(100) for w in train.accumulation_windows(c.loader, c.accum))
+        windows = (w for _ in range(100) for w in loop.accumulation_windows(c.loader, c.accum))
         engine = _LabelledEngine(c.engine)
 
         def step(i, keep_plan):
-            train.train_step(engine, next(windows), _labelled_loss(c.loss_fn, keep_plan), c.meter, c.global_norm,
-                             c.audio_out_id, i, c.rank)
+            objective = dataclasses.replace(c.objective, loss_fn=_labelled_loss(c.objective.loss_fn, keep_plan))
+            loop.train_step(dataclasses.replace(c, engine=engine, objective=objective), next(windows), i)
         step(1, True)
         out = {}
         for i, (name, keep_plan) in enumerate((("step", True), ("without_plan", False)), 2):

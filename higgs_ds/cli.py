@@ -74,9 +74,9 @@ def _parser():
     return p
 
 
-DELEGATED = {"export": ".inference.export", "generate": ".inference.generate", "evaluate": ".tools.evaluate",
-             "plan": ".tools.plan", "convert": ".tools.convert",
-             "score": ".evaluation.score", "benchmark": ".tools.benchmark"}
+DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
+             "plan": ".commands.plan", "convert": ".commands.convert",
+             "score": ".evaluation.score", "benchmark": ".commands.benchmark"}
 
 
 def _tiny():
@@ -119,7 +119,7 @@ def validate(args):
     from .data.prepared import is_prepared
     from .data.validate import ValidationConfig, summary_text, validate_files
     from .models.loading import load_text_tokenizer
-    from .models.sources import tokenizer_dir as resolve_tokenizer
+    from .models.locate import tokenizer_dir as resolve_tokenizer
 
     tokenizer_dir = resolve_tokenizer(args.tokenizer_path) or _tiny().model_path
     if not os.path.isdir(tokenizer_dir):
@@ -167,7 +167,7 @@ def prepare(args, parser):
         _check_source_flags(args, parser)
         return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos, _asr))
     from .data.code_cache import prepare_codes
-    from .models.sources import audio_tokenizer_dir  # Hub ids / native dirs
+    from .models.locate import audio_tokenizer_dir  # Hub ids / native dirs
 
     stats = prepare_codes(args.data, audio_tokenizer_dir(args.audio_tokenizer_path) or _tiny().audio_tokenizer_path,
                           args.code_cache_dir)

@@ -79,12 +79,12 @@ def sections():
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
     from .loss.preference import PreferenceConfig
-    from .models.finetune import AdapterConfig
+    from .models.finetune import FinetuneConfig
 
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(AdapterConfig,),
+                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(FinetuneConfig,),
                 engine=(EngineConfig,))
 
 

@@ -5,7 +5,7 @@ Audio: the collator puts labels at the *same* column as the input code, so the l
 the label at column t + 1 **of the same clip**; the last column of every clip predicts nothing. Scoring column t
 against label t would train the copy task (near-zero loss, silent output) — see docs/LOSS.md.
 `text_rows` / `audio_rows`: the positions that carry a target, and their targets, as the loss gathers them (the
-collator's host-side plan computes them once per batch, data/plan.py).
+collator's host-side plan computes them once per batch, data/index_plan.py).
 """
 import torch
 

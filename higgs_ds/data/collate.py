@@ -3,7 +3,7 @@
 `TrainingCollator` runs that collator with one substitution: boson-multimodal's `build_delay_pattern_mask` builds
 its masks with `torch.tril`/`torch.triu` over int64 tensors, which took ~95 % of the collation time on CPU (docs/PERF.md);
 `delay_pattern` computes the same tensors by index arithmetic (tests/data/test_dataset.py checks equality against it).
-With `plan=True` each batch also carries its host-side index plan (`data/plan.py`) for the sync-free training step.
+With `index_plan=True` each batch also carries its host-side index plan (`data/index_plan.py`) for the sync-free training step.
 """
 import contextlib
 from dataclasses import fields, replace
@@ -12,7 +12,7 @@ import boson_multimodal.data_collator.higgs_audio_collator as _boson_collator
 import torch
 from boson_multimodal.data_collator.higgs_audio_collator import HiggsAudioSampleCollator
 
-from .plan import add_plan
+from .index_plan import add_plan
 
 
 def serve_engine_collator(config, whisper_processor=None):
@@ -54,11 +54,11 @@ def _fast_delay_pattern():
 
 class TrainingCollator:
     """Collate `ChatMLDatasetSample`s into the keyword arguments of `HiggsAudioModel.forward` (labels included);
-    `plan`: add the batch's `StepPlan` under `models.training_forward.PLAN_KEY` (for `loss.compute_loss`, not the model)."""
+    `index_plan`: add the batch's `IndexPlan` under `models.training_forward.INDEX_PLAN_KEY` (for `loss.compute_loss`, not the model)."""
 
-    def __init__(self, config, whisper_processor=None, plan=False):
+    def __init__(self, config, whisper_processor=None, index_plan=False):
         self.collator = serve_engine_collator(config, whisper_processor)
-        self.config, self.plan = config, plan
+        self.config, self.index_plan = config, index_plan
 
     def __call__(self, samples):
         # HiggsAudioSampleCollator sets the <|AUDIO_OUT|> labels of its *input* samples to -100 in place: a sample
@@ -69,4 +69,4 @@ class TrainingCollator:
         # the fields as they are (dataclasses.asdict would deep-copy every tensor)
         batch = {f.name: getattr(out, f.name) for f in fields(out)
                  if f.name != "reward" and getattr(out, f.name) is not None}
-        return add_plan(batch, self.config) if self.plan else batch
+        return add_plan(batch, self.config) if self.index_plan else batch

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .collate import TrainingCollator
 from .dataset import VoiceCloningDataset
-from .plan import StepPlan
+from .index_plan import IndexPlan
 from .sampler import TokenBudgetBatchSampler
 from .validate import validate_files
 
@@ -71,14 +71,14 @@ def loader_kwargs(num_workers):
 
 
 def build_loader(dataset, config, batch_size, rank, world_size, seed, shuffle=True, max_tokens_per_batch=None,
-                 num_workers=0, plan=False, language_weights=None):
+                 num_workers=0, index_plan=False, language_weights=None):
     """Per-rank DataLoader; the collator gets the dataset's Whisper processor (None unless the config needs it);
-    `plan`: batches carry their host-side index plan (the sync-free step, data/plan.py); `language_weights`:
+    `index_plan`: batches carry their host-side index plan (the sync-free step, data/index_plan.py); `language_weights`:
     {tag: weight} of --language_weights (language_mix.py)."""
     from .language_mix import LanguageWeightedSampler, dataset_mix
 
     collator = getattr(dataset, "collator", None) or TrainingCollator  # pairs.PairDataset has its own
-    collate = collator(config, getattr(dataset, "whisper_processor", None), plan=plan)
+    collate = collator(config, getattr(dataset, "whisper_processor", None), index_plan=index_plan)
     kw, mix = loader_kwargs(num_workers), dataset_mix(dataset, language_weights)
     if max_tokens_per_batch:
         sampler = TokenBudgetBatchSampler.for_dataset(dataset, max_tokens_per_batch, num_replicas=world_size,
@@ -109,5 +109,5 @@ def start_epoch(loader, epoch, skip_batches=0):
 
 
 def to_device(batch, device):
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) or isinstance(v, StepPlan) else v
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) or isinstance(v, IndexPlan) else v
             for k, v in batch.items()}

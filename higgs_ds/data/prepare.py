@@ -215,10 +215,10 @@ def prepare_from_args(args, tiny_assets, scorers=None):
     """`higgs-ds prepare --data SOURCE... --output DIR`; `tiny_assets()` gives the default tokenizer dirs,
     `scorers` the `Scorers` of --check_pairs and --dnsmos."""
 
-    from ..models import sources
+    from ..models import locate
 
-    tokenizer_path = sources.tokenizer_dir(args.tokenizer_path)  # Hub ids, native tokenizers (converted once)
-    audio_path = sources.audio_tokenizer_dir(args.audio_tokenizer_path)
+    tokenizer_path = locate.tokenizer_dir(args.tokenizer_path)  # Hub ids, native tokenizers (converted once)
+    audio_path = locate.audio_tokenizer_dir(args.audio_tokenizer_path)
     if not (tokenizer_path and audio_path):
         tiny = tiny_assets()
         tokenizer_path, audio_path = tokenizer_path or tiny.model_path, audio_path or tiny.audio_tokenizer_path

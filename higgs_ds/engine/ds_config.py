@@ -10,6 +10,13 @@ import os
 
 from ..errors import ConfigError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def default_ds_config(accelerator):
+    """The shipped config for this accelerator: ds_configs/cpu_zero2.json on CPU, zero2.json on GPU."""
+    return os.path.join(ROOT, "ds_configs", "cpu_zero2.json" if accelerator == "cpu" else "zero2.json")
+
 
 def _fill(section, key, value, where, cli_flag):
     cur = section.get(key, "auto")

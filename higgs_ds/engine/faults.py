@@ -3,7 +3,7 @@ in higgs_ds/faults.py (below data/, whose prepare has a kill point too).
 """
 from ..constants import IGNORE_INDEX
 from ..faults import fault
-from ..models.training_forward import PLAN_KEY
+from ..models.training_forward import INDEX_PLAN_KEY
 
 
 def unlabel_audio(batch, step, rank=0):
@@ -11,7 +11,7 @@ def unlabel_audio(batch, step, rank=0):
     if batch.get("label_audio_ids") is None or not fault("no_audio_labels", step, rank):
         return batch
     out = {**batch, "label_audio_ids": batch["label_audio_ids"].new_full(batch["label_audio_ids"].shape, IGNORE_INDEX)}
-    plan = batch.get(PLAN_KEY)  # the host-side index plan (data/plan.py) holds the loss's labeled rows
+    plan = batch.get(INDEX_PLAN_KEY)  # the host-side index plan (data/index_plan.py) holds the loss's labeled rows
     if plan is not None:
-        out[PLAN_KEY] = plan.without_audio_labels()
+        out[INDEX_PLAN_KEY] = plan.without_audio_labels()
     return out

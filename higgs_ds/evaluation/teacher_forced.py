@@ -9,8 +9,11 @@ Every rank runs the same number of forwards whatever the split (eval_loop.py: Ze
 every forward).
 """
 import dataclasses
+import logging
 
 import torch
+
+log = logging.getLogger(__name__)
 
 SUM_KEYS = ("text_ce", "text_n", "audio_ce", "audio_n")
 
@@ -66,3 +69,11 @@ def teacher_forced_eval(model, dataset, batch_size, loss_cfg=None, rank=0, world
         out[f"acc/audio_cb{c}"] = s[4 + k + c] / per_cb
     out["acc/audio"] = sum(s[4 + k:4 + 2 * k]) / max(s[3], 1)
     return out
+
+
+def report(val, step, meter):
+    """Write `val` to every sink (eval/...) and the log; returns it."""
+    meter.write(val, step, "eval/")
+    log.info("eval at step %d: loss %.4f | text %.4f | audio %.4f", step, val["loss/total"], val["loss/text"],
+             val["loss/audio"])
+    return val

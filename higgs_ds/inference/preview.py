@@ -74,3 +74,13 @@ class AudioPreview:
                 self.sinks.image(f"samples/{i}/spectrogram", log_spectrogram(wav), step)
         finally:
             self.model.train(was_training)
+
+
+def build_preview(rank, config, engine, paths, val_set, sinks):
+    """The audio preview on rank 0 (None when off, without validation data or without a media sink)."""
+    if rank != 0 or config.sample_every <= 0 or val_set is None or not sinks:
+        return None
+    from ..models.unwrap import base_higgs_model
+
+    return AudioPreview(base_higgs_model(engine), paths, val_set.samples, config.sample_every, sinks,
+                        config.num_preview_prompts, config.preview_max_new_tokens)

@@ -6,7 +6,7 @@ full-vocab logits never exist. The plain reference (full logits + `F.cross_entro
 tests/loss/reference_loss.py.
 """
 from ..data.alignment import audio_targets, text_targets  # noqa: F401
-from ..models.training_forward import PLAN_KEY, final_hidden_states, hidden_states_only
+from ..models.training_forward import INDEX_PLAN_KEY, final_hidden_states, hidden_states_only
 from ..models.unwrap import base_higgs_model  # noqa: F401
 from .hidden import head_modules, head_weights, model_codebooks
 from .normalize import count_labeled, global_denominators  # noqa: F401
@@ -18,13 +18,13 @@ def compute_loss(model, batch, config=None, denominators=None):
 
     `model` is the bare model, a peft `PeftModel` or a DeepSpeed engine; it is called as `model(**batch)` so
     engine hooks run. `denominators` is required when `config.normalization == "global"`. A batch holding a
-    `StepPlan` (`data/plan.py`, under `PLAN_KEY`) runs the forward and the loss without host syncs.
+    `IndexPlan` (`data/index_plan.py`, under `INDEX_PLAN_KEY`) runs the forward and the loss without host syncs.
     """
     config = config or LossConfig()
     text_head, audio_head = head_modules(model)  # modules, not weights: ZeRO-3 gathers them in their own call
     n_codebooks, _ = model_codebooks(model)
     outputs = final_hidden_states(model, batch)
-    plan = batch.get(PLAN_KEY)
+    plan = batch.get(INDEX_PLAN_KEY)
     rows = plan.loss_rows() if plan is not None else None
     return fused_head_loss(outputs.logits, outputs, batch, text_head, audio_head, n_codebooks, config, denominators,
                            rows)

@@ -97,7 +97,7 @@ def fused_head_loss(hidden, outputs, batch, text_w, audio_w, n_codebooks, config
     `audio_w`: the heads' weights, or their modules (required under ZeRO-3, see `_head_ce`).
 
     `rows`: (text positions, text targets, audio positions, audio targets, n_text, per-codebook audio counts) as
-    computed on the host (`data.plan.StepPlan.loss_rows`); None finds them here (`nonzero`: host syncs)."""
+    computed on the host (`data.index_plan.IndexPlan.loss_rows`); None finds them here (`nonzero`: host syncs)."""
     dev = hidden.device
     if rows is None:
         t_pos, t_tgt = text_rows(outputs.expanded_labels, hidden.shape[:2], dev)

@@ -1,7 +1,7 @@
 """Direct preference optimisation (DPO) on audio, from sequence log-probs of each sequence's labelled audio codes.
 
 A pair batch (data/pairs.py) holds B chosen, then B rejected sequences. `sequence_logps` runs one forward that stops
-at the hidden states (models/training_forward.py; without host syncs when the batch holds its `StepPlan`) and
+at the hidden states (models/training_forward.py; without host syncs when the batch holds its `IndexPlan`) and
 scores each sequence's labelled (column, codebook) audio targets — those of the SFT loss (objective.audio_rows:
 column t against column t + 1 of the same clip, every codebook, delay pattern as the collator writes it) — with the
 fused head, one call per sequence: log π(y|x) = −Σ CE. Full-vocab logits never exist; text labels are not scored.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import option
 from ..constants import IGNORE_INDEX as IGNORE
 from ..constants import PAIR_INDEX_KEY
-from ..models.training_forward import PLAN_KEY, final_hidden_states
+from ..models.training_forward import INDEX_PLAN_KEY, final_hidden_states
 from .hidden import head_modules, model_codebooks
 from .objective import LossConfig, LossOutput, _head_ce, audio_rows
 
@@ -40,9 +40,9 @@ class PreferenceConfig:
 
 
 def _audio_targets(out, batch, n_codebooks):
-    """(flat positions, (N, K) targets, rows per sequence) of the labelled audio codes: from the batch's `StepPlan`
+    """(flat positions, (N, K) targets, rows per sequence) of the labelled audio codes: from the batch's `IndexPlan`
     (host-side sizes, no sync), else found on the device (`nonzero`, `tolist`: host syncs)."""
-    plan = batch.get(PLAN_KEY)
+    plan = batch.get(INDEX_PLAN_KEY)
     if plan is not None:
         return plan.audio_pos, plan.audio_tgt, list(plan.audio_rows_per_seq)
     pos, tgt = audio_rows(out.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),
@@ -53,7 +53,7 @@ def _audio_targets(out, batch, n_codebooks):
 
 def sequence_logps(model, batch, chunk_size=None):
     """(log-probs (S,), labelled audio codes (S,)) of the S sequences of a collated batch; one forward (sync-free
-    with the batch's `StepPlan`, models/training_forward.py)."""
+    with the batch's `IndexPlan`, models/training_forward.py)."""
     _, audio_head = head_modules(model)
     n_codebooks, _ = model_codebooks(model)
     out = final_hidden_states(model, {k: v for k, v in batch.items() if k != PAIR_INDEX_KEY})

@@ -79,7 +79,7 @@ def save_to(engine, mode, path, tokenizer_dir, rank):
 
 
 @dataclasses.dataclass
-class AdapterConfig:
+class FinetuneConfig:
     """What trains: the mode, and for lora/audio the adapter (rank, scaling, layers, modules trained in full)."""
     finetune: str = option("lora", "lora: LoRA adapters (--lora_preset), writes adapter/; audio: the audio path in "
                                    "full (dual-FFN audio MLPs and norms, audio head, codebook embeddings) + LoRA on "

@@ -6,7 +6,7 @@ import os
 import torch
 
 from ..errors import ConfigError, InputNotFound
-from . import sources
+from . import locate
 from .audio_tokenizer import load_audio_tokenizer
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,10 @@ class ModelPaths:
     def resolve(cls, model_path=None, audio_tokenizer_path=None, tokenizer_path=None):
         """Check the dirs exist (an unset audio tokenizer path is the official one for the official model id, or
         `<model_path>/../audio_tokenizer`, the embedded layout). Hub repo ids and transformers-native dirs become
-        local boson-format dirs first (models/sources.py). The tiny default for unset paths:
+        local boson-format dirs first (models/locate.py). The tiny default for unset paths:
         `assets.resolve_model_paths`."""
-        audio_tokenizer_path = audio_tokenizer_path or sources.default_audio_tokenizer(model_path)
-        model_path, audio_tokenizer_path = sources.model_dir(model_path), sources.audio_tokenizer_dir(audio_tokenizer_path)
+        audio_tokenizer_path = audio_tokenizer_path or locate.default_audio_tokenizer(model_path)
+        model_path, audio_tokenizer_path = locate.model_dir(model_path), locate.audio_tokenizer_dir(audio_tokenizer_path)
         sibling = os.path.join(os.path.dirname(os.path.abspath(model_path)), "audio_tokenizer") if model_path else None
         if audio_tokenizer_path is None and sibling and os.path.isfile(os.path.join(sibling, "model.pth")):
             audio_tokenizer_path = sibling  # the embedded layout: <root>/model and <root>/audio_tokenizer
@@ -40,7 +40,7 @@ class ModelPaths:
         if audio_tokenizer_path is None:
             raise ConfigError("--model_path was given without --audio_tokenizer_path: a real model needs its "
                                  "audio tokenizer dir (config.json + model.pth)")
-        paths = cls(model_path, audio_tokenizer_path, sources.tokenizer_dir(tokenizer_path) or model_path)
+        paths = cls(model_path, audio_tokenizer_path, locate.tokenizer_dir(tokenizer_path) or model_path)
         paths.check()
         return paths
 

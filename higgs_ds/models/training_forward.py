@@ -3,7 +3,7 @@
 `final_hidden_states(model, batch)` returns a `HiggsAudioModelOutputWithPast` whose `logits` hold the final normed
 hidden states (B, L, H) and whose `expanded_labels` / `audio_out_mask` say what the heads score (no head has run).
 
-With the batch's host-side `StepPlan` (data/plan.py, under `PLAN_KEY`) it runs without a host synchronisation,
+With the batch's host-side `IndexPlan` (data/index_plan.py, under `INDEX_PLAN_KEY`) it runs without a host synchronisation,
 calling boson's modules in boson's order: `embed_tokens` and `_embed_audio_ids`; the merge as one `index_select` of
 their rows by `plan.source` (boson's own merge ran on the host); the causal mask from `plan.has_padding`; the rotary
 embedding; every decoder layer; the final norm. A dual-FFN layer runs its norms, attention and both FFNs on
@@ -26,7 +26,7 @@ import torch.utils.checkpoint
 
 from .unwrap import base_higgs_model
 
-PLAN_KEY = "sync_free_plan"
+INDEX_PLAN_KEY = "index_plan"
 _CHECKPOINTED = "higgs_ds_checkpointed"
 
 
@@ -76,8 +76,8 @@ def hidden_states_only(model):
 def final_hidden_states(model, batch):
     """The forward of `model` (bare, peft or a DeepSpeed engine, called as `model(**batch)` so that wrappers and
     their hooks run) on a collated batch, stopped at the final normed hidden states (in `.logits`)."""
-    plan = batch.get(PLAN_KEY)
-    kwargs = {k: v for k, v in batch.items() if k != PLAN_KEY}
+    plan = batch.get(INDEX_PLAN_KEY)
+    kwargs = {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
     if plan is None:
         with hidden_states_only(model):
             return model(**kwargs)
@@ -96,7 +96,7 @@ def _codes(base, ids, device):
 def _merge(base, plan, input_ids, audio_in_ids, audio_out_ids):
     """Boson's embeddings, merged by `plan.source` into (B, L, H)."""
     if tuple(input_ids.shape) != plan.text_shape:
-        raise RuntimeError(f"the batch's {PLAN_KEY} does not describe this batch (input_ids {tuple(input_ids.shape)},"
+        raise RuntimeError(f"the batch's {INDEX_PLAN_KEY} does not describe this batch (input_ids {tuple(input_ids.shape)},"
                            f" plan {plan.text_shape})")
     embeds = base.embed_tokens(input_ids)
     b, t, h = embeds.shape
@@ -106,7 +106,7 @@ def _merge(base, plan, input_ids, audio_in_ids, audio_out_ids):
     parts.append(base._embed_audio_ids(_codes(base, audio_out_ids, input_ids.device)))
     table = torch.cat(parts)
     if table.shape[0] != plan.n_sources:
-        raise RuntimeError(f"{PLAN_KEY} expects {plan.n_sources} source rows, the forward has {table.shape[0]}")
+        raise RuntimeError(f"{INDEX_PLAN_KEY} expects {plan.n_sources} source rows, the forward has {table.shape[0]}")
     return table.index_select(0, plan.source).view(b, -1, h)
 
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from higgs_ds.tools.plan import GiB, estimate
+from higgs_ds.commands.plan import GiB, estimate
+from tests.commands.test_plan import TOL
 from tests.helpers import ROOT
-from tests.tools.test_plan import TOL
 
 CPU_CELLS = [("fused", 256, 2, 512, 1024, "lora"), ("higgs_ds", 256, 2, 512, 2048, "lora"),
              ("naive", 256, 2, 512, 768, "lora"), ("fused", 256, 2, 512, 1024, "audio"),

@@ -73,10 +73,10 @@ def test_flops_per_token_under_zero3_equals_zero2s(runs, tiny_assets):
     """MFU = tokens/s x FLOPs per token / peak: with the same FLOPs per token the two stages' MFU differ only by their
     measured throughput."""
     from higgs_ds.engine.metrics import flops_per_token
-    from higgs_ds.models.finetune import AdapterConfig
+    from higgs_ds.models.finetune import FinetuneConfig
     from higgs_ds.models.loading import load_model
 
-    unsharded = flops_per_token(AdapterConfig().apply(load_model(tiny_assets.model_path)))
+    unsharded = flops_per_token(FinetuneConfig().apply(load_model(tiny_assets.model_path)))
     for _, by_stage in runs.values():
         zero3, zero2 = by_stage["zero3"][1]["flops_per_token"], by_stage["zero2"][1]["flops_per_token"]
         assert zero3 == pytest.approx(zero2, rel=0.01) and zero2 == pytest.approx(unsharded, rel=1e-9)

@@ -136,10 +136,10 @@ def test_training_logs_eval_gen_and_agrees_with_evaluate(small_data, small_code_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from higgs_ds.assets import resolve_model_paths
+    from higgs_ds.commands.evaluate import main as evaluate_main
     from higgs_ds.data.chatml import read_chatml
     from higgs_ds.evaluation.prompts import eval_prompts
     from higgs_ds.evaluation.scorer import Scorer
-    from higgs_ds.tools.evaluate import main as evaluate_main
 
     out = str(tmp_path / "run")
     run_cmd([PYTHON, "higgs_ds/train.py", "--train_data", small_data[0], "--val_data", small_data[1],

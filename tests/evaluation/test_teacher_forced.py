@@ -52,8 +52,8 @@ def test_rank_shares_sum_to_the_whole(fresh_model, small_dataset, monkeypatch):
 
 
 def test_evaluate_command_reports_the_same_numbers(fresh_model, small_dataset):
+    from higgs_ds.commands.evaluate import evaluate_dataset
     from higgs_ds.evaluation.teacher_forced import teacher_forced_eval
-    from higgs_ds.tools.evaluate import evaluate_dataset
 
     r, e = teacher_forced_eval(fresh_model, small_dataset, 4), evaluate_dataset(fresh_model, small_dataset, 4)
     assert (e["loss_text"], e["loss_audio"], e["audio_tokens"]) == (r["loss/text"], r["loss/audio"], r["tokens/audio"])

@@ -1,4 +1,4 @@
-"""The DPO step on a pair batch with its `StepPlan` (data/plan.py) equals the same step through boson's forward: loss,
+"""The DPO step on a pair batch with its `IndexPlan` (data/index_plan.py) equals the same step through boson's forward: loss,
 every `pref/*` metric and every gradient, with the adapter-disabled reference (LoRA) and a stored one (every weight
 trainable); the planned step runs our forward's planned layers, never boson's dual-FFN forward. bench/syncs.py
 counts its host syncs (tests/tools/test_syncs_bench.py: 0)."""
@@ -7,7 +7,7 @@ import torch
 
 from higgs_ds.loss.preference import PreferenceConfig, preference_loss
 from higgs_ds.models import training_forward
-from higgs_ds.models.training_forward import PLAN_KEY
+from higgs_ds.models.training_forward import INDEX_PLAN_KEY
 from tests.loss.test_fused_loss import make_config
 from tests.loss.test_preference_loss import base_model, lora_model, pair_batch
 
@@ -20,7 +20,7 @@ def _step(model, batch, config, reference):
 
 
 def _assert_same(model, planned, config, reference=None):
-    unplanned = {k: v for k, v in planned.items() if k != PLAN_KEY}
+    unplanned = {k: v for k, v in planned.items() if k != INDEX_PLAN_KEY}
     ref, ref_grads = _step(model, unplanned, config, reference)
     ours, grads = _step(model, planned, config, reference)
     torch.testing.assert_close(ours.loss, ref.loss, rtol=1e-6, atol=1e-7)
@@ -56,7 +56,7 @@ def test_planned_dpo_step_equals_boson_forward_full_stored_reference():
 def test_plan_gives_each_sequence_its_rows():
     """The plan's per-sequence row counts are the labelled audio rows of each sequence (chosen, then rejected)."""
     cfg = make_config(8, True)
-    plan = pair_batch(cfg, [4, 2], [3, 6], plan=True)[PLAN_KEY]
+    plan = pair_batch(cfg, [4, 2], [3, 6], plan=True)[INDEX_PLAN_KEY]
     seq_len = plan.attention_mask.shape[1]
     assert list(plan.audio_rows_per_seq) == torch.bincount(plan.audio_pos // seq_len, minlength=4).tolist()
     assert all(n > 0 for n in plan.audio_rows_per_seq) and sum(plan.audio_rows_per_seq) == plan.audio_pos.numel()

@@ -117,10 +117,10 @@ def test_prepare_takes_hub_ids(hub_cache, small_data, tiny_assets, tmp_path):
 
     from higgs_ds.data.code_cache import tokenizer_id
     from higgs_ds.data.prepare import text_tokenizer_id
-    from higgs_ds.models import sources
+    from higgs_ds.models import locate
     from tests.helpers import PYTHON, run_cmd
 
-    assert sources.tokenizer_dir(hub.MODEL_REPO) == snapshot(hub_cache, hub.MODEL_REPO, hub.PINNED[hub.MODEL_REPO])
+    assert locate.tokenizer_dir(hub.MODEL_REPO) == snapshot(hub_cache, hub.MODEL_REPO, hub.PINNED[hub.MODEL_REPO])
     out = str(tmp_path / "prepared")
     run_cmd([PYTHON, "-m", "higgs_ds.cli", "prepare", "--data", small_data[0], "--output", out,
              "--tokenizer_path", hub.MODEL_REPO, "--audio_tokenizer_path", hub.TOKENIZER_REPO])

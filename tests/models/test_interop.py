@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from higgs_ds.commands.convert import convert_dir
 from higgs_ds.errors import EXIT_NOINPUT
 from higgs_ds.models import convert, lm_format
-from higgs_ds.tools.convert import convert_dir
 
 
 def test_boson_native_boson_is_bitwise(tiny_assets, tmp_path):

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
+from higgs_ds.commands.convert import convert_dir
 from higgs_ds.models import convert
-from higgs_ds.tools.convert import convert_dir
 from tests.helpers import ROOT  # noqa: E402
 
 T5 = os.environ.get("HIGGS_DS_TRANSFORMERS5") or os.path.join(sys.prefix, "transformers5")

@@ -1,4 +1,4 @@
-"""The sync-free training forward (models/training_forward.py + data/plan.py) equals boson's forward.
+"""The sync-free training forward (models/training_forward.py + data/index_plan.py) equals boson's forward.
 
 Batches: padded rows of different lengths with two clips each (reference + target), a row without any audio, and
 one single-row batch (boson left-pads a lone row). Models: the tiny default (LoRA) and a mid-size config with a
@@ -15,7 +15,7 @@ import torch
 from higgs_ds.data.collate import TrainingCollator
 from higgs_ds.loss import LossConfig, compute_loss, hidden_states_only
 from higgs_ds.models import training_forward
-from higgs_ds.models.training_forward import PLAN_KEY, final_hidden_states
+from higgs_ds.models.training_forward import INDEX_PLAN_KEY, final_hidden_states
 
 
 def _text_only(sample, config):
@@ -32,7 +32,7 @@ def _text_only(sample, config):
 
 
 def _batches(config, dataset):
-    collate = TrainingCollator(config, plan=True)
+    collate = TrainingCollator(config, index_plan=True)
     return {"padded_clips": collate([dataset[i] for i in range(3)]),
             "row_without_audio": collate([dataset[3], _text_only(dataset[4], config), dataset[5]]),
             "single_row": collate([dataset[6]])}
@@ -63,7 +63,7 @@ def _lora_model(model):
 
 
 def _without_plan(batch):
-    return {k: v for k, v in batch.items() if k != PLAN_KEY}
+    return {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
 
 
 def _loss_and_grads(model, batch):
@@ -93,7 +93,7 @@ def tiny_config(tiny_bundle):
 def test_plan_reproduces_boson_merge(tiny_config, small_dataset, fresh_model):
     """The plan's masks, labels and ids are those of boson's merge in the forward; the hidden states are equal."""
     for name, batch in _batches(tiny_config, small_dataset).items():
-        plan = batch[PLAN_KEY]
+        plan = batch[INDEX_PLAN_KEY]
         with torch.no_grad():
             with hidden_states_only(fresh_model):
                 ref = fresh_model(**_without_plan(batch))
@@ -107,7 +107,7 @@ def test_plan_reproduces_boson_merge(tiny_config, small_dataset, fresh_model):
 
 def test_logits_at_labeled_positions_match_boson(tiny_config, small_dataset, fresh_model):
     batch = _batches(tiny_config, small_dataset)["padded_clips"]
-    plan = batch[PLAN_KEY]
+    plan = batch[INDEX_PLAN_KEY]
     proj = fresh_model.audio_decoder_proj
     with torch.no_grad():
         ref = fresh_model(**_without_plan(batch))
@@ -155,13 +155,13 @@ def test_activation_checkpointing_keeps_the_plan(tiny_config, small_dataset, fre
 
 def test_plan_travels_with_the_batch(tiny_config, small_dataset):
     """`to_device` moves the plan; a DataLoader's pin-memory step keeps it a plan; no plan without the option."""
+    from higgs_ds.data.index_plan import IndexPlan
     from higgs_ds.data.loaders import to_device
-    from higgs_ds.data.plan import StepPlan
 
     batch = _batches(tiny_config, small_dataset)["padded_clips"]
     moved = to_device(batch, torch.device("cpu"))
-    assert isinstance(moved[PLAN_KEY], StepPlan) and torch.equal(moved[PLAN_KEY].source, batch[PLAN_KEY].source)
-    assert PLAN_KEY not in TrainingCollator(tiny_config)([small_dataset[0]])
+    assert isinstance(moved[INDEX_PLAN_KEY], IndexPlan) and torch.equal(moved[INDEX_PLAN_KEY].source, batch[INDEX_PLAN_KEY].source)
+    assert INDEX_PLAN_KEY not in TrainingCollator(tiny_config)([small_dataset[0]])
 
 
 def test_no_audio_labels_fault_updates_the_plan(tiny_config, small_dataset, fresh_model, monkeypatch):

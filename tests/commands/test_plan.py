@@ -1,4 +1,4 @@
-"""`higgs-ds plan` (higgs_ds/tools/plan.py): parameter counts, model states, and memory against measurements.
+"""`higgs-ds plan` (higgs_ds/commands/plan.py): parameter counts, model states, and memory against measurements.
 
 The memory model's stated error (docs/PERF.md): within 15 % of measured peak memory, on CPU (bench/step.py cells, each
 in its own process) and on one H200 (bench/results/gpu_step*_h200.json, the released configuration).
@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from higgs_ds.tools.plan import Dims, estimate, main, model_states, parameter_counts
+from higgs_ds.commands.plan import Dims, estimate, main, model_states, parameter_counts
 from tests.helpers import ROOT
 
 TOL = 0.15
@@ -112,10 +112,10 @@ def test_trained_heads_match_the_loss(tiny_assets, finetune, to_save):
     """The heads the plan charges the fused loss's gradient buffers for == the head weights that require grad."""
     from boson_multimodal.model.higgs_audio import HiggsAudioConfig, HiggsAudioModel
 
+    from higgs_ds.commands.plan import CHUNK_BYTES
     from higgs_ds.loss.fused import DEFAULT_CHUNK_ELEMENTS
     from higgs_ds.loss.hidden import head_weights
     from higgs_ds.models.finetune import prepare_model
-    from higgs_ds.tools.plan import CHUNK_BYTES
 
     with open(os.path.join(tiny_assets.model_path, "config.json")) as f:
         cfg = json.load(f)

@@ -1,7 +1,7 @@
 """`higgs-ds evaluate` runs where the model trains: the GPU in bf16 when there is one, else the CPU in fp32."""
 import torch
 
-from higgs_ds.tools.evaluate import placement
+from higgs_ds.commands.evaluate import placement
 
 
 def test_evaluate_uses_the_gpu_in_bf16_when_there_is_one(monkeypatch):

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from boson_multimodal.model.higgs_audio.utils import merge_input_ids_with_audio_features
 
-from ..models.training_forward import PLAN_KEY
+from ..models.training_forward import INDEX_PLAN_KEY
 from .alignment import audio_rows, text_rows
 
 ROUND_TO = 8  # HiggsAudioModel.forward pads the merged length to a multiple of 8 when use_cache is off
@@ -25,7 +25,7 @@ _TENSORS = ("source", "attention_mask", "labels", "position_ids", "input_ids", "
 
 
 @dataclasses.dataclass
-class StepPlan:
+class IndexPlan:
     """Everything position-dependent of one batch's forward and loss, with sizes fixed on the host.
 
     `source` (B*L,): row of `cat([zero row, text embeddings (B*T), audio-in embeddings, audio-out embeddings])` at
@@ -101,7 +101,7 @@ def _stand_ins(batch, config):
 
 
 def build_plan(batch, config):
-    """`StepPlan` of a collated batch (CPU tensors, as `TrainingCollator` emits them); None if not `supported`."""
+    """`IndexPlan` of a collated batch (CPU tensors, as `TrainingCollator` emits them); None if not `supported`."""
     if not supported(config):
         return None
     ids = batch["input_ids"]
@@ -116,7 +116,7 @@ def build_plan(batch, config):
     k = int(config.audio_num_codebooks)
     t_pos, t_tgt = text_rows(labels, attn.shape, "cpu")
     a_pos, a_tgt = audio_rows(out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"), k, "cpu")
-    return StepPlan(
+    return IndexPlan(
         source=embed.reshape(-1).round().long(), attention_mask=attn, labels=labels, position_ids=pos_ids,
         input_ids=merged_ids, audio_in_mask=in_mask, audio_in_discrete_codes_mask=in_codes_mask,
         audio_out_mask=out_mask, text_index=(~codes).nonzero().squeeze(1), codes_index=codes.nonzero().squeeze(1),
@@ -128,6 +128,6 @@ def build_plan(batch, config):
 
 
 def add_plan(batch, config):
-    """`batch` with its `StepPlan` under `PLAN_KEY` (unchanged when the config is not `supported`)."""
+    """`batch` with its `IndexPlan` under `INDEX_PLAN_KEY` (unchanged when the config is not `supported`)."""
     plan = build_plan(batch, config)
-    return batch if plan is None else {**batch, PLAN_KEY: plan}
+    return batch if plan is None else {**batch, INDEX_PLAN_KEY: plan}

@@ -28,11 +28,11 @@ def meta(tmp_path_factory):
 @pytest.fixture(scope="module")
 def adapter(tiny_assets, tmp_path_factory):
     """A LoRA adapter on the tiny model whose B matrices are not zero (so it changes the model)."""
-    from higgs_ds.models.finetune import AdapterConfig
+    from higgs_ds.models.finetune import FinetuneConfig
     from higgs_ds.models.loading import load_model
 
     torch.manual_seed(0)
-    model = AdapterConfig().apply(load_model(tiny_assets.model_path))
+    model = FinetuneConfig().apply(load_model(tiny_assets.model_path))
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:

@@ -23,7 +23,7 @@ then on they sit under the activations):
   logits (CHUNK_BYTES) and, for each trained head (`--finetune audio`/`full`, `--modules_to_save *_head`), its fp32
   gradient and a head-sized fp32 product (8 B per head parameter); the naive loss keeps ~NAIVE_LOGIT_BYTES per
   logit over all T x vocab positions.
-Error against measurements (tests/tools/test_plan.py, tests/e2e/test_plan_measured.py, docs/PERF.md): within 15 %
+Error against measurements (tests/commands/test_plan.py, tests/e2e/test_plan_measured.py, docs/PERF.md): within 15 %
 on CPU (fp32, lora / audio / full) and on one H200 (bf16).
 
 Step time: FLOPs per token as train.py's MFU (engine/metrics.py: 4N + 2N_trainable + 2N x recomputed fraction),
@@ -233,7 +233,7 @@ def suggest(config, kwargs, cap):
 def parser():
     from ..config import add_flags
     from ..engine.activation_checkpointing import ActivationCheckpointingConfig
-    from ..models.finetune import AdapterConfig
+    from ..models.finetune import FinetuneConfig
 
     p = argparse.ArgumentParser(prog="higgs-ds plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,7 +254,7 @@ def parser():
     p.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
     add_debug_flag(p)
     add_flags(p, ActivationCheckpointingConfig)
-    add_flags(p, AdapterConfig)
+    add_flags(p, FinetuneConfig)
     return p
 
 
@@ -284,7 +284,7 @@ def _load(args):
         from ..assets import ensure_tiny_assets
 
         args.model_path = ensure_tiny_assets().model_path
-    from ..models.sources import model_dir  # Hub ids and native dirs
+    from ..models.locate import model_dir  # Hub ids and native dirs
 
     args.model_path = model_dir(args.model_path)
     path = os.path.join(args.model_path, "config.json")
