@@ -123,7 +123,7 @@ def run_one(name, args):
         if i >= args.warmup:
             times.append(_timed(dev) - t0)
     peak = torch.cuda.max_memory_allocated() if dev == "cuda" else _peak_rss_bytes() - base - runtime
-    return dict(cell=name, stage=stage, finetune=finetune, reference=reference, tokens=int(batch["input_ids"].numel()),
+    return dict(cell=name, stage=stage, finetune=finetune, reference=reference, tokens=2 * max(64, args.tokens // 2),
                 step_s=min(times), peak_bytes=peak, model_bytes=model_bytes, loss=float(loss.detach()),
                 params=sum(p.numel() for p in model.parameters()),
                 trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))

@@ -13,6 +13,8 @@
     higgs-ds benchmark --meta meta.lst --output results.json [--adapter DIR]   # Seed-TTS-eval protocol
     higgs-ds export --checkpoint OUT_DIR --output DIR --average last:K|best:K   # mean of K checkpoints
     higgs-ds plan --model_path DIR --ds_config FILE --num_gpus N --tokens_per_gpu T [--gpu h200]   # memory, speed
+    higgs-ds sample --data prompts.jsonl --model_path DIR --num_samples K --output DIR   # candidates (PREFERENCE.md)
+    higgs-ds pairs --candidates DIR/candidates.jsonl --scores scores.json --output pairs.jsonl   # DPO pairs
 """
 import argparse
 import json
@@ -69,14 +71,17 @@ def _parser():
                        ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
                        ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)"),
                        ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)"),
-                       ("benchmark", "Seed-TTS-eval list: clone and score, base beside adapter (docs/EVAL.md)")):
+                       ("benchmark", "Seed-TTS-eval list: clone and score, base beside adapter (docs/EVAL.md)"),
+                       ("sample", "K sampled candidates per prompt, for preference pairs (docs/PREFERENCE.md)"),
+                       ("pairs", "scored candidates -> DPO pairs, best vs worst by reward (docs/PREFERENCE.md)")):
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
 DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
              "plan": ".commands.plan", "convert": ".commands.convert",
-             "score": ".evaluation.score", "benchmark": ".commands.benchmark"}
+             "score": ".evaluation.score", "benchmark": ".commands.benchmark",
+             "sample": ".commands.sample", "pairs": ".commands.pairs"}
 
 
 def _tiny():

@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from ..errors import add_debug_flag
-from ..inference.generate import clone, load_engine, read_requests
+from ..inference.generate import clone, load_engine
+from ..inference.requests import GENERATE_FIELDS, read_requests
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def main(argv=None):
 
     setup_logging()
     if args.requests:
-        requests = read_requests(args.requests)
+        requests = read_requests(args.requests, GENERATE_FIELDS, ("ref_audio",))
     elif args.ref_audio and args.ref_text and args.text:
         requests = [dict(ref_audio=args.ref_audio, ref_text=args.ref_text, text=args.text)]
     else:

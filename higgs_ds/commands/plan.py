@@ -87,10 +87,12 @@ class Dims:
         audio = self.codebooks * self.classes * self.hidden
         return {"audio_head": audio, "audio_embeddings": audio, "text_head": self.vocab * self.hidden}
 
-    def trained_heads(self, finetune="lora", modules_to_save=()):
-        """Parameters of the output heads that train: the fused loss forms their gradient in its forward."""
+    def trained_heads(self, finetune="lora", modules_to_save=(), text=True):
+        """Parameters of the output heads that train: the fused loss forms their gradient in its forward; `text`
+        False: the text head is never scored (DPO), so it gets no gradient."""
         heads = {"full": {"text_head", "audio_head"}, "audio": {"audio_head"}}.get(finetune, set())
         heads |= set(modules_to_save or ()) - {"audio_embeddings"}
+        heads -= set() if text else {"text_head"}
         return sum(self.saved_modules()[m] for m in heads)
 
 
@@ -193,12 +195,15 @@ def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckp
     forward without grad (`reference_transient`, 2N FLOPs per token), stored adds nothing."""
     d = Dims.from_config(config)
     n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
-    states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
-    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters,
-                      d.trained_heads(finetune, modules_to_save))
+    heads = d.trained_heads(finetune, modules_to_save, text=stage != "dpo")
+    # plain AdamW never steps (no moments, no temporaries) a trainable text head that DPO leaves without gradient;
+    # DeepSpeed's flat buffers hold every trainable parameter's states anyway
+    n_stepped = n_train - (d.trained_heads(finetune, modules_to_save) - heads if ds_config is None else 0)
+    states, host, dtype = model_states(n_total, n_stepped, ds_config, num_gpus, dtype)
+    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters, heads)
     ref_forward = stage == "dpo" and reference == "adapter"
     # the peak: the activations, the optimizer step's temporaries, or DPO's reference forward
-    act = max(act, optimizer_transient(n_train, ds_config, num_gpus, dtype),
+    act = max(act, optimizer_transient(n_stepped, ds_config, num_gpus, dtype),
               reference_transient(d, tokens_per_gpu, dtype) if ref_forward else 0)
     from ..engine.activation_checkpointing import ActivationCheckpointingConfig
 

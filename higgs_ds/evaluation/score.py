@@ -34,7 +34,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..errors import DataError
-    from .requests import read_requests
+    from ..inference.requests import read_requests
     from .scorer import Scorer, format_table
 
     try:

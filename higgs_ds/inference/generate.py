@@ -3,9 +3,7 @@ the engine around a model dir (an adapter merged in memory, or the live training
 clone, its codes. Greedy with temperature 0 (repetition-aware resampling off, so output is deterministic), else
 sampled with temperature / top-k / top-p / seed.
 """
-import json
 import logging
-import os
 
 import torch
 
@@ -74,24 +72,3 @@ def generated_codes(response):
     if codes.numel() == 0:
         return codes
     return revert_delay_pattern(codes)[:, 1:-1]
-
-
-def read_requests(path):
-    """The rows of a requests JSONL; a missing file or a bad line is a user error naming the file and line."""
-    from ..errors import DataError, InputNotFound
-
-    if not os.path.isfile(path):
-        raise InputNotFound(f"--requests: file not found: {path}")
-    rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})", "json") from None
-                missing = [k for k in ("ref_audio", "ref_text", "text") if not isinstance(row, dict) or k not in row]
-                if missing:
-                    raise DataError(f"{path}:{n}: a request needs {missing}", "schema")
-                rows.append(row)
-    return rows

@@ -163,8 +163,8 @@ def mixed(tmp_path_factory, multilingual):
     with the tiny multilingual Whisper; the last clip names no language (Whisper detects it)."""
     import json
 
-    from higgs_ds.evaluation.requests import read_requests
     from higgs_ds.evaluation.scorer import Scorer
+    from higgs_ds.inference.requests import read_requests
     from tests.evaluation import espeak
 
     root = tmp_path_factory.mktemp("mixed")
@@ -240,8 +240,8 @@ def test_generation_eval_and_card_report_languages(mixed, tmp_path):
 def test_request_language_is_checked(tmp_path, capsys):
     import json
 
-    from higgs_ds.evaluation.requests import read_requests
     from higgs_ds.evaluation.score import main
+    from higgs_ds.inference.requests import read_requests
 
     (tmp_path / "a.wav").write_bytes(b"")  # read_requests only checks that the files exist
     f = tmp_path / "r.jsonl"
