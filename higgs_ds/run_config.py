@@ -79,12 +79,13 @@ def sections():
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
     from .loss.preference import PreferenceConfig
+    from .recipes.rounds import RoundsConfig
     from .models.finetune import FinetuneConfig
 
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(FinetuneConfig,),
+                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig, RoundsConfig), finetune=(FinetuneConfig,),
                 engine=(EngineConfig,))
 
 
