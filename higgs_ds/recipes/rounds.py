@@ -155,6 +155,16 @@ def round_reward(r: Rounds, engine, index):
     return value
 
 
+def trainable(rows, validation):
+    """The candidates a pair may hold: within the data checks' duration limits (a clip of a frame or two is refused
+    by the audio checks and the audio tokenizer); the others still count in the rewards."""
+    keep = [c for c in rows if validation.min_audio_seconds <= c["duration_s"] <= validation.max_audio_seconds]
+    if len(keep) < len(rows):
+        log.info("%d of %d candidates outside [%.2f, %.1f] s: in no pair", len(rows) - len(keep), len(rows),
+                 validation.min_audio_seconds, validation.max_audio_seconds)
+    return keep
+
+
 def round_pairs(r: Rounds, engine, index):
     """The pairs file of round `index`: read back when it exists, else sampled, scored and written."""
     from ..evaluation.reward import build_pairs
@@ -162,6 +172,7 @@ def round_pairs(r: Rounds, engine, index):
     path = r.dir(f"r{index}/pairs.jsonl")
     if not os.path.isfile(path):
         rows = sample_round(r, engine, r.train_prompts, r.args.seed + index, r.dir(f"r{index}/candidates"))
+        rows = trainable(rows, r.setup.data_cfg.validation)
         pairs, counts = build_pairs(rows, [{}] * len(rows), r.config.weights(), r.config.round_min_gap)
         if not pairs:
             raise DataError(f"round {index}: no preference pair from {counts['prompts']} prompts ({counts['no_pair']}):"
