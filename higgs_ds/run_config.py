@@ -79,8 +79,8 @@ def sections():
     from .evaluation.config import EvalConfig, GenerationEvalConfig
     from .loss import LossConfig
     from .loss.preference import PreferenceConfig
-    from .recipes.rounds import RoundsConfig
     from .models.finetune import FinetuneConfig
+    from .recipes.rounds_config import RoundsConfig
 
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
