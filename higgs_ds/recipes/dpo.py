@@ -28,11 +28,7 @@ LOG_KEYS = ("pref/accuracy", "pref/margin", "loss/audio")
 
 
 def run(args):
-    """Build the run and train it (`--rounds`: on-policy rounds, recipes/rounds.py); the exit code."""
-    if args.rounds:
-        from .rounds import run as run_rounds
-
-        return run_rounds(args)
+    """Build the run and train it; the exit code."""
     trainer = build(args)
     return 0 if trainer is None else fit(trainer)
 
