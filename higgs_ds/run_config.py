@@ -77,10 +77,10 @@ def sections():
     from .engine.ema import EmaConfig
     from .engine.metrics import MetricsConfig
     from .evaluation.config import EvalConfig, GenerationEvalConfig
+    from .evaluation.round_config import RoundsConfig
     from .loss import LossConfig
     from .loss.preference import PreferenceConfig
     from .models.finetune import FinetuneConfig
-    from .recipes.rounds_config import RoundsConfig
 
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),

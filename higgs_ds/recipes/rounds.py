@@ -25,7 +25,7 @@ import torch
 from ..config import from_args
 from ..durable import write_atomic
 from ..errors import ConfigError, DataError
-from .rounds_config import RoundsConfig
+from ..evaluation.round_config import RoundsConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "rounds_state.json"

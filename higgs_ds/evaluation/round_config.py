@@ -26,7 +26,7 @@ class RoundsConfig:
                                   minimum=0)
 
     def weights(self):
-        from ..evaluation.reward import parse_weights
+        from .reward import parse_weights
 
         weights = parse_weights(self.round_weights)
         needs_model = [k for k, v in weights.items() if v and k not in SCORE_FREE]
