@@ -55,8 +55,11 @@ def release_config():
 
 def voice_cloning_batch(cfg, seq, samples_per_seq, dev, seed=0):
     """One row of exactly `seq` merged tokens holding `samples_per_seq` (reference, target) clip pairs:
-    ~85 % audio; the reference clips unlabeled, the target clips labeled; text labels on the target turn's 3 tokens."""
+    ~85 % audio; the reference clips unlabeled, the target clips labeled; text labels on the target turn's 3 tokens.
+    Text ids are drawn below the config's lowest special id (128000 for the release's vocab)."""
     g = torch.Generator().manual_seed(seed)
+    high = min(128000, cfg.pad_token_id, cfg.audio_eos_token_id, cfg.audio_out_bos_token_id, cfg.audio_in_token_idx,
+               cfg.audio_out_token_idx)
     A = int(0.85 * seq)
     text_total = seq - A
     n_clips = 2 * samples_per_seq
@@ -65,13 +68,13 @@ def voice_cloning_batch(cfg, seq, samples_per_seq, dev, seed=0):
     seg = (text_total - 3 * n_clips) // n_clips
     ids, labels = [], []
     for c in range(n_clips):
-        body = torch.randint(0, 128000, (seg,), generator=g).tolist()
+        body = torch.randint(0, high, (seg,), generator=g).tolist()
         clip = [cfg.audio_out_bos_token_id, cfg.audio_out_token_idx, cfg.audio_eos_token_id]
         ids += body + clip
         target = c % 2 == 1
         labels += [IGNORE] * seg + ([cfg.audio_out_bos_token_id, IGNORE, cfg.audio_eos_token_id] if target else [IGNORE] * 3)
     pad = seq - A + n_clips - len(ids)  # each <|AUDIO_OUT|> expands to its clip: len(ids) - n_clips + A == seq
-    ids += torch.randint(0, 128000, (pad,), generator=g).tolist()
+    ids += torch.randint(0, high, (pad,), generator=g).tolist()
     labels += [IGNORE] * pad
     codes = torch.randint(0, 1024, (8, A), generator=g)
     lab_a = torch.full((8, A), IGNORE)

@@ -79,10 +79,36 @@ def count_syncs(prof, within=None):
     return sum(counts.values()), dict(sorted(counts.items()))
 
 
+def pair_batch(cfg):
+    """A DPO batch as `PairCollator` lays it out: 2 pairs = 4 padded rows (chosen, then rejected) + pair indices."""
+    from higgs_ds.constants import PAIR_INDEX_KEY
+
+    return {**padded_batch(cfg, lengths=(256, 200, 240, 184)), PAIR_INDEX_KEY: torch.arange(2)}
+
+
+def dpo_step_fn(model, kind):
+    """The DPO loss (`preference_loss`): `dpo` / `dpo_without_plan` with the adapter-disabled reference (a second
+    forward without grad), `dpo_stored` with reference log-probs looked up on the device."""
+    from higgs_ds.loss.preference import PreferenceConfig, preference_loss, stored_reference
+    from higgs_ds.models.training_forward import INDEX_PLAN_KEY
+
+    config, table = PreferenceConfig(beta=0.1), torch.linspace(-120.0, -80.0, 4, dtype=torch.float64).view(2, 2)
+
+    def step(batch):
+        if kind == "dpo_without_plan":
+            batch = {k: v for k, v in batch.items() if k != INDEX_PLAN_KEY}
+        reference = stored_reference(table, batch) if kind == "dpo_stored" else None
+        return preference_loss(model, batch, config, reference).loss
+    return step
+
+
 def step_fn(model, kind):
     from higgs_ds.loss import LossConfig, compute_loss
     from higgs_ds.models.training_forward import INDEX_PLAN_KEY
     from tests.loss.reference_loss import plain_loss
+
+    if kind.startswith("dpo"):
+        return dpo_step_fn(model, kind)
 
     def step(batch):
         if kind != "higgs_ds":
@@ -99,7 +125,7 @@ def measure(layers, kind, ckpt=False):
 
     cfg = higgs_config(num_hidden_layers=layers, **SMALL)
     model = build(cfg, ours=kind != "naive", ckpt=ckpt, dev="cpu", dtype=torch.float32)
-    batch = add_plan(padded_batch(cfg), cfg)
+    batch = add_plan(pair_batch(cfg) if kind.startswith("dpo") else padded_batch(cfg), cfg)
     step = step_fn(model, kind)
     step(batch).backward()
     model.zero_grad(set_to_none=True)
@@ -155,21 +181,43 @@ def _labelled_loss(loss_fn, keep_plan):
     return run
 
 
-def measure_train_step(layers, ckpt):
+def tiny_pairs(out_path):
+    """A pair file from the tiny default train set: each sample's rejected audio is the next sample's target."""
+    from higgs_ds.assets import ensure_tiny_data
+
+    train, _ = ensure_tiny_data()
+    root = os.path.dirname(train)
+    with open(train) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for row in rows:
+        for m in row["messages"]:
+            if isinstance(m["content"], dict):
+                m["content"]["audio_url"] = os.path.join(root, m["content"]["audio_url"])
+    with open(out_path, "w") as f:
+        for i, row in enumerate(rows):
+            rejected = rows[(i + 1) % len(rows)]["messages"][-1]["content"]
+            f.write(json.dumps({**row, "rejected": dict(rejected)}) + "\n")
+    return out_path
+
+
+def measure_train_step(layers, ckpt, stage="sft"):
     """{"step", "whole_step", "without_plan": (total, ops), "checkpointed": layers} of train.py's own step (its
     loader, engine and loss) on the tiny model `layers` deep with `--activation_checkpointing ckpt`, after one
-    warm-up step; "checkpointed": the layers that recompute in the backward (marked, and in training mode)."""
+    warm-up step; "checkpointed": the layers that recompute in the backward (marked, and in training mode).
+    `stage` dpo: `--stage dpo` on pairs of the tiny train set (LoRA: the adapter-disabled reference)."""
     from higgs_ds.args import parse_args
     from higgs_ds.models.training_forward import is_checkpointed
     from higgs_ds.models.unwrap import base_higgs_model
-    from higgs_ds.recipes import loop, sft
+    from higgs_ds.recipes import dpo, loop, sft
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny, model_dir = deeper_tiny_model(layers, os.path.join(tmp, "model"))
+        extra = ["--stage", "dpo", "--train_data", tiny_pairs(os.path.join(tmp, "pairs.jsonl"))] \
+            if stage == "dpo" else []
         args = parse_args(["--model_path", model_dir, "--tokenizer_path", tiny.model_path,
-                                 "--audio_tokenizer_path", tiny.audio_tokenizer_path, "--batch_size", "2",
-                                 "--activation_checkpointing", ckpt, "--output_dir", os.path.join(tmp, "out")])
-        c = sft.build(args)
+                           "--audio_tokenizer_path", tiny.audio_tokenizer_path, "--batch_size", "2",
+                           "--activation_checkpointing", ckpt, "--output_dir", os.path.join(tmp, "out")] + extra)
+        c = (dpo if stage == "dpo" else sft).build(args)
         c.engine.train()  # as train.fit does before its steps
         marked = [layer.training and is_checkpointed(layer) for layer in base_higgs_model(c.engine).layers]
         windows = (w for _ in range(100) for w in loop.accumulation_windows(c.loader, c.accum))
@@ -191,16 +239,16 @@ def measure_train_step(layers, ckpt):
         return {**out, "checkpointed": sum(marked)}
 
 
-def train_step_cell(layers, ckpt):
+def train_step_cell(layers, ckpt, stage="sft"):
     """`measure_train_step` in a fresh process (nothing installed or set up there before train.py's own build)."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--train_step", str(layers),
-                           "--activation_checkpointing", ckpt], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=900)
+                           "--activation_checkpointing", ckpt, "--stage", stage], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
     if proc.returncode != 0:
-        raise RuntimeError(f"train-step cell ({layers} layers, {ckpt}) failed:\n{proc.stdout[-4000:]}")
+        raise RuntimeError(f"train-step cell ({layers} layers, {ckpt}, {stage}) failed:\n{proc.stdout[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -215,13 +263,13 @@ def _cells(layers, kinds):
     return out
 
 
-def _train_cells(layers):
-    """The train.py cells, each in a fresh process, checkpointing off and on."""
+def _train_cells(layers, stage="sft"):
+    """The train.py cells, each in a fresh process, checkpointing off and on (dpo: `--stage dpo`, "dpo_" names)."""
     out = {}
     for ckpt, suffix in (("off", ""), ("all", "_ckpt")):
-        results = [train_step_cell(n, ckpt) for n in layers]
+        results = [train_step_cell(n, ckpt, stage) for n in layers]
         for part in ("step", "whole_step", "without_plan"):
-            name = "train_" + part + suffix
+            name = ("dpo_" if stage == "dpo" else "") + "train_" + part + suffix
             out[name] = ([r[part][0] for r in results], {str(n): r[part][1] for n, r in zip(layers, results)})
             print(f"{name:>22}: " + ", ".join(f"{n} layers {r[part][0]} syncs {r[part][1]}"
                                               for n, r in zip(layers, results)), flush=True)
@@ -236,24 +284,50 @@ def main(argv=None):
                    help="where the results (with per-op counts) are written")
     p.add_argument("--train_step", type=int, help="only measure train.py's step at this depth, in this process")
     p.add_argument("--activation_checkpointing", default="all", choices=("off", "all"), help="with --train_step")
+    p.add_argument("--stage", default="sft", choices=("sft", "dpo"), help="with --train_step")
+    p.add_argument("--stages", nargs="+", default=["sft", "dpo"], choices=("sft", "dpo"),
+                   help="which cells to run; the others keep their numbers in --out")
     args = p.parse_args(argv)
     if args.train_step:
-        result = measure_train_step(args.train_step, args.activation_checkpointing)
+        result = measure_train_step(args.train_step, args.activation_checkpointing, args.stage)
         print(json.dumps(result), flush=True)
         return 0
     torch.manual_seed(0)
-    cells = _cells(args.layers, (("higgs_ds", "higgs_ds", False), ("higgs_ds_ckpt", "higgs_ds", True),
-                                 ("naive", "naive", False), ("higgs_ds_without_plan", "higgs_ds_without_plan", False)))
-    cells.update(_train_cells(args.layers))
-    summary = {"layers": args.layers, **{k: totals for k, (totals, _) in cells.items()}}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({**summary, "per_op": {k: ops for k, (_, ops) in cells.items()}, "device": "cpu",
-                   "torch": torch.__version__,
-                   "what": "host-synchronising ops in one training forward + backward (bench/syncs.py)"}, f, indent=1)
+    kinds = {"sft": (("higgs_ds", "higgs_ds", False), ("higgs_ds_ckpt", "higgs_ds", True), ("naive", "naive", False),
+                     ("higgs_ds_without_plan", "higgs_ds_without_plan", False)),
+             "dpo": (("dpo", "dpo", False), ("dpo_ckpt", "dpo", True), ("dpo_stored", "dpo_stored", False),
+                     ("dpo_without_plan", "dpo_without_plan", False))}
+    cells = {}
+    for stage in args.stages:
+        cells.update(_cells(args.layers, kinds[stage]))
+        cells.update(_train_cells(args.layers, stage))
+    _write(args.out, args.layers, cells)
+    summary = _read(args.out)
     if args.json:
-        print(json.dumps({k: summary[k] for k in ("layers", "higgs_ds", "higgs_ds_ckpt", "naive", "train_step_ckpt")}))
+        print(json.dumps({k: summary.get(k) for k in ("layers", "higgs_ds", "higgs_ds_ckpt", "naive", "train_step_ckpt",
+                                                      "dpo", "dpo_stored", "dpo_train_step_ckpt")}))
     return 0
+
+
+def _read(path):
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write(path, layers, cells):
+    """Merge `cells` into the results at `path` (cells not run keep their numbers when the depths are the same)."""
+    old = _read(path)
+    if old.get("layers") != layers:
+        old = {}
+    per_op = {**old.get("per_op", {}), **{k: ops for k, (_, ops) in cells.items()}}
+    totals = {k: v for k, v in old.items() if k in per_op}
+    totals.update({k: t for k, (t, _) in cells.items()})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"layers": layers, **totals, "per_op": per_op, "device": "cpu", "torch": torch.__version__,
+                   "what": "host-synchronising ops in one training forward + backward (bench/syncs.py)"}, f, indent=1)
 
 
 if __name__ == "__main__":

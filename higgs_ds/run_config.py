@@ -88,6 +88,7 @@ def sections():
     from .engine.ema import EmaConfig
     from .engine.metrics import MetricsConfig
     from .evaluation.config import EvalConfig, GenerationEvalConfig
+    from .evaluation.round_config import RoundsConfig
     from .loss import LossConfig
     from .loss.preference import PreferenceConfig
     from .models.finetune import FinetuneConfig
@@ -95,7 +96,7 @@ def sections():
     return dict(model=(ModelConfig,), data=(DataConfig, ValidationConfig), training=(TrainingConfig,),
                 metrics=(MetricsConfig,), eval=(EvalConfig,), generation_eval=(GenerationEvalConfig,),
                 activation_checkpointing=(ActivationCheckpointingConfig,), checkpoints=(CheckpointConfig,),
-                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig,), finetune=(FinetuneConfig,),
+                ema=(EmaConfig,), loss=(LossConfig,), preference=(PreferenceConfig, RoundsConfig), finetune=(FinetuneConfig,),
                 engine=(EngineConfig,))
 
 

@@ -39,7 +39,8 @@ def _main(argv):
     try:
         if args.create_sample_data:
             return create_sample_data(args)
-        return importlib.import_module(RECIPES[args.stage]).run(args)
+        recipe = "higgs_ds.recipes.rounds" if args.stage == "dpo" and args.rounds else RECIPES[args.stage]
+        return importlib.import_module(recipe).run(args)  # --rounds: on-policy DPO rounds
     except NonFiniteAbort as e:
         log.error("%s", e)
         return EXIT_NONFINITE

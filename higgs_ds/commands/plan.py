@@ -36,7 +36,7 @@ import os
 import sys
 
 from ..engine.metrics import PEAK_BF16_FLOPS, flops_from_counts
-from ..errors import add_debug_flag
+from ..errors import ConfigError, add_debug_flag
 
 GiB = 2 ** 30
 ACT_ELEMS = {"fp32": (8.2, 4.0), "bf16": (11.2, 4.0)}  # (a_h, a_i): saved elements / token / layer
@@ -87,10 +87,12 @@ class Dims:
         audio = self.codebooks * self.classes * self.hidden
         return {"audio_head": audio, "audio_embeddings": audio, "text_head": self.vocab * self.hidden}
 
-    def trained_heads(self, finetune="lora", modules_to_save=()):
-        """Parameters of the output heads that train: the fused loss forms their gradient in its forward."""
+    def trained_heads(self, finetune="lora", modules_to_save=(), text=True):
+        """Parameters of the output heads that train: the fused loss forms their gradient in its forward; `text`
+        False: the text head is never scored (DPO), so it gets no gradient."""
         heads = {"full": {"text_head", "audio_head"}, "audio": {"audio_head"}}.get(finetune, set())
         heads |= set(modules_to_save or ()) - {"audio_embeddings"}
+        heads -= set() if text else {"text_head"}
         return sum(self.saved_modules()[m] for m in heads)
 
 
@@ -175,22 +177,38 @@ def activations(d, tokens, dtype="bf16", ckpt="off", every_k=2, loss="fused", fp
     return tokens * (saved + work + loss_bytes)
 
 
+def reference_transient(d, tokens, dtype="bf16"):
+    """Bytes of DPO's adapter-disabled reference forward (no grad, before the policy's): one layer's working set
+    (about what a layer saves for its backward) beside the merged and final hidden states, then one chunk of logits;
+    nothing of it is live under the policy's activations."""
+    b = 2 if dtype == "bf16" else 4
+    a_h, a_i = ACT_ELEMS[dtype]
+    return tokens * ((a_h + 2) * d.hidden + a_i * d.intermediate) * b + CHUNK_BYTES[dtype]
+
+
 def estimate(config, tokens_per_gpu, num_gpus=1, ds_config=None, gpu="h200", ckpt="off", every_k=2, lora_r=16,
              preset="attn_mlp_audio", target_modules=None, modules_to_save=(), loss="fused", fp32_adapters=False,
-             mfu=0.35, dtype="bf16", finetune="lora"):
+             mfu=0.35, dtype="bf16", finetune="lora", stage="sft", reference="adapter"):
     """A dict of the predicted per-GPU memory (GiB) and throughput; `config` is the config.json dict.
-    `dtype` is the model dtype without a DeepSpeed config (with one, its bf16/fp16 section decides)."""
+    `dtype` is the model dtype without a DeepSpeed config (with one, its bf16/fp16 section decides). `stage` dpo:
+    `tokens_per_gpu` holds both sequences of every pair (one forward, as SFT's tokens); `reference` adapter adds a
+    forward without grad (`reference_transient`, 2N FLOPs per token), stored adds nothing."""
     d = Dims.from_config(config)
     n_total, n_train = parameter_counts(d, lora_r, preset, target_modules, modules_to_save, finetune)
-    states, host, dtype = model_states(n_total, n_train, ds_config, num_gpus, dtype)
-    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters,
-                      d.trained_heads(finetune, modules_to_save))
-    # the peak: the activations, or the optimizer step's temporaries
-    act = max(act, optimizer_transient(n_train, ds_config, num_gpus, dtype))
+    heads = d.trained_heads(finetune, modules_to_save, text=stage != "dpo")
+    # plain AdamW never steps (no moments, no temporaries) a trainable text head that DPO leaves without gradient;
+    # DeepSpeed's flat buffers hold every trainable parameter's states anyway
+    n_stepped = n_train - (d.trained_heads(finetune, modules_to_save) - heads if ds_config is None else 0)
+    states, host, dtype = model_states(n_total, n_stepped, ds_config, num_gpus, dtype)
+    act = activations(d, tokens_per_gpu, dtype, ckpt, every_k, loss, fp32_adapters, heads)
+    ref_forward = stage == "dpo" and reference == "adapter"
+    # the peak: the activations, the optimizer step's temporaries, or DPO's reference forward
+    act = max(act, optimizer_transient(n_stepped, ds_config, num_gpus, dtype),
+              reference_transient(d, tokens_per_gpu, dtype) if ref_forward else 0)
     from ..engine.activation_checkpointing import ActivationCheckpointingConfig
 
     recompute = ActivationCheckpointingConfig(ckpt, every_k).recompute_fraction(d.layers)
-    fpt = flops_from_counts(n_total, n_train, recompute)
+    fpt = flops_from_counts(n_total, n_train, recompute) + (2 * n_total if ref_forward else 0)
     peak = PEAK_BF16_FLOPS.get(gpu.upper())
     tps = mfu * peak / fpt if peak else None
     out = {"params": n_total, "trainable": n_train, "dtype": dtype, "model_states_gib": states / GiB,
@@ -234,6 +252,10 @@ def parser():
     p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation (one H200: 0.32-0.39)")
     p.add_argument("--loss", choices=("fused", "naive"), default="fused",
                    help="naive: full logits + plain CE and peft fp32 adapters (what other trainers run)")
+    p.add_argument("--stage", choices=("sft", "dpo"), default="sft",
+                   help="dpo: a DPO step (--tokens_per_gpu counts both sequences of each pair), beside SFT's")
+    p.add_argument("--reference", choices=("auto", "adapter", "stored"), default="auto",
+                   help="DPO's reference: adapter = a second forward without grad; stored = none (auto: as train.py)")
     p.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
     add_debug_flag(p)
     add_flags(p, ActivationCheckpointingConfig)
@@ -241,8 +263,28 @@ def parser():
     return p
 
 
-def main(argv=None):
-    args = parser().parse_args(argv)
+def resolve_reference(reference, finetune):
+    """DPO's reference as `--stage dpo` settles it (recipes/dpo.py): auto = adapter under lora, else stored."""
+    if reference == "auto":
+        return "adapter" if finetune == "lora" else "stored"
+    if reference == "adapter" and finetune == "full":
+        raise ConfigError("--reference adapter needs a peft adapter to disable (--finetune lora or audio); "
+                          "--finetune full uses --reference stored")
+    return reference
+
+
+def dpo_plan(config, kwargs):
+    """The DPO step's estimate (`kwargs` of `estimate`, stage dpo) with SFT's for the same tokens under "sft", and
+    their ratios (DPO / SFT)."""
+    dpo = estimate(config, **kwargs)
+    sft = estimate(config, **{**kwargs, "stage": "sft"})
+    return {**dpo, "stage": "dpo", "reference": kwargs["reference"], "sft": sft,
+            "memory_ratio": dpo["total_gib"] / sft["total_gib"],
+            "step_time_ratio": dpo["flops_per_token"] / sft["flops_per_token"]}
+
+
+def _load(args):
+    """(config.json dict, DeepSpeed config or None), or an exit code after a message."""
     if args.model_path is None:
         from ..assets import ensure_tiny_assets
 
@@ -267,21 +309,42 @@ def main(argv=None):
     if args.tokens_per_gpu < 1 or args.num_gpus < 1:
         print("--tokens_per_gpu and --num_gpus must be >= 1", file=sys.stderr)
         return 2
+    return config, ds
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    loaded = _load(args)
+    if isinstance(loaded, int):
+        return loaded
+    config, ds = loaded
     kwargs = dict(tokens_per_gpu=args.tokens_per_gpu, num_gpus=args.num_gpus, ds_config=ds, gpu=args.gpu,
                   ckpt=args.activation_checkpointing, every_k=args.checkpoint_every_k, lora_r=args.lora_r,
                   preset=args.lora_preset, target_modules=args.lora_target_modules,
                   modules_to_save=args.modules_to_save, loss=args.loss, fp32_adapters=args.loss == "naive", mfu=args.mfu,
-                  dtype=args.dtype, finetune=args.finetune)
-    est = estimate(config, **kwargs)
+                  dtype=args.dtype, finetune=args.finetune, stage=args.stage,
+                  reference=resolve_reference(args.reference, args.finetune))
+    if args.stage == "dpo":
+        est = dpo_plan(config, kwargs)
+    else:
+        est = estimate(config, **kwargs)
     if not est["fits"]:
         est["suggestion"] = suggest(config, kwargs, est["gpu_gib"])
     if args.json:
         print(json.dumps(est))
         return 0
+    _report(args, est)
+    return 0
+
+
+def _report(args, est):
     print(f"{args.model_path}: {est['params']:,} parameters, {est['trainable']:,} trainable (--finetune "
           f"{args.finetune}); {est['dtype']}, "
           f"{os.path.basename(args.ds_config)}, {args.num_gpus} x {args.gpu}, {args.tokens_per_gpu} tokens/GPU, "
           f"activation checkpointing {args.activation_checkpointing}, {args.loss} loss")
+    if args.stage == "dpo":
+        print(f"  --stage dpo, reference {est['reference']}: both sequences of each pair in one forward"
+              + (", + a forward without grad (adapter disabled)" if est["reference"] == "adapter" else ""))
     print(f"  model states   {est['model_states_gib']:8.2f} GiB/GPU" +
           (f"   (+ {est['host_optimizer_gib']:.1f} GiB host for the offloaded optimizer)" if est["host_optimizer_gib"] else ""))
     print(f"  activations    {est['activations_gib']:8.2f} GiB/GPU   (incl. backward workspace and loss buffers)")
@@ -289,9 +352,12 @@ def main(argv=None):
     print(f"  step           {est['step_s']:8.3f} s, {est['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, "
           f"{est['tokens_per_s']:,.0f} tokens/s total at an assumed MFU of {args.mfu:.0%} "
           f"({est['flops_per_token'] / 1e9:.1f} GFLOP/token)")
+    if args.stage == "dpo":
+        sft = est["sft"]
+        print(f"  SFT, same tokens: {sft['total_gib']:.2f} GiB/GPU, {sft['step_s']:.3f} s; DPO / SFT: memory "
+              f"{est['memory_ratio']:.2f}x, step time {est['step_time_ratio']:.2f}x")
     if not est["fits"]:
         print(f"WARNING: predicted {est['total_gib']:.1f} GiB > {HEADROOM:.0%} of {est['gpu_gib']} GiB; try {est['suggestion']}")
-    return 0
 
 
 if __name__ == "__main__":

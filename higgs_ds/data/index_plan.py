@@ -31,7 +31,8 @@ class IndexPlan:
     `source` (B*L,): row of `cat([zero row, text embeddings (B*T), audio-in embeddings, audio-out embeddings])` at
     each merged position (0: padding). The merge outputs are boson's, (B, L). `text_index` / `codes_index`: flat
     positions of the dual-FFN text and audio (in or out codes) paths. `text_pos/text_tgt`, `audio_pos/audio_tgt`:
-    the loss's labeled rows (`alignment.text_rows/audio_rows`); `n_text` and `n_audio_k` their counts.
+    the loss's labeled rows (`alignment.text_rows/audio_rows`); `n_text` and `n_audio_k` their counts;
+    `audio_rows_per_seq`: host ints, how many of those audio rows each sequence (row) holds (per-sequence scores).
     """
     source: torch.Tensor
     attention_mask: torch.Tensor
@@ -53,6 +54,7 @@ class IndexPlan:
     text_shape: tuple  # (B, T) of the collated input_ids
     has_padding: bool
     left_padding: bool
+    audio_rows_per_seq: tuple = ()
     round_to: int = ROUND_TO
 
     def _map(self, fn):
@@ -73,7 +75,8 @@ class IndexPlan:
         """The plan of the same batch with every audio label -100 (fault injection `no_audio_labels`)."""
         k = self.audio_tgt.shape[1]
         return dataclasses.replace(self, audio_pos=self.audio_pos[:0], audio_tgt=self.audio_tgt[:0],
-                                   n_audio_k=torch.zeros(k, dtype=torch.long, device=self.n_audio_k.device))
+                                   n_audio_k=torch.zeros(k, dtype=torch.long, device=self.n_audio_k.device),
+                                   audio_rows_per_seq=(0,) * len(self.audio_rows_per_seq))
 
 
 def supported(config):
@@ -120,7 +123,8 @@ def build_plan(batch, config):
         text_pos=t_pos, text_tgt=t_tgt, audio_pos=a_pos, audio_tgt=a_tgt,
         n_text=torch.tensor(t_pos.numel()), n_audio_k=(a_tgt != -100).sum(0),
         n_sources=n_sources, text_shape=tuple(ids.shape), has_padding=not bool((attn == 1).all()),
-        left_padding=left_padding)
+        left_padding=left_padding,
+        audio_rows_per_seq=tuple(torch.bincount(a_pos // attn.shape[1], minlength=attn.shape[0]).tolist()))
 
 
 def add_plan(batch, config):

@@ -4,7 +4,8 @@ Pairs are prepared like any data (the `rejected_codes` column: every audio file 
 view over a `PreparedDataset` whose item `i` is the pair (chosen, rejected): the same tokens, the last clip
 replaced by the rejected codes. `PairCollator` collates a batch of B pairs into one batch of 2B sequences (chosen
 first, then rejected, so both go through one forward) and adds `PAIR_INDEX_KEY`: the dataset index of each pair
-(stored reference log-probs are looked up by it).
+(stored reference log-probs are looked up by it); with `index_plan=True` the batch's `IndexPlan`
+too (data/index_plan.py: the sync-free step).
 """
 import dataclasses
 
@@ -20,7 +21,7 @@ class PairCollator:
     """B (index, chosen, rejected) items -> one batch of 2B sequences (chosen rows first) + `PAIR_INDEX_KEY`."""
 
     def __init__(self, config, whisper_processor=None, index_plan=False):
-        self.collate = TrainingCollator(config, whisper_processor)  # boson's forward path: no sync-free plan
+        self.collate = TrainingCollator(config, whisper_processor, index_plan=index_plan)  # the sync-free step
 
     def __call__(self, items):
         batch = self.collate([c for _, c, _ in items] + [r for _, _, r in items])

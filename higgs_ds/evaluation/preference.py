@@ -22,7 +22,7 @@ def pair_batches(dataset, model, batch_size, rank=0, world=1):
     rank's forward count."""
     from .eval_loop import rank_batches
 
-    return rank_batches(dataset, PairCollator(base_higgs_model(model).config), batch_size, rank, world)
+    return rank_batches(dataset, PairCollator(base_higgs_model(model).config, index_plan=True), batch_size, rank, world)
 
 
 def reference_table(model, dataset, batch_size, rank=0, world=1, chunk_size=None):

@@ -58,11 +58,13 @@ def cloning_prompt(ref_audio, ref_text, text, system=SYSTEM_PROMPT):
 def clone(engine, ref_audio, ref_text, text, temperature=0.0, top_k=None, top_p=0.95, seed=None,
           max_new_tokens=1024, force_audio_gen=False):
     """Generate speech for `text` in the voice of `ref_audio`; returns the serve engine's `HiggsAudioResponse`.
-    `force_audio_gen`: start the answer with the audio stream (never a text reply)."""
+    `force_audio_gen`: the answer is one clip: it starts with the audio stream (never a text reply) and ends with it
+    (`<|audio_eos|>` stops the generation; the text the model would write after it is never sampled)."""
     greedy = temperature == 0.0
+    stops = ["<|end_of_text|>", "<|eot_id|>"] + (["<|audio_eos|>"] if force_audio_gen else [])
     return engine.generate(cloning_prompt(ref_audio, ref_text, text), max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                           ras_win_len=None if greedy else 7, force_audio_gen=force_audio_gen)
+                           ras_win_len=None if greedy else 7, force_audio_gen=force_audio_gen, stop_strings=stops)
 
 
 def generated_codes(response):

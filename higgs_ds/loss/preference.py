@@ -1,10 +1,10 @@
 """Direct preference optimisation (DPO) on audio, from sequence log-probs of each sequence's labelled audio codes.
 
 A pair batch (data/pairs.py) holds B chosen, then B rejected sequences. `sequence_logps` runs one forward that stops
-at the hidden states (hidden.py) and scores each sequence's labelled (column, codebook) audio targets — those of the
-SFT loss (objective.audio_rows: column t against column t + 1 of the same clip, every codebook, delay pattern as the
-collator writes it) — with the fused head, one call per sequence: log π(y|x) = −Σ CE. Full-vocab logits never
-exist; text labels are not scored.
+at the hidden states (models/training_forward.py; without host syncs when the batch holds its `IndexPlan`) and
+scores each sequence's labelled (column, codebook) audio targets — those of the SFT loss (objective.audio_rows:
+column t against column t + 1 of the same clip, every codebook, delay pattern as the collator writes it) — with the
+fused head, one call per sequence: log π(y|x) = −Σ CE. Full-vocab logits never exist; text labels are not scored.
 
 DPO (Rafailov et al. 2023): with the implicit reward r(y) = β·(log π(y|x) − log π_ref(y|x)), the loss is
 −log σ(r(chosen) − r(rejected)), averaged over the pairs. `length_normalize` divides each log-prob by its number of
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import option
 from ..constants import IGNORE_INDEX as IGNORE
 from ..constants import PAIR_INDEX_KEY
-from ..models.training_forward import INDEX_PLAN_KEY, hidden_states_only
+from ..models.training_forward import INDEX_PLAN_KEY, final_hidden_states
 from .hidden import head_modules, model_codebooks
 from .objective import LossConfig, LossOutput, _head_ce, audio_rows
 
@@ -39,21 +39,31 @@ class PreferenceConfig:
     chunk_size: Optional[int] = None  # rows of logits per fused chunk (None: objective's default)
 
 
+def _audio_targets(out, batch, n_codebooks):
+    """(flat positions, (N, K) targets, rows per sequence) of the labelled audio codes: from the batch's `IndexPlan`
+    (host-side sizes, no sync), else found on the device (`nonzero`, `tolist`: host syncs)."""
+    plan = batch.get(INDEX_PLAN_KEY)
+    if plan is not None:
+        return plan.audio_pos, plan.audio_tgt, list(plan.audio_rows_per_seq)
+    pos, tgt = audio_rows(out.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),
+                          n_codebooks, out.logits.device)
+    n_seq, seq_len = out.logits.shape[:2]
+    return pos, tgt, torch.bincount(pos // seq_len, minlength=n_seq).tolist()
+
+
 def sequence_logps(model, batch, chunk_size=None):
-    """(log-probs (S,), labelled audio codes (S,)) of the S sequences of a collated batch; one forward."""
+    """(log-probs (S,), labelled audio codes (S,)) of the S sequences of a collated batch; one forward (sync-free
+    with the batch's `IndexPlan`, models/training_forward.py)."""
     _, audio_head = head_modules(model)
     n_codebooks, _ = model_codebooks(model)
-    with hidden_states_only(model):
-        out = model(**{k: v for k, v in batch.items() if k not in (INDEX_PLAN_KEY, PAIR_INDEX_KEY)})
+    out = final_hidden_states(model, {k: v for k, v in batch.items() if k != PAIR_INDEX_KEY})
     hidden = out.logits
     n_seq, seq_len, dev = hidden.shape[0], hidden.shape[1], hidden.device
-    pos, tgt = audio_rows(out.audio_out_mask, batch.get("label_audio_ids"), batch.get("audio_out_ids_start"),
-                          n_codebooks, dev)
+    pos, tgt, sizes = _audio_targets(out, batch, n_codebooks)
     owner = pos // seq_len  # positions ascend, so each sequence's rows are contiguous
     rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pos)
     valid = tgt != IGNORE
     counts = torch.zeros(n_seq, device=dev).index_add_(0, owner, valid.sum(1).float())
-    sizes = torch.bincount(owner, minlength=n_seq).tolist()
     head_cfg = LossConfig(chunk_size=chunk_size)
     logps = [-_head_ce(audio_head, h, t, v.float(), n_codebooks, head_cfg)[0]
              for h, t, v in zip(rows.split(sizes), tgt.split(sizes), valid.split(sizes))]

@@ -102,7 +102,7 @@ def stored_tables(engine, sets, setup, chunk_size):
             held = tables[k].shape[0] if k in tables else 0
             raise ConfigError(f"{path} holds {held} {k} pairs, the data {len(ds)}: another run's reference "
                               "log-probs (use a fresh --output_dir)")
-    return tables
+    return {k: t.to(engine.device) for k, t in tables.items()}  # looked up on the device: no host sync
 
 
 def report(val, step, meter):

@@ -73,6 +73,13 @@ class Trainer:
 
 def fit(t: Trainer):
     """The loop: one optimizer step = `accum` micro-batches; eval, previews, checkpoints, preemption; the artefact."""
+    step, code = run_steps(t)
+    return code if code is not None else finish(t, step)
+
+
+def run_steps(t: Trainer):
+    """The steps from `t.state` to `t.stop_at` (a recipe may call it once per phase: DPO rounds); (step, None), or
+    (step, EXIT_PREEMPTED) after a stop request was checkpointed."""
     from ..data.loaders import start_epoch
     from ..engine.checkpoint import TrainerState
     from ..engine.preemption import Preemption
@@ -106,10 +113,10 @@ def fit(t: Trainer):
             if stop:
                 log.warning("%s", preempt.message(step, ckpt.dir))
                 meter.close()
-                return EXIT_PREEMPTED
+                return step, EXIT_PREEMPTED
             if step >= t.stop_at:
                 break
-    return finish(t, step)
+    return step, None
 
 
 def finish(t, step):

@@ -45,3 +45,23 @@ def test_counter_counts_nested_sync_ops_once(syncs):
         x.sum().item()  # one
     total, ops = syncs.count_syncs(prof)
     assert total == 3, ops
+
+
+def test_dpo_step_has_no_syncs(syncs):
+    """The DPO loss on a pair batch with its plan: policy forward, the adapter-disabled reference forward (or stored
+    log-probs looked up on the device), the per-sequence fused heads and the backward: 0 syncs, checkpointing off and
+    on. Control: the same step without the plan."""
+    for kind, ckpt in (("dpo", False), ("dpo", True), ("dpo_stored", False)):
+        total, ops = syncs.measure(2, kind, ckpt)
+        assert total == 0, (kind, ckpt, ops)
+    total, ops = syncs.measure(2, "dpo_without_plan")
+    assert total > 20 and ops.get("aten::nonzero", 0) > 10, ops
+
+
+def test_train_py_dpo_step_has_no_syncs(syncs):
+    """train.py --stage dpo's own loader (PairDataset's collator with index_plan=True), loss and engine step, in a fresh
+    process: 0 syncs in the forward and backward; without the plan the counter sees them."""
+    cell = syncs.train_step_cell(2, "all", "dpo")
+    assert cell["checkpointed"] == 2
+    assert cell["step"][0] == 0, cell["step"]
+    assert cell["without_plan"][0] > 20, cell["without_plan"]

@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from higgs_ds.constants import PAIR_INDEX_KEY
 from higgs_ds.data.pairs import PairCollator
 from higgs_ds.loss.preference import PreferenceConfig, preference_loss, sequence_logps
+from higgs_ds.models.training_forward import INDEX_PLAN_KEY
 from tests.loss.test_fused_loss import CODEBOOK, make_config, make_sample, rel
 
 IGNORE = -100
@@ -35,8 +36,9 @@ def lora_model(cfg, seed=0):
     return model
 
 
-def pair_batch(cfg, chosen_lens, rejected_lens, seed=0):
-    """B pairs: one unlabeled reference clip each, then the chosen or rejected target clip (random codes)."""
+def pair_batch(cfg, chosen_lens, rejected_lens, seed=0, index_plan=False):
+    """B pairs: one unlabeled reference clip each, then the chosen or rejected target clip (random codes); `plan`:
+    with the batch's `IndexPlan` (the sync-free step)."""
     items = []
     for i, (c, r) in enumerate(zip(chosen_lens, rejected_lens)):
         chosen = make_sample(cfg, [c], seed=seed + i)
@@ -44,12 +46,12 @@ def pair_batch(cfg, chosen_lens, rejected_lens, seed=0):
         ref_len = int(chosen.audio_ids_start[-1])  # same prompt: the rejected sample keeps the chosen's reference
         rejected.audio_ids_concat[:, :ref_len] = chosen.audio_ids_concat[:, :ref_len]
         items.append((i, chosen, rejected))
-    return PairCollator(cfg)(items)
+    return PairCollator(cfg, index_plan=plan)(items)
 
 
 def naive_logps(model, batch, audio_out_id):
     """Per-row sum of log-softmax of every labelled code of every codebook, clip by clip."""
-    out = model(**{k: v for k, v in batch.items() if k != PAIR_INDEX_KEY})
+    out = model(**{k: v for k, v in batch.items() if k not in (PAIR_INDEX_KEY, INDEX_PLAN_KEY)})
     logp = torch.log_softmax(out.audio_logits.float(), dim=-1)  # (N, K, C)
     labels, n = batch["label_audio_ids"], batch["label_audio_ids"].shape[1]
     ids = batch["input_ids"]
@@ -104,17 +106,21 @@ def _check(policy_model, batch, cfg, reference_model, stored, case):
     return out
 
 
+@pytest.mark.parametrize("plan", [False, True], ids=["boson_forward", "planned"])
 @pytest.mark.parametrize("case", CASES)
-def test_lora_dpo_matches_naive_with_adapter_disabled_reference(case):
+def test_lora_dpo_matches_naive_with_adapter_disabled_reference(case, plan):
     cfg = make_config(case.get("n_codebooks", 8), case["delay"])
-    batch = pair_batch(cfg, [4, 2], [3, 6])
+    batch = pair_batch(cfg, [4, 2], [3, 6], index_plan=plan)
+    assert (INDEX_PLAN_KEY in batch) == plan
     _check(lora_model(cfg), batch, cfg, base_model(cfg), stored=False, case=case)
 
 
+@pytest.mark.parametrize("plan", [False, True], ids=["boson_forward", "planned"])
 @pytest.mark.parametrize("case", CASES)
-def test_full_dpo_matches_naive_with_stored_reference(case):
+def test_full_dpo_matches_naive_with_stored_reference(case, plan):
     cfg = make_config(case.get("n_codebooks", 8), case["delay"])
-    batch = pair_batch(cfg, [5, 1], [2, 3], seed=3)
+    batch = pair_batch(cfg, [5, 1], [2, 3], seed=3, index_plan=plan)
+    assert (INDEX_PLAN_KEY in batch) == plan
     policy = base_model(cfg)
     with torch.no_grad():  # a policy that has moved away from the reference
         for p in policy.parameters():

@@ -1,0 +1,84 @@
+"""On-policy DPO rounds on the tiny model (CPU): does the held-out reward rise over the rounds beyond its spread?
+
+Each seed is one `train.py --stage dpo --rounds R` run (one process, LoRA, ZeRO-2 on CPU): train prompts and held-out
+prompts are synthetic voice-cloning samples (data/synthetic.py, other sentences and speakers); the reward is the
+duration term of evaluation/reward.py (−|ln(duration / the prompt's target duration)|), which the tiny model moves by
+when it stops. Every run writes output_dir/rounds.json: the held-out mean reward before round 0 and after each round
+(the same candidate seeds every time). The claim: the mean over seeds after the last round minus before round 0,
+against the spread of the runs (standard deviation over seeds of that gain, and of each round's reward).
+
+    python bench/rounds.py --json                      # 3 seeds -> bench/results/rounds_cpu.json (~30 min on 2 cores)
+    python bench/rounds.py --seeds 1 --rounds 2 --out /tmp/r.json
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, bench_parser, write_results  # noqa: E402
+
+
+def prompt_sets(root, n_train, n_heldout):
+    """(train prompts, held-out prompts): two synthetic sets drawn with other seeds (other sentences, speakers)."""
+    from higgs_ds.data.synthetic import create_sample_data
+
+    train, _ = create_sample_data(os.path.join(root, "train"), num_samples=n_train + 1, seed=11)
+    heldout, _ = create_sample_data(os.path.join(root, "heldout"), num_samples=n_heldout + 1, seed=29)
+    return train, heldout
+
+
+def run_seed(args, seed, train, heldout, out):
+    cmd = [sys.executable, os.path.join(ROOT, "higgs_ds", "train.py"), "--stage", "dpo", "--rounds", str(args.rounds),
+           "--samples_per_prompt", str(args.k), "--steps_per_round", str(args.steps), "--round_max_new_tokens",
+           str(args.max_new_tokens), "--train_data", train, "--val_data", heldout, "--output_dir", out,
+           "--batch_size", "2", "--learning_rate", str(args.lr), "--beta", str(args.beta), "--seed", str(seed),
+           "--warmup_ratio", "0", "--save_every", "0", "--no_progress"]
+    env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
+    if r.returncode:
+        raise RuntimeError(f"seed {seed} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    with open(os.path.join(out, "rounds.json")) as f:
+        return json.load(f)["heldout_reward"]
+
+
+def summarise(per_seed):
+    """Mean and standard deviation over seeds of each round's held-out reward and of the gain (last − first)."""
+    rounds = list(zip(*per_seed))
+    gains = [r[-1] - r[0] for r in per_seed]
+    sd = statistics.stdev if len(per_seed) > 1 else (lambda x: 0.0)
+    return {"mean_per_round": [statistics.mean(r) for r in rounds], "sd_per_round": [sd(r) for r in rounds],
+            "gain_per_seed": gains, "mean_gain": statistics.mean(gains), "sd_gain": sd(gains),
+            "rises_beyond_spread": statistics.mean(gains) > 2 * max(sd(gains), max(sd(r) for r in rounds))}
+
+
+def main(argv=None):
+    p = bench_parser(__doc__, os.path.join(ROOT, "bench", "results", "rounds_cpu.json"))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--k", type=int, default=4, help="candidates per prompt")
+    p.add_argument("--steps", type=int, default=10, help="optimizer steps per round")
+    p.add_argument("--train_prompts", type=int, default=8)
+    p.add_argument("--heldout_prompts", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=75)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--timeout", type=float, default=3600)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        train, heldout = prompt_sets(tmp, args.train_prompts, args.heldout_prompts)
+        per_seed = []
+        for seed in range(args.seeds):
+            per_seed.append(run_seed(args, seed, train, heldout, os.path.join(tmp, f"seed{seed}")))
+            print(f"seed {seed}: held-out reward per round {[round(x, 4) for x in per_seed[-1]]}", flush=True)
+    summary = {"device": "cpu", "model": "tiny (embedded default, random weights)", "reward": "duration: "
+               "-|ln(duration / target)|", "settings": {k: v for k, v in vars(args).items() if k not in ("json", "out")},
+               "heldout_reward_per_seed": per_seed, **summarise(per_seed)}
+    print(json.dumps({k: summary[k] for k in ("mean_per_round", "sd_per_round", "mean_gain", "sd_gain")}))
+    return write_results(summary, args.out, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
