@@ -46,7 +46,7 @@ def pair_batch(cfg, chosen_lens, rejected_lens, seed=0, index_plan=False):
         ref_len = int(chosen.audio_ids_start[-1])  # same prompt: the rejected sample keeps the chosen's reference
         rejected.audio_ids_concat[:, :ref_len] = chosen.audio_ids_concat[:, :ref_len]
         items.append((i, chosen, rejected))
-    return PairCollator(cfg, index_plan=plan)(items)
+    return PairCollator(cfg, index_plan=index_plan)(items)
 
 
 def naive_logps(model, batch, audio_out_id):
