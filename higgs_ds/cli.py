@@ -16,149 +16,37 @@
     higgs-ds pairs --candidates DIR/candidates.jsonl --scores scores.json --output pairs.jsonl   # DPO pairs
 """
 import argparse
-import json
-import os
+import importlib
 import sys
 
-from .config import add_flags
-from .errors import InputNotFound, run_entry_point
+from .errors import run_entry_point
+
+COMMANDS = (("validate", "check every sample and print a report (docs/DATA.md)"),
+            ("prepare", "validate, tokenize and encode sources once into a prepared dataset dir (docs/DATA.md)"),
+            ("train", "train: the flags of higgs_ds/train.py (SFT or --stage dpo)"),
+            ("export", "adapter -> adapter dir or merged model dir"),
+            ("generate", "voice cloning through HiggsAudioServeEngine"),
+            ("evaluate", "teacher-forced loss and per-codebook accuracy"),
+            ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
+            ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)"),
+            ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)"),
+            ("benchmark", "Seed-TTS-eval list: clone and score, base beside adapter (docs/EVAL.md)"),
+            ("sample", "K sampled candidates per prompt, for preference pairs (docs/PREFERENCE.md)"),
+            ("pairs", "scored candidates -> DPO pairs, best vs worst by reward (docs/PREFERENCE.md)"))
 
 
 def _parser():
     p = argparse.ArgumentParser(prog="higgs-ds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="check every sample and print a report (docs/DATA.md)")
-    v.add_argument("--data", nargs="+", required=True, help="ChatML JSONL / JSON list files")
-    v.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (org/name[@revision]; for token "
-                                            "lengths); default: the embedded tiny one")
-    v.add_argument("--report", help="also write the reports as JSON here")
-    v.add_argument("--debug", action="store_true", help="show the traceback of a user error")
-    from .data.validate import ValidationConfig
-
-    add_flags(v, ValidationConfig)
-    pr = sub.add_parser("prepare", help="validate, tokenize and encode sources once into a prepared dataset dir")
-    pr.add_argument("--data", nargs="+", required=True,
-                    help="sources: ChatML JSONL / JSON list, manifests (TSV/CSV/JSONL with ref_audio, ref_text, "
-                         "target_audio, target_text, speaker), corpora (docs/DATA.md)")
-    pr.add_argument("--output", help="the prepared dataset dir (all --data sources in one); default: each source "
-                                     "into the cache dir that `train.py --train_data SOURCE` uses (path printed)")
-    pr.add_argument("--audio_tokenizer_path", help="audio tokenizer dir (config.json, model.pth) or Hub repo id; "
-                                                  "default: the tiny one")
-    pr.add_argument("--tokenizer_path", help="text tokenizer dir or Hub repo id (its tokenizer files only) of the "
-                                            "prepared dataset; default: the tiny one")
-    pr.add_argument("--whisper_audio", action="store_true",
-                    help="for a model with the Whisper tower (encode_whisper_embed): check its audio-in clips "
-                         "(user/system audio before assistant audio, <= 30 s); training does so by itself")
-    pr.add_argument("--seed", type=int, default=0, help="seed of the pairs of utterance corpora (LibriTTS tree, "
-                                                        "parquet, WebDataset tar, manifests without ref_audio)")
-    pr.add_argument("--debug", action="store_true", help="show the traceback of a user error")
-    pr.add_argument("--num_workers", type=int, default=1, help="prepare processes on this machine (per rank)")
-    pr.add_argument("--shard_size", type=int, default=256, help="samples per shard (the unit of resumption)")
-    add_flags(pr, ValidationConfig)
-    from .data.sources.config import SourceConfig
-
-    add_flags(pr, SourceConfig)
-    from .data.pair_check import PairCheckConfig
-
-    add_flags(pr, PairCheckConfig)
-    from .data.quality import QualityConfig
-
-    add_flags(pr, QualityConfig)
-    sub.add_parser("train", help="train a LoRA adapter (see `higgs-ds train --help`)", add_help=False)
-    for name, what in (("export", "adapter -> adapter dir or merged model dir"),
-                       ("generate", "voice cloning through HiggsAudioServeEngine"),
-                       ("evaluate", "teacher-forced loss and per-codebook accuracy"),
-                       ("plan", "predict per-GPU memory and step time from config.json (docs/PERF.md)"),
-                       ("convert", "model or audio tokenizer dir / Hub id: boson <-> transformers-native (docs/INTEROP.md)"),
-                       ("score", "SIM, DNSMOS and WER of generated audio (docs/EVAL.md)"),
-                       ("benchmark", "Seed-TTS-eval list: clone and score, base beside adapter (docs/EVAL.md)"),
-                       ("sample", "K sampled candidates per prompt, for preference pairs (docs/PREFERENCE.md)"),
-                       ("pairs", "scored candidates -> DPO pairs, best vs worst by reward (docs/PREFERENCE.md)")):
+    for name, what in COMMANDS:
         sub.add_parser(name, help=f"{what} (see `higgs-ds {name} --help`)", add_help=False)
     return p
 
 
 DELEGATED = {"export": ".commands.export", "generate": ".commands.generate", "evaluate": ".commands.evaluate",
-             "plan": ".commands.plan", "convert": ".commands.convert", "score": ".evaluation.score",
-             "benchmark": ".commands.benchmark", "sample": ".commands.sample", "pairs": ".commands.pairs"}
-
-
-def _tiny():
-    from .assets import ensure_tiny_assets
-
-    return ensure_tiny_assets()
-
-
-def _speaker_embedder():
-    """The pair check's encoder, on this rank's GPU when there is one."""
-    import torch
-
-    from .data.prepare import dist_env
-    from .evaluation.speaker import file_embedder
-
-    return file_embedder(f"cuda:{dist_env()[2]}" if torch.cuda.is_available() else "cpu")
-
-
-def _dnsmos():
-    from .evaluation.dnsmos import DnsmosScorer
-
-    scorer = DnsmosScorer()
-    return lambda wav: scorer.score(wav)["dnsmos_ovrl"]
-
-
-def _asr(path):
-    """The quality columns' ASR: Whisper from a local dir, on this rank's GPU when there is one."""
-    import torch
-
-    from .data.prepare import dist_env
-    from .evaluation.asr import WhisperASR
-
-    return WhisperASR.load(path, f"cuda:{dist_env()[2]}" if torch.cuda.is_available() else "cpu").score
-
-
-def validate(args):
-    """Validate data files; only the text tokenizer is loaded (no model, no DeepSpeed): it starts in about a second."""
-    from .config import from_args
-    from .data.open_prepared import stored_report
-    from .data.prepared import is_prepared
-    from .data.validate import ValidationConfig, summary_text, validate_files
-    from .models.loading import load_text_tokenizer
-    from .models.locate import tokenizer_dir as resolve_tokenizer
-
-    tokenizer_dir = resolve_tokenizer(args.tokenizer_path) or _tiny().model_path
-    if not os.path.isdir(tokenizer_dir):
-        raise InputNotFound(f"--tokenizer_path: directory not found: {tokenizer_dir}")
-    config, stats = from_args(ValidationConfig, args), {}
-    files = [p for p in args.data if not is_prepared(p)]
-    for path, report in zip(files, validate_files(files, load_text_tokenizer(tokenizer_dir), config)):
-        stats[path] = report.to_dict()
-    for path in (p for p in args.data if is_prepared(p)):  # a prepared dir: the report stored at prepare time
-        stats[path] = stored_report(path, config.on_bad_sample)
-    for path in args.data:
-        print(f"{path}{' (prepared)' if is_prepared(path) else ''}\n{summary_text(stats[path])}")
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(stats, f, indent=1)
-    return 0
-
-
-def _check_source_flags(args, parser):
-    from .config import check_ranges
-    from .data.pair_check import PairCheckConfig
-    from .data.sources.config import SourceConfig
-
-    check_ranges(parser, args, SourceConfig, PairCheckConfig)
-    lo, hi = args.min_ref_seconds, args.max_ref_seconds
-    if lo is not None and hi is not None and lo > hi:
-        parser.error(f"--min_ref_seconds {lo} is above --max_ref_seconds {hi}: no utterance can be a reference")
-
-
-def prepare(args, parser):
-    from .data.prepare import prepare_from_args
-    from .data.prepare_checks import Scorers
-
-    _check_source_flags(args, parser)
-    return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos, _asr))
+             "plan": ".commands.plan", "convert": ".commands.convert", "score": ".commands.score",
+             "benchmark": ".commands.benchmark", "sample": ".commands.sample", "pairs": ".commands.pairs",
+             "validate": ".commands.validate", "prepare": ".commands.prepare"}
 
 
 def main(argv=None):
@@ -167,20 +55,15 @@ def main(argv=None):
 
 
 def _main(argv):
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         from .train import main as train_main
 
         return train_main(argv[1:])
     if argv[:1] and argv[0] in DELEGATED:
-        import importlib
-
         return run_entry_point(importlib.import_module(DELEGATED[argv[0]], __package__).main, argv[1:])
-    from .logs import setup_logging
-
-    setup_logging()
-    parser = _parser()
-    args = parser.parse_args(argv)
-    return validate(args) if args.command == "validate" else prepare(args, parser)
+    _parser().parse_args(argv)  # no command, an unknown one or --help: usage, exit 2 (0 for --help)
+    return 2
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser():
-    from ..evaluation.score import add_backend_flags
+    from .score import add_backend_flags
 
     p = argparse.ArgumentParser(prog="higgs-ds benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,9 +127,9 @@ def main(argv=None):
 
     setup_logging()
     from ..evaluation.compare import format_generation_table, summarize_systems
-    from ..evaluation.score import check_model_dir
     from ..evaluation.scorer import Scorer
     from ..evaluation.seedtts import read_meta
+    from .score import check_model_dir
 
     prompts = read_meta(args.meta)  # a bad line stops here, before any model loads
     for d, flag in ((args.sim_model, "--sim_model"), (args.asr_model, "--asr_model")):

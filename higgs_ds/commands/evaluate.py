@@ -42,7 +42,7 @@ def format_table(r):
 
 
 def add_generate_flags(p):
-    from ..evaluation.score import add_backend_flags
+    from .score import add_backend_flags
 
     p.add_argument("--generate", action="store_true",
                    help="also clone --num_prompts prompts of --data with the adapter and with its base model and "

@@ -240,7 +240,7 @@ def test_generation_eval_and_card_report_languages(mixed, tmp_path):
 def test_request_language_is_checked(tmp_path, capsys):
     import json
 
-    from higgs_ds.evaluation.score import main
+    from higgs_ds.commands.score import main
     from higgs_ds.inference.requests import read_requests
 
     (tmp_path / "a.wav").write_bytes(b"")  # read_requests only checks that the files exist

@@ -121,7 +121,7 @@ def test_score_cli_with_wavlm_and_whisper_dirs(speech, scoring_dirs, tmp_path, c
 
 @pytest.mark.slow  # real speaker / DNSMOS models on real speech
 def test_score_without_asr_reports_no_wer(speech, tmp_path, capsys):
-    from higgs_ds.evaluation.score import main
+    from higgs_ds.commands.score import main
 
     _, paths = speech
     out = tmp_path / "s.json"
@@ -138,7 +138,7 @@ def test_score_without_asr_reports_no_wer(speech, tmp_path, capsys):
     ('{"audio": "nope.wav", "ref_audio": "nope.wav", "text": "x"}', "req.jsonl:2: audio file not found"),
 ])
 def test_bad_requests_name_file_and_line(speech, tmp_path, capsys, line, message):
-    from higgs_ds.evaluation.score import main
+    from higgs_ds.commands.score import main
 
     _, paths = speech
     f = _requests(tmp_path, paths, [(("us_m3", 0), ("us_m3", 1))])
@@ -150,7 +150,7 @@ def test_bad_requests_name_file_and_line(speech, tmp_path, capsys, line, message
 
 
 def test_model_dirs_must_be_local(tmp_path, capsys):
-    from higgs_ds.evaluation.score import main
+    from higgs_ds.commands.score import main
 
     f = tmp_path / "r.jsonl"
     f.write_text(json.dumps({"audio": "a.wav", "ref_audio": "b.wav", "text": "t"}) + "\n")

@@ -34,8 +34,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..errors import DataError
+    from ..evaluation.scorer import Scorer, format_table
     from ..inference.requests import read_requests
-    from .scorer import Scorer, format_table
 
     try:
         for d, flag in ((args.sim_model, "--sim_model"), (args.asr_model, "--asr_model")):
