@@ -1,5 +1,5 @@
 """The prepare cache: training on a source (a ChatML file, a manifest, a corpus) prepares it once into
-`$HIGGS_DS_CACHE/prepared/<plan id>/` and later starts reuse it (training_set.py). The key is the plan of
+`$HIGGS_DS_CACHE/prepared/<spec id>/` and later starts reuse it (training_set.py). The key is the spec of
 prepare.py: the source's path, size and mtime (and its sha256 with --content_hash), the tokenizer identities, the
 validation limits (with the pair requirement and the Whisper tower's audio-in checks), the shard size and the
 prepared format's version.

@@ -35,13 +35,13 @@ def check_identity(ds, tokenizer, audio_tokenizer_path):
     """A prepared dir holds token ids and codes of one text and one audio tokenizer: refuse any other."""
     from .prepare import audio_tokenizer_id, text_tokenizer_id
 
-    plan = ds.index["plan"]
+    spec = ds.index["spec"]
     tok_dir = getattr(tokenizer, "name_or_path", None)
-    if tok_dir and os.path.isdir(tok_dir) and text_tokenizer_id(tok_dir) != plan["text_tokenizer_id"]:
-        raise DataError(f"{ds.root}: prepared with another text tokenizer ({plan['text_tokenizer_id']}) than "
+    if tok_dir and os.path.isdir(tok_dir) and text_tokenizer_id(tok_dir) != spec["text_tokenizer_id"]:
+        raise DataError(f"{ds.root}: prepared with another text tokenizer ({spec['text_tokenizer_id']}) than "
                         f"{tok_dir}: prepare it again with --tokenizer_path {tok_dir}", "file", ds.root, 0)
-    if audio_tokenizer_path and audio_tokenizer_id(audio_tokenizer_path) != plan["audio_tokenizer_id"]:
-        raise DataError(f"{ds.root}: prepared with another audio tokenizer ({plan['audio_tokenizer_id']}) than "
+    if audio_tokenizer_path and audio_tokenizer_id(audio_tokenizer_path) != spec["audio_tokenizer_id"]:
+        raise DataError(f"{ds.root}: prepared with another audio tokenizer ({spec['audio_tokenizer_id']}) than "
                         f"{audio_tokenizer_path}: prepare it again with --audio_tokenizer_path "
                         f"{audio_tokenizer_path}", "file", ds.root, 0)
 
@@ -54,7 +54,7 @@ def open_prepared(root, tokenizer=None, audio_tokenizer_path=None, validation=No
     ds = open_checked(root)
     check_identity(ds, tokenizer, audio_tokenizer_path)
     if whisper_processor is not None:
-        if not ds.index["plan"]["limits"].get("whisper_audio"):
+        if not ds.index["spec"]["limits"].get("whisper_audio"):
             raise DataError(f"{root}: prepared without the audio-in checks a model with the Whisper tower needs: "
                             "prepare it again with `higgs-ds prepare --whisper_audio` (or train on its sources: "
                             "training prepares them so)", "file", root, 0)

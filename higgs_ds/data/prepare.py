@@ -18,7 +18,7 @@ import time
 from ..errors import DataError
 from .audio import AudioInfo
 from .prepare_checks import PAIR_CHECK, pair_summary, verify_pairs, write_quality_columns
-from .prepared import FAILED, FORMAT_VERSION, INDEX, PLAN, SHARDS, shard_name, write_json
+from .prepared import FAILED, FORMAT_VERSION, INDEX, SHARDS, SPEC, shard_name, write_json
 from .prepared_check import shard_intact
 from .sources import open_sources, sources_id
 from .validate import Problem, ValidationConfig, ValidationReport, finish_report
@@ -57,39 +57,39 @@ def limit_values(limits):
     return {k: v for k, v in dataclasses.asdict(limits).items() if k != "on_bad_sample"}
 
 
-def make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items, pair_check=None):
-    plan = {"format_version": FORMAT_VERSION, "sources": [s.identity() for s in sources],
+def make_spec(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, num_items, pair_check=None):
+    spec = {"format_version": FORMAT_VERSION, "sources": [s.identity() for s in sources],
             "text_tokenizer_id": text_tokenizer_id(tokenizer_path),
             "audio_tokenizer_id": audio_tokenizer_id(audio_tokenizer_path), "limits": limit_values(limits),
             "shard_size": shard_size, "num_items": num_items}
-    if pair_check is not None and pair_check.enabled():  # absent otherwise: earlier plans keep their ids
-        plan["pair_check"] = dataclasses.asdict(pair_check)
-    plan["plan_id"] = sources_id(sources, {k: v for k, v in plan.items() if k != "sources"})
-    return plan
+    if pair_check is not None and pair_check.enabled():  # absent otherwise: earlier specs keep their ids
+        spec["pair_check"] = dataclasses.asdict(pair_check)
+    spec["spec_id"] = sources_id(sources, {k: v for k, v in spec.items() if k != "sources"})
+    return spec
 
 
 def cache_dir_for(path, tokenizer_path, audio_tokenizer_path, limits, shard_size=256, source_config=None):
     """Where training's prepare cache keeps source `path` prepared with these tokenizers and limits:
-    `$HIGGS_DS_CACHE/prepared/<plan id>/` (auto_prepare.py)."""
+    `$HIGGS_DS_CACHE/prepared/<spec id>/` (auto_prepare.py)."""
     from ..constants import cache_root
 
     sources = open_sources([path], source_config)
-    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
-    return os.path.join(cache_root(), "prepared", plan["plan_id"])
+    spec = make_spec(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, None)
+    return os.path.join(cache_root(), "prepared", spec["spec_id"])
 
 
-def _claim(root, plan):
-    """Create the output dir with plan.json, or check that an existing one prepares the same thing."""
+def _claim(root, spec):
+    """Create the output dir with spec.json, or check that an existing one prepares the same thing."""
     os.makedirs(os.path.join(root, SHARDS), exist_ok=True)
-    path = os.path.join(root, PLAN)
+    path = os.path.join(root, SPEC)
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
-        if old.get("plan_id") != plan["plan_id"]:
+        if old.get("spec_id") != spec["spec_id"]:
             raise DataError(f"{root}: holds a prepared dataset of other sources, tokenizers or limits (see "
                             f"{path}): use another --output or delete it", "file", root, 0)
         return
-    write_json(path, plan)
+    write_json(path, spec)
 
 
 def _done(root, k):
@@ -168,9 +168,9 @@ def wait_for_shards(root, num_shards, poll_s=2.0):
         time.sleep(poll_s)
 
 
-def write_index(root, plan, report, metas):
+def write_index(root, spec, report, metas):
     num_codebooks = next((m["num_codebooks"] for m in metas if m["num_codebooks"]), None)
-    index = {"format_version": FORMAT_VERSION, "plan_id": plan["plan_id"], "plan": plan,
+    index = {"format_version": FORMAT_VERSION, "spec_id": spec["spec_id"], "spec": spec,
              "shards": [{"name": shard_name(m["shard"]), "rows": m["rows"],
                          **{k: m[k] for k in ("bytes", "crc32") if k in m}} for m in metas],
              "num_samples": sum(m["rows"] for m in metas), "num_codebooks": num_codebooks,
@@ -203,8 +203,8 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     if not items:
         raise DataError(f"{', '.join(data)}: no samples (empty data file)", "empty_data")
     items, pairs, write_pairs = verify_pairs(items, sources, output, pair_check, scorers, rank, world)
-    plan = make_plan(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
-    _claim(output, plan)
+    spec = make_spec(sources, tokenizer_path, audio_tokenizer_path, limits, shard_size, len(items), pair_check)
+    _claim(output, spec)
     if write_pairs:
         write_json(os.path.join(output, PAIR_CHECK), pairs)
     if rank == 0 and quality is not None and quality.enabled():
@@ -229,7 +229,7 @@ def prepare_dataset(data, output, tokenizer_path, audio_tokenizer_path, limits=N
     report, metas = merge_report(output, num_shards, items)
     log.info("%s\n%s", output, report.summary())
     finish_report(report, on_bad_sample)  # raises with on_bad_sample="fail" and bad samples: no index
-    index = write_index(output, plan, report, metas)
+    index = write_index(output, spec, report, metas)
     stats.update(num_samples=index["num_samples"], audio_hours=index["report"]["audio_hours"],
                  seconds=round(time.time() - t0, 3))
     return stats

@@ -18,7 +18,7 @@ from ..errors import DataError
 from .sources import sources_id
 
 log = logging.getLogger(__name__)
-PAIR_CHECK = "pair_check.json"  # the pair check's report, beside plan.json
+PAIR_CHECK = "pair_check.json"  # the pair check's report, beside spec.json
 EMBEDDINGS = "pair_embeddings"
 
 

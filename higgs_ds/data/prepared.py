@@ -1,7 +1,7 @@
 """The prepared dataset: tokenized samples and their audio codes in Arrow IPC files, memory-mapped on read.
 
 Layout of a prepared dir (written by `higgs-ds prepare --data SOURCE... --output DIR`, see prepare.py):
-    plan.json                  what is being prepared: sources, tokenizer identities, limits, shard size
+    spec.json                  what is being prepared: sources, tokenizer identities, limits, shard size
     shards/shard-NNNNN.arrow   one Arrow IPC stream per shard (the format HF `datasets` caches use)
     shards/shard-NNNNN.json    that shard's validation results, written after its .arrow: "this shard is done"
     index.json                 written last, atomically: shards, sample count, the merged validation report
@@ -27,7 +27,7 @@ from ..durable import write_atomic
 from ..errors import DataError
 
 FORMAT_VERSION = 2  # 2: audio_in, rejected_codes, rejected_frames
-INDEX, PLAN, SHARDS = "index.json", "plan.json", "shards"
+INDEX, SPEC, SHARDS = "index.json", "spec.json", "shards"
 FAILED = "FAILED"  # a preparing rank's error, for the ranks waiting on the index or its shards
 
 

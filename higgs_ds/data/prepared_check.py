@@ -13,12 +13,12 @@ import os
 from ..checksums import crc32_of_files, file_crc32
 from ..constants import cache_root
 from ..errors import DamagedFile, InputNotFound
-from .prepared import INDEX, PLAN, SHARDS, PreparedDataset, open_stream
+from .prepared import INDEX, SHARDS, SPEC, PreparedDataset, open_stream
 
 
-def _plan(root):
+def _spec(root):
     try:
-        with open(os.path.join(root, PLAN)) as f:
+        with open(os.path.join(root, SPEC)) as f:
             return json.load(f)
     except (OSError, ValueError):
         return {}
@@ -28,19 +28,19 @@ def remedy(root, kept="the intact shards"):
     """What to do about a damaged or unfinished prepared dir: the command that redoes only what is missing."""
     if os.path.abspath(root).startswith(os.path.join(os.path.abspath(cache_root()), "prepared") + os.sep):
         return f"delete {root}: the next training start prepares its source again"
-    sources = " ".join(s.get("path", "?") for s in _plan(root).get("sources", [])) or "SOURCE..."
+    sources = " ".join(s.get("path", "?") for s in _spec(root).get("sources", [])) or "SOURCE..."
     return (f"rerun `higgs-ds prepare --data {sources} --output {root}` with the flags it had: it keeps {kept} and "
             "prepares the rest again")
 
 
 def check_finished(path):
-    """Raise `InputNotFound` when `path` is the dir of a prepare that did not finish (plan.json, no index.json)."""
-    if not (os.path.isdir(path) and os.path.isfile(os.path.join(path, PLAN))
+    """Raise `InputNotFound` when `path` is the dir of a prepare that did not finish (spec.json, no index.json)."""
+    if not (os.path.isdir(path) and os.path.isfile(os.path.join(path, SPEC))
             and not os.path.isfile(os.path.join(path, INDEX))):
         return
-    plan, shards = _plan(path), os.path.join(path, SHARDS)
+    spec, shards = _spec(path), os.path.join(path, SHARDS)
     done = len([n for n in os.listdir(shards) if n.endswith(".json")]) if os.path.isdir(shards) else 0
-    total = math.ceil(plan.get("num_items", 0) / plan.get("shard_size", 1)) or "?"
+    total = math.ceil(spec.get("num_items", 0) / spec.get("shard_size", 1)) or "?"
     raise InputNotFound(f"{path}: a `higgs-ds prepare` that did not finish ({done} of {total} shards done, no "
                         f"{INDEX}): {remedy(path, f'the {done} finished shards')}")
 

@@ -242,7 +242,7 @@ def run_summary(setup, train_set, val_set):
         if ds is None:
             continue
         index = ds.index  # the prepared dir's: the user's sources and the report stored at prepare time
-        facts[f"{split}_data"] = ", ".join(s["path"] for s in index["plan"]["sources"])
+        facts[f"{split}_data"] = ", ".join(s["path"] for s in index["spec"]["sources"])
         facts[f"{split}_prepared"], facts["data"][split] = path, index["report"]
         if getattr(ds, "dropped", None) is not None:  # a --filter view: what each rule dropped
             facts[f"{split}_filtered"] = ds.dropped

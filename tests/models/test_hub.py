@@ -126,6 +126,6 @@ def test_prepare_takes_hub_ids(hub_cache, small_data, tiny_assets, tmp_path):
              "--tokenizer_path", hub.MODEL_REPO, "--audio_tokenizer_path", hub.TOKENIZER_REPO])
     with open(os.path.join(out, "index.json")) as f:
         index = json.load(f)
-    assert index["plan"]["audio_tokenizer_id"] == tokenizer_id(tiny_assets.audio_tokenizer_path)
-    assert index["plan"]["text_tokenizer_id"] == text_tokenizer_id(tiny_assets.model_path)
+    assert index["spec"]["audio_tokenizer_id"] == tokenizer_id(tiny_assets.audio_tokenizer_path)
+    assert index["spec"]["text_tokenizer_id"] == text_tokenizer_id(tiny_assets.model_path)
     assert index["num_samples"] == 8
