@@ -21,15 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def build_parser():
+    from . import add_model_flags
     from .score import add_backend_flags
 
     p = argparse.ArgumentParser(prog="higgs-ds benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--meta", required=True, help="Seed-TTS-eval list: utt|prompt_text|prompt_wav|text[|gt_wav]")
     p.add_argument("--output", required=True, help="results JSON (means with 95%% CI per system, rows, scorers)")
-    p.add_argument("--adapter", help="adapter dir or training output dir: scored beside its base model")
-    p.add_argument("--model_path", help="model dir (default: the adapter's base, or the embedded tiny model)")
-    p.add_argument("--audio_tokenizer_path")
+    add_model_flags(p, "adapter dir or training output dir: scored beside its base model")
     p.add_argument("--max_new_tokens", type=int, default=1024, help="generation budget of each line (frames)")
     p.add_argument("--work_dir", help="generated wavs and per-line rows (default: OUTPUT.work); reruns resume")
     add_backend_flags(p)

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from ..errors import add_debug_flag, run_entry_point
+from . import add_model_flags
 
 
 def build_parser():
@@ -17,9 +18,7 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="voice-cloning ChatML prompts (the format training reads)")
     p.add_argument("--output", required=True, help="output dir; rerun with the same flags to continue")
-    p.add_argument("--model_path", help="model dir (default: the adapter's base, or the embedded tiny model)")
-    p.add_argument("--audio_tokenizer_path")
-    p.add_argument("--adapter", help="adapter dir or training output dir, merged in memory")
+    add_model_flags(p, "adapter dir or training output dir, merged in memory")
     p.add_argument("--num_samples", type=int, default=4, help="candidates per prompt (K)")
     p.add_argument("--seed", type=int, default=0, help="base seed; candidate k of prompt i derives its own")
     p.add_argument("--temperature", type=float, default=1.0)
