@@ -6,7 +6,7 @@ import os
 from ..durable import write_atomic
 from ..errors import DataError
 from ..inference.requests import read_requests
-from .reward import build_pairs
+from .reward import build_pairs, within_limits
 
 CANDIDATE_FIELDS = {"prompt_index": int, "k": int, "ref_text": str, "duration_s": (int, float), "stopped": bool}
 
@@ -57,8 +57,11 @@ def pairs_from_files(candidates_path, scores_path, output, weights=None, min_gap
     """Read, match, build and write the pairs (atomically, JSONL); returns `build_pairs`'s counts."""
     candidates, scores = read_candidates(candidates_path), read_scores(scores_path)
     check_match(candidates, scores, candidates_path, scores_path)
+    keep = within_limits(candidates)  # a too short or too long clip would fail the pair file's data checks
+    candidates, scores, outside = [candidates[i] for i in keep], [scores[i] for i in keep], len(candidates) - len(keep)
     try:
         pairs, counts = build_pairs(candidates, scores, weights, min_gap)
+        counts["outside_limits"] = outside
     except DataError as e:
         raise DataError(f"{scores_path}: {e}", e.kind, scores_path) from None
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -70,7 +73,8 @@ def summary(counts, output):
     """The lines `higgs-ds pairs` prints."""
     reasons = ", ".join(f"{k} {v}" for k, v in counts["no_pair"].items())
     return (f"{counts['pairs']} pairs written to {output} from {counts['prompts']} prompts\n"
-            f"prompts without a pair: {sum(counts['no_pair'].values())} ({reasons})")
+            f"prompts without a pair: {sum(counts['no_pair'].values())} ({reasons}); candidates outside the data "
+            f"checks' duration limits, in no pair: {counts.get('outside_limits', 0)}")
 
 
 def _same(a, b):

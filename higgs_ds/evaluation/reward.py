@@ -99,3 +99,12 @@ def pair_sample(best, worst):
     return {"id": f"prompt{c['prompt_index']}", **sample, "rejected": {"type": "audio", "audio_url": w["audio"]},
             "prompt": c.get("prompt"), "chosen_k": c["k"], "rejected_k": w["k"], "reward_chosen": r_best,
             "reward_rejected": r_worst}
+
+
+def within_limits(candidates, validation=None):
+    """Indices of the candidates a pair may hold: within the data checks' duration limits (`validation`: a
+    `ValidationConfig`, its defaults when None); a clip of a frame or two is refused by the audio checks."""
+    from ..data.validate import ValidationConfig
+
+    v = validation or ValidationConfig()
+    return [i for i, c in enumerate(candidates) if v.min_audio_seconds <= c["duration_s"] <= v.max_audio_seconds]

@@ -128,7 +128,9 @@ def round_reward(r: Rounds, engine, index):
 def trainable(rows, validation):
     """The candidates a pair may hold: within the data checks' duration limits (a clip of a frame or two is refused
     by the audio checks and the audio tokenizer); the others still count in the rewards."""
-    keep = [c for c in rows if validation.min_audio_seconds <= c["duration_s"] <= validation.max_audio_seconds]
+    from ..evaluation.reward import within_limits
+
+    keep = [rows[i] for i in within_limits(rows, validation)]
     if len(keep) < len(rows):
         log.info("%d of %d candidates outside [%.2f, %.1f] s: in no pair", len(rows) - len(keep), len(rows),
                  validation.min_audio_seconds, validation.max_audio_seconds)

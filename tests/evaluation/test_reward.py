@@ -150,6 +150,21 @@ def test_pairs_command_writes_pairs_and_counts(files, tmp_path, capsys):
     assert "0 pairs written" in capsys.readouterr().out and (tmp_path / "p.jsonl").read_text() == ""
 
 
+def test_a_candidate_outside_the_data_checks_limits_is_in_no_pair(files, tmp_path, capsys):
+    """The best candidate of prompt 0 lasts 0.04 s (a clip the data checks refuse): prompt 0 keeps one candidate
+    and gets no pair, prompt 1 its pair; the count is printed."""
+    from higgs_ds.cli import main
+
+    c, s, cands, _ = files
+    cands[1]["duration_s"] = 0.04
+    c.write_text("".join(json.dumps(x) + "\n" for x in cands))
+    assert main(["pairs", "--candidates", str(c), "--scores", str(s), "--output", str(tmp_path / "p.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "1 pairs written" in out and "one_candidate 1" in out and "duration limits, in no pair: 1" in out
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["messages"][4]["content"]["audio_url"] for r in rows] == [str(tmp_path / "1_1.wav")]
+
+
 @pytest.mark.parametrize("case, says", [
     ("fewer_scores", "scores.json: 3 score rows for the 4 candidates of"),
     ("other_audio", "candidates.jsonl:3: candidate"),
