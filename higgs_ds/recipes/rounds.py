@@ -55,7 +55,6 @@ class Rounds:
     args: object
     setup: object
     tokenizer: object
-    audio_tokenizer: object
     serve: object
     train_prompts: list
     val_prompts: list
@@ -159,17 +158,15 @@ def round_pairs(r: Rounds, engine, index):
 
 def pair_loader(r: Rounds, path, model_config):
     """The resumable loader of a round's pairs (validated as every pair file: data/validate.py)."""
-    from ..data.loaders import dataset_from_report, open_code_cache
     from ..data.pairs import PairDataset
-    from ..data.validate import validate_files
+    from ..data.training_set import open_training_set
     from .builders import build_loader
 
     validation = dataclasses.replace(r.setup.data_cfg.validation, require_pairs=True)
-    (report,) = validate_files([path], r.tokenizer, validation)
-    dataset = dataset_from_report(report, r.tokenizer, r.audio_tokenizer, show_progress=False,
-                                  code_cache=open_code_cache(r.setup.data_cfg, r.setup.paths.audio_tokenizer_path),
-                                  dataset_cls=PairDataset)
-    return build_loader(r.args, r.setup, dataset, model_config)[0]
+    paths = r.setup.paths
+    prepared = open_training_set(path, r.tokenizer, paths.tokenizer_path, paths.audio_tokenizer_path, validation,
+                                 rank=r.setup.rank)  # the one data path: prepared once (each clip encoded once)
+    return build_loader(r.setup, PairDataset(prepared), model_config)[0]
 
 
 def train_round(r: Rounds, t, index):
@@ -218,34 +215,35 @@ def write_summary(r: Rounds, t):
 
 def build(args):
     """(Rounds, Trainer) of a run of DPO rounds; None after --validate_data_only."""
+    from ..assets import ensure_tiny_data
     from ..engine.ds_config import load_ds_config
     from ..inference.candidates import read_prompts
     from ..inference.preview import live_engine
     from ..loss.preference import PreferenceConfig
-    from ..models.loading import load_audio_tokenizer, load_text_tokenizer
+    from ..models.loading import load_text_tokenizer
     from ..models.unwrap import base_higgs_model
     from .builders import build_data_and_model, build_engine, build_trainer, setup_run
     from .dpo import dpo_objective, reference_kind
 
     config, pref = from_args(RoundsConfig, args), from_args(PreferenceConfig, args)
     config.weights()  # a bad --round_weights fails before anything loads
-    args.auto_prepare = False  # prompts are read as ChatML (their target clips give the target durations)
     setup = setup_run(args)
     if setup is None:
         return None
     check_rounds(args, args.finetune, reference_kind(pref, args.finetune),
                  load_ds_config(setup.ds_path, total_steps=2, warmup_steps=1, **setup.ds_kwargs)[0])
-    model, prompts_set, _ = build_data_and_model(args, setup)
+    model, prompts_set, _ = build_data_and_model(setup)
     total = config.rounds * config.steps_per_round
-    engine, scheduler, lr = build_engine(args, setup, model, total)
-    objective = dpo_objective(engine, pref, {}, setup.eval_cfg.batch_size)
+    engine, scheduler, lr = build_engine(setup, model, total)
+    objective = dpo_objective(engine, pref, {}, setup.cfg.eval.batch_size)
     state = RoundState()
     objective = dataclasses.replace(objective, extras=[state])
-    t = build_trainer(args, setup, engine, scheduler, lr, _PromptLoader(prompts_set), None, total, objective)
+    t = build_trainer(setup, engine, scheduler, lr, _PromptLoader(prompts_set), None, total, objective)
     paths = setup.paths
+    prompts = setup.cfg.data.train_data or ensure_tiny_data()[0]  # the user's files (their target clips: durations)
     r = Rounds(config, args, setup, load_text_tokenizer(paths.tokenizer_path),
-               load_audio_tokenizer(paths.audio_tokenizer_path), live_engine(base_higgs_model(engine), paths),
-               read_prompts(setup.data_cfg.train_data), read_prompts(setup.data_cfg.val_data), state,
+               live_engine(base_higgs_model(engine), paths),
+               read_prompts(prompts), read_prompts(setup.cfg.data.val_data), state,
                os.path.join(args.output_dir, "rounds"))
     return r, t
 
