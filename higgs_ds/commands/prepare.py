@@ -56,7 +56,9 @@ def prepare(args, parser):
     from ..data.prepare_checks import Scorers
 
     _check_source_flags(args, parser)
-    return prepare_from_args(args, _tiny, Scorers(_speaker_embedder, _dnsmos, _asr))
+    from ..assets import ensure_tiny_assets
+
+    return prepare_from_args(args, ensure_tiny_assets, Scorers(_speaker_embedder, _dnsmos, _asr))
 
 
 def _check_source_flags(args, parser):
@@ -68,12 +70,6 @@ def _check_source_flags(args, parser):
     lo, hi = args.min_ref_seconds, args.max_ref_seconds
     if lo is not None and hi is not None and lo > hi:
         parser.error(f"--min_ref_seconds {lo} is above --max_ref_seconds {hi}: no utterance can be a reference")
-
-
-def _tiny():
-    from ..assets import ensure_tiny_assets
-
-    return ensure_tiny_assets()
 
 
 def _speaker_embedder():

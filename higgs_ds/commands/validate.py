@@ -34,6 +34,7 @@ def main(argv=None):
 
 def validate(args):
     """Validate data files; only the text tokenizer is loaded (no model, no DeepSpeed): it starts in about a second."""
+    from ..assets import ensure_tiny_assets
     from ..config import from_args
     from ..data.open_prepared import stored_report
     from ..data.prepared import is_prepared
@@ -41,7 +42,7 @@ def validate(args):
     from ..models.loading import load_text_tokenizer
     from ..models.locate import tokenizer_dir as resolve_tokenizer
 
-    tokenizer_dir = resolve_tokenizer(args.tokenizer_path) or _tiny_assets().model_path
+    tokenizer_dir = resolve_tokenizer(args.tokenizer_path) or ensure_tiny_assets().model_path
     if not os.path.isdir(tokenizer_dir):
         raise InputNotFound(f"--tokenizer_path: directory not found: {tokenizer_dir}")
     config, stats = from_args(ValidationConfig, args), {}
@@ -56,9 +57,3 @@ def validate(args):
         with open(args.report, "w") as f:
             json.dump(stats, f, indent=1)
     return 0
-
-
-def _tiny_assets():
-    from ..assets import ensure_tiny_assets
-
-    return ensure_tiny_assets()

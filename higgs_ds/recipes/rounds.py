@@ -219,18 +219,18 @@ def build(args):
     from ..engine.ds_config import load_ds_config
     from ..inference.candidates import read_prompts
     from ..inference.preview import live_engine
-    from ..loss.preference import PreferenceConfig
     from ..models.loading import load_text_tokenizer
     from ..models.unwrap import base_higgs_model
     from .builders import build_data_and_model, build_engine, build_trainer, setup_run
     from .dpo import dpo_objective, reference_kind
 
-    config, pref = from_args(RoundsConfig, args), from_args(PreferenceConfig, args)
+    config = from_args(RoundsConfig, args)
     config.weights()  # a bad --round_weights fails before anything loads
     setup = setup_run(args)
     if setup is None:
         return None
-    check_rounds(args, args.finetune, reference_kind(pref, args.finetune),
+    pref, finetune = setup.cfg.preference, setup.cfg.finetune.finetune
+    check_rounds(args, finetune, reference_kind(pref, finetune),
                  load_ds_config(setup.ds_path, total_steps=2, warmup_steps=1, **setup.ds_kwargs)[0])
     model, prompts_set, _ = build_data_and_model(setup)
     total = config.rounds * config.steps_per_round
