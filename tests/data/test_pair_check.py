@@ -123,12 +123,13 @@ def test_prepare_min_pair_sim_writes_the_report_and_reuses_it(tmp_path, speech, 
     DIR/pair_check.json, the quality columns in DIR/quality.arrow; a rerun of the same command embeds nothing; a
     --filter on duration keeps exactly the samples whose target is short enough."""
     import higgs_ds.cli as cli
+    import higgs_ds.commands.prepare as prepare_command
     from higgs_ds.data.filters import filter_prepared, read_quality
     from higgs_ds.data.prepared import PreparedDataset
 
     few = {k: v for k, v in speech.items() if k[0] < 2 and k[1] < 3}
     root, voice_of = _tree(tmp_path / "c", few, lambda v, s: "100" if (v, s) == (1, 0) else f"{v + 1}00")
-    monkeypatch.setattr(cli, "_speaker_embedder", lambda: embed)
+    monkeypatch.setattr(prepare_command, "_speaker_embedder", lambda: embed)
     out = str(tmp_path / "p")
     embed.calls.clear()
     argv = ["prepare", "--data", root, "--output", out, "--min_pair_sim", str(THRESHOLD), "--on_bad_sample", "skip",
