@@ -34,7 +34,7 @@ def run_seed(args, seed, train, heldout, out):
     cmd = [sys.executable, os.path.join(ROOT, "higgs_ds", "train.py"), "--stage", "dpo", "--rounds", str(args.rounds),
            "--samples_per_prompt", str(args.k), "--steps_per_round", str(args.steps), "--round_max_new_tokens",
            str(args.max_new_tokens), "--train_data", train, "--val_data", heldout, "--output_dir", out,
-           "--batch_size", "2", "--learning_rate", str(args.lr), "--beta", str(args.beta), "--seed", str(seed),
+           "--batch_size", "2", "--learning_rate", str(args.lr), "--beta", str(args.beta), "--sft_weight", str(args.sft_weight), "--seed", str(seed),
            "--warmup_ratio", "0", "--save_every", "0", "--no_progress"]
     env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -65,6 +65,7 @@ def main(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=75)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--sft_weight", type=float, default=0.0, help="train.py --sft_weight: CE on the chosen clips")
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

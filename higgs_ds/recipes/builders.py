@@ -31,6 +31,7 @@ class Setup:
     ds_path: str  # the DeepSpeed JSON config
     ds_kwargs: dict  # what `load_ds_config` fills from the flags
     dtype: torch.dtype  # the DeepSpeed config's training dtype: the model loads in it
+    zero_stage: int  # the DeepSpeed config's zero_optimization.stage
     resume_dir: Optional[str]  # the checkpoint tag to resume from, None to start fresh
     rank: int
     world: int
@@ -40,8 +41,8 @@ class Setup:
 def setup_run(args, pair_data=False) -> Optional[Setup]:
     """Logging, data and model paths, every source prepared once (validated, before any process group: bad data
     stops every rank here), the process group, the DeepSpeed config (a bad one fails here), the resume point, the
-    output dir checked and rank 0's run_config.json; None after --validate_data_only. `pair_data`: every sample must be a preference
-    pair."""
+    output dir checked and rank 0's run_config.json; None after --validate_data_only. `pair_data`: every sample must
+    be a preference pair."""
     from ..engine.checkpoint import find_resume_dir
     from ..engine.distributed import init_distributed, select_accelerator, share_host_threads
     from ..engine.ds_config import default_ds_config, load_ds_config, model_dtype
@@ -66,7 +67,8 @@ def setup_run(args, pair_data=False) -> Optional[Setup]:
                      world_size=world, learning_rate=training.learning_rate, weight_decay=training.weight_decay,
                      explicit=args.explicit)  # the flags set: a DeepSpeed value contradicting one is an error
     ds_cfg, opt = load_ds_config(ds_path, total_steps=2, warmup_steps=1, **ds_kwargs)
-    check_generation_under_zero3(ds_cfg, ds_path, cfg)
+    zero_stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
+    check_generation_under_zero3(zero_stage, ds_path, cfg)
     resume_dir = find_resume_dir(cfg.checkpoints.resume, cfg.checkpoints.output_dir)  # and on a bad --resume PATH
     torch.manual_seed(training.seed)
     check_output_dir(training.output_dir)  # writable, before anything loads
@@ -75,18 +77,18 @@ def setup_run(args, pair_data=False) -> Optional[Setup]:
                          batch_size=ds_cfg["train_micro_batch_size_per_gpu"],
                          gradient_accumulation_steps=ds_cfg["gradient_accumulation_steps"])
     flags = {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}
-    return Setup(cfg, paths, data_cfg, ds_path, ds_kwargs, model_dtype(ds_cfg), resume_dir, rank, world,
-                 flags)
+    return Setup(cfg, paths, data_cfg, ds_path, ds_kwargs, model_dtype(ds_cfg),
+                 zero_stage, resume_dir, rank, world, flags)
 
 
-def check_generation_under_zero3(ds_cfg, ds_path, cfg):
+def check_generation_under_zero3(zero_stage, ds_path, cfg):
     """Generation during training (previews, generation eval) is refused under ZeRO-3: its ranks generate different
     lengths, so their forwards (each one all-gathering the weights) would not pair up and the run would hang."""
     from ..errors import ConfigError
 
     asked = [f"--{k} {v}" for k, v in (("sample_every", cfg.eval.sample_every),
                                        ("eval_generate_every", cfg.generation_eval.eval_generate_every)) if v > 0]
-    if asked and ds_cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+    if asked and zero_stage == 3:
         raise ConfigError(f"{', '.join(asked)}: generation during training is not supported under ZeRO-3 ({ds_path}: "
                           "zero_optimization.stage 3): use a ZeRO-2 config, or score saved adapters afterwards with "
                           "`higgs-ds evaluate --generate`")

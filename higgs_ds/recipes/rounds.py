@@ -65,13 +65,13 @@ class Rounds:
         return os.path.join(self.root, name)
 
 
-def check_rounds(args, finetune, reference, ds_cfg):
+def check_rounds(args, finetune, reference, zero_stage):
     """Rounds sample from the live model inside the DeepSpeed run: LoRA (adapter-disabled reference), not ZeRO-3."""
     if finetune != "lora" or reference != "adapter":
         raise ConfigError("--rounds needs --finetune lora with the adapter-disabled reference (--reference adapter or "
                           "auto): a stored reference would be the initial model's log-probs of pairs that do not "
                           "exist yet")
-    if ds_cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+    if zero_stage == 3:
         raise ConfigError("--rounds generates candidates with the live model: not under ZeRO-3 (each rank would "
                           "all-gather for generations of different lengths); use a ZeRO-2 config")
     if not args.val_data:
@@ -216,7 +216,6 @@ def write_summary(r: Rounds, t):
 def build(args):
     """(Rounds, Trainer) of a run of DPO rounds; None after --validate_data_only."""
     from ..assets import ensure_tiny_data
-    from ..engine.ds_config import load_ds_config
     from ..inference.candidates import read_prompts
     from ..inference.preview import live_engine
     from ..models.loading import load_text_tokenizer
@@ -230,8 +229,7 @@ def build(args):
     if setup is None:
         return None
     pref, finetune = setup.cfg.preference, setup.cfg.finetune.finetune
-    check_rounds(args, finetune, reference_kind(pref, finetune),
-                 load_ds_config(setup.ds_path, total_steps=2, warmup_steps=1, **setup.ds_kwargs)[0])
+    check_rounds(args, finetune, reference_kind(pref, finetune), setup.zero_stage)
     model, prompts_set, _ = build_data_and_model(setup)
     total = config.rounds * config.steps_per_round
     engine, scheduler, lr = build_engine(setup, model, total)

@@ -235,3 +235,35 @@ def test_prompts_without_a_target_are_prompts_too(prompts, tmp_path):
         read_prompts(str(f))
     assert "2 bad sample(s) of 3" in str(e.value) and "prompts.jsonl:2 (sample line2): no assistant audio" in str(
         e.value) and "prompts.jsonl:3 (sample line3): not a voice-cloning prompt" in str(e.value)
+
+
+def test_adapter_candidates_are_those_of_the_merged_model(one_rank, prompts, tiny_assets, fresh_model, tmp_path):
+    """`sample --adapter DIR` (base model read from the adapter's config) gives exactly the files of `sample
+    --model_path` on a merged copy saved as a full model, written by peft alone, and not the base model's."""
+    import shutil
+
+    import torch
+
+    from higgs_ds.models.lora import apply_lora
+
+    peft_model = apply_lora(fresh_model, r=4)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a trained adapter: every LoRA B away from 0
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    adapter, merged = str(tmp_path / "adapter"), str(tmp_path / "merged")
+    peft_model.save_pretrained(adapter)
+    shutil.copytree(tiny_assets.model_path, merged)  # config and tokenizer; the weights are replaced
+    peft_model.merge_and_unload().save_pretrained(merged, safe_serialization=True)
+    first = os.path.join(os.path.dirname(prompts), "first.jsonl")  # prompt 0 alone: the same seeds, fewer generations
+    with open(prompts) as f, open(first, "w") as out:
+        out.write(f.readline())
+    audio = ["--audio_tokenizer_path", tiny_assets.audio_tokenizer_path]
+    run_cmd(_sample_cmd(first, str(tmp_path / "a")) + ["--adapter", adapter] + audio)
+    run_cmd(_sample_cmd(first, str(tmp_path / "m")) + ["--model_path", merged] + audio)
+    with_adapter, on_merged, base = (_files(o) for o in (str(tmp_path / "a"), str(tmp_path / "m"), one_rank))
+    wavs = sorted(n for n in with_adapter if n.startswith("wavs/"))
+    assert len(wavs) == K
+    assert [with_adapter[n] for n in wavs] == [on_merged[n] for n in wavs]
+    assert [with_adapter[n] for n in wavs] != [base[n] for n in wavs]
