@@ -6,6 +6,7 @@
            − w_duration · |ln(duration / target duration)|    (prompts with a target clip) length: 0 when equal
            + w_stop · stopped                                 1 when the model ended the clip before the budget
 
+A candidate without audio (`"no_audio": true`: a clip too short to decode) scores as a 0 s clip that did not stop.
 A term whose weight is 0 is left out (its score is then not needed). Per prompt the candidate with the highest
 reward is chosen and the one with the lowest rejected (among equal rewards, the lowest k). A prompt gives no pair
 when it has fewer than two candidates (`one_candidate`), when the two rewards are equal (`tie`), or when their gap
@@ -19,17 +20,17 @@ WEIGHTS = {"sim": 1.0, "wer": 1.0, "dnsmos": 0.5, "duration": 1.0, "stop": 1.0}
 NO_PAIR = ("one_candidate", "tie", "below_min_gap")
 
 
-def parse_weights(text=None):
-    """`sim=1,wer=1,...` over the defaults (`WEIGHTS`); an unknown term or a bad number is a ConfigError."""
-    weights = dict(WEIGHTS)
+def parse_weights(text=None, base=None, flag="--weights"):
+    """`sim=1,wer=1,...` over `base` (default `WEIGHTS`); an unknown term or a bad number is a ConfigError."""
+    weights = dict(WEIGHTS if base is None else base)
     for item in filter(None, (s.strip() for s in (text or "").split(","))):
         key, _, value = item.partition("=")
         if key not in WEIGHTS:
-            raise ConfigError(f"--weights: unknown term {key!r} (terms: {', '.join(WEIGHTS)})")
+            raise ConfigError(f"{flag}: unknown term {key!r} (terms: {', '.join(WEIGHTS)})")
         try:
             weights[key] = float(value)
         except ValueError:
-            raise ConfigError(f"--weights: {item!r} is not term=number") from None
+            raise ConfigError(f"{flag}: {item!r} is not term=number") from None
     return weights
 
 
@@ -48,10 +49,11 @@ def reward_terms(cand, score, weights, asr):
         terms["wer"] = -w["wer"] * _need(score, "error_rate", cand)
     if w["dnsmos"]:
         terms["dnsmos"] = w["dnsmos"] * _need(score, "dnsmos_ovrl", cand)
-    if w["duration"] and cand.get("target_duration_s"):
-        terms["duration"] = -w["duration"] * abs(math.log(max(cand["duration_s"], 1e-3) / cand["target_duration_s"]))
-    if w["stop"]:
-        terms["stop"] = w["stop"] * float(bool(cand["stopped"]))
+    if w["duration"] and cand.get("target_duration_s"):  # a candidate without audio: 0 s
+        seconds = cand.get("duration_s", 0.0)
+        terms["duration"] = -w["duration"] * abs(math.log(max(seconds, 1e-3) / cand["target_duration_s"]))
+    if w["stop"]:  # a candidate without audio did not stop on a clip
+        terms["stop"] = w["stop"] * float(bool(cand.get("stopped", False)))
     return terms
 
 

@@ -19,16 +19,15 @@ class RoundsConfig:
     round_temperature: float = option(1.0, "sampling temperature of the candidates", above=0)
     round_top_k: int = option(50, "top-k of the candidates", minimum=1)
     round_top_p: float = option(0.95, "top-p of the candidates", above=0)
-    round_weights: str = option("sim=0,wer=0,dnsmos=0,duration=1,stop=0",
-                                "reward weights (evaluation/reward.py terms); rounds score without models: only "
-                                "duration and stop may be non-zero")
+    round_weights: str = option("duration=1", "reward weights (evaluation/reward.py terms, an unnamed term weighs 0); "
+                                "rounds score without models: only duration and stop may be non-zero")
     round_min_gap: float = option(0.0, "a prompt gives no pair when its best and worst rewards differ by less",
                                   minimum=0)
 
     def weights(self):
-        from .reward import parse_weights
+        from .reward import WEIGHTS, parse_weights
 
-        weights = parse_weights(self.round_weights)
+        weights = parse_weights(self.round_weights, base=dict.fromkeys(WEIGHTS, 0.0), flag="--round_weights")
         needs_model = [k for k, v in weights.items() if v and k not in SCORE_FREE]
         if needs_model:
             raise ConfigError(f"--round_weights: {', '.join(needs_model)} need scoring models, which rounds do not run "

@@ -171,9 +171,9 @@ def mark_failed(output_dir, rank, error):
     write_atomic(os.path.join(output_dir, "failed", f"rank{rank}"), f"{type(error).__name__}: {error}\n")
 
 
-def merge_candidates(output_dir, prompts, num_samples):
-    """Write `DIR/candidates.jsonl` (prompt order, then k) once every candidate's row exists; returns
-    {"candidates", "no_audio"} counts, or None while some row is missing (another rank still at work)."""
+def read_rows(output_dir, prompts, num_samples):
+    """Every candidate's row (prompt order, then k), those without audio included; None while some row is
+    missing (another rank still at work)."""
     rows = []
     for p in prompts:
         for k in range(num_samples):
@@ -181,6 +181,15 @@ def merge_candidates(output_dir, prompts, num_samples):
                 return None
             with open(path) as f:
                 rows.append(json.load(f))
+    return rows
+
+
+def merge_candidates(output_dir, prompts, num_samples):
+    """Write `DIR/candidates.jsonl` (prompt order, then k: the rows with audio) once every candidate's row exists;
+    returns {"candidates", "no_audio"} counts, or None while some row is missing (another rank still at work)."""
+    rows = read_rows(output_dir, prompts, num_samples)
+    if rows is None:
+        return None
     good = [r for r in rows if r.get("audio")]
     write_atomic(os.path.join(output_dir, CANDIDATES), "".join(json.dumps(r) + "\n" for r in good))
     return {"candidates": len(good), "no_audio": len(rows) - len(good)}

@@ -195,3 +195,31 @@ def test_candidates_and_scores_that_do_not_match(files, tmp_path, capsys, case, 
     err = capsys.readouterr().err
     assert err.startswith("error:") and says in err and "Traceback" not in err, err
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_round_weights_name_only_their_terms_and_refuse_model_terms():
+    """`--round_weights stop=1` weighs stopping alone (an unnamed term is 0, not the `higgs-ds pairs` default); a
+    term that needs a scoring model is refused naming the flag."""
+    from higgs_ds.errors import ConfigError
+    from higgs_ds.evaluation.round_config import RoundsConfig
+
+    assert RoundsConfig().weights() == {"sim": 0, "wer": 0, "dnsmos": 0, "duration": 1, "stop": 0}
+    assert RoundsConfig(round_weights="stop=1").weights() == {"sim": 0, "wer": 0, "dnsmos": 0, "duration": 0,
+                                                              "stop": 1}
+    with pytest.raises(ConfigError, match="--round_weights: sim need scoring models"):
+        RoundsConfig(round_weights="stop=1,sim=0.5").weights()
+    with pytest.raises(ConfigError, match="--round_weights: unknown term 'pitch'"):
+        RoundsConfig(round_weights="pitch=1").weights()
+
+
+def test_a_candidate_without_audio_scores_as_a_silent_clip_that_did_not_stop():
+    """A clip too short to decode (`"no_audio": true`, no duration or stop fields) is the worst duration and no stop:
+    a round's held-out mean counts it, so a policy collapsing to silence scores low instead of being left out."""
+    from higgs_ds.evaluation.reward import parse_weights, reward_terms
+    from higgs_ds.recipes.rounds import mean_reward
+
+    weights = parse_weights("duration=1,stop=1", base=dict.fromkeys(("sim", "wer", "dnsmos"), 0.0))
+    silent = {"audio": None, "no_audio": True, "target_duration_s": 2.0, "k": 0}
+    assert reward_terms(silent, {}, weights, False) == {"duration": -math.log(2.0 / 1e-3), "stop": 0.0}
+    spoken = {"audio": "a.wav", "duration_s": 2.0, "stopped": True, "target_duration_s": 2.0, "k": 1}
+    assert mean_reward([spoken, silent], weights) == pytest.approx((1.0 - math.log(2.0 / 1e-3)) / 2)
