@@ -19,8 +19,9 @@ class RoundsConfig:
     round_temperature: float = option(1.0, "sampling temperature of the candidates", above=0)
     round_top_k: int = option(50, "top-k of the candidates", minimum=1)
     round_top_p: float = option(0.95, "top-p of the candidates", above=0)
-    round_weights: str = option("duration=1", "reward weights (evaluation/reward.py terms, an unnamed term weighs 0); "
-                                "rounds score without models: only duration and stop may be non-zero")
+    round_weights: str = option("duration=1,stop=1", "reward weights (evaluation/reward.py terms, an unnamed term "
+                                "weighs 0; the default: stopping on time); rounds score without models: only "
+                                "duration and stop may be non-zero")
     round_min_gap: float = option(0.0, "a prompt gives no pair when its best and worst rewards differ by less",
                                   minimum=0)
 

@@ -203,7 +203,7 @@ def test_round_weights_name_only_their_terms_and_refuse_model_terms():
     from higgs_ds.errors import ConfigError
     from higgs_ds.evaluation.round_config import RoundsConfig
 
-    assert RoundsConfig().weights() == {"sim": 0, "wer": 0, "dnsmos": 0, "duration": 1, "stop": 0}
+    assert RoundsConfig().weights() == {"sim": 0, "wer": 0, "dnsmos": 0, "duration": 1, "stop": 1}
     assert RoundsConfig(round_weights="stop=1").weights() == {"sim": 0, "wer": 0, "dnsmos": 0, "duration": 0,
                                                               "stop": 1}
     with pytest.raises(ConfigError, match="--round_weights: sim need scoring models"):
