@@ -1,4 +1,5 @@
-"""Every run writes output_dir/run_config.json; `train.py --config` on it replays the run's losses exactly."""
+"""Every run writes output_dir/run_config.json; `train.py --config` on it replays the run's losses (to
+float summation order)."""
 import json
 import os
 
@@ -28,7 +29,10 @@ def test_run_config_replays_the_run(small_data, small_dataset, tmp_path):
     a, b = _metrics(first), _metrics(replay)
     losses = [h["loss/total"] for h in a["history"]]
     assert len(losses) == 3 and losses[-1] != losses[0]
-    assert [h["loss/total"] for h in b["history"]] == losses and b["val"] == a["val"]
+    # the same run up to the CPU float summation order (~1e-7); a replay at lr 3.3e-3 moves val loss/text by 1e-2
+    assert [h["loss/total"] for h in b["history"]] == pytest.approx(losses, rel=1e-6)
+    assert b["val"].keys() == a["val"].keys()
+    assert all(b["val"][k] == pytest.approx(v, rel=1e-6) for k, v in a["val"].items()), (a["val"], b["val"])
     with open(os.path.join(replay, "run_config.json")) as f:
         again = json.load(f)
     again["training"]["output_dir"] = first
